@@ -1,0 +1,265 @@
+//! Records that cross the kernel boundary, and the names of the maps holding them.
+
+use crate::{
+    buckets::bucket_index,
+    request::Finished,
+};
+
+/// Map names, shared so userspace opens exactly what the programs define.
+pub mod map {
+    /// tgid -> [`super::Proc`]: the processes being watched.
+    pub const TRACKED: &str = "TRACKED";
+    /// tid -> [`super::Stash`]: syscall arguments between enter and exit.
+    pub const STASH: &str = "STASH";
+    /// [`super::ConnKey`] -> [`crate::request::Conn`].
+    pub const CONNS: &str = "CONNS";
+    /// [`super::MetricKey`] -> [`super::Aggregate`], per CPU.
+    pub const METRICS: &str = "METRICS";
+    /// [`super::Config`], one entry written by userspace before attaching.
+    pub const CONFIG: &str = "CONFIG";
+    /// Per-CPU counters indexed by [`super::error`].
+    pub const ERRORS: &str = "ERRORS";
+    /// Ring buffer of [`super::Event`]s.
+    pub const EVENTS: &str = "EVENTS";
+}
+
+/// Roles in [`Proc::role`].
+pub mod role {
+    pub const MASTER: u32 = 1;
+    pub const WORKER: u32 = 2;
+}
+
+/// A watched process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Proc {
+    pub role: u32,
+    /// The master that forked this worker (itself for a master).
+    pub master: u32,
+}
+
+/// Which syscall a [`Stash`] belongs to.
+pub mod io {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+    pub const SENDFILE: u32 = 3;
+    /// readv/writev: `buf` points at an iovec array.
+    pub const READV: u32 = 4;
+    pub const WRITEV: u32 = 5;
+    /// recvmsg/sendmsg: `buf` points at a msghdr.
+    pub const RECVMSG: u32 = 6;
+    pub const SENDMSG: u32 = 7;
+}
+
+/// Arguments of a syscall in progress on one thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stash {
+    pub buf: u64,
+    pub fd: u32,
+    pub kind: u32,
+}
+
+/// A client connection: the worker and its socket's fd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// One series family: a worker, a method and a status (0 = aborted).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MetricKey {
+    pub tgid: u32,
+    pub status: u16,
+    pub method: u8,
+    pub _pad: u8,
+}
+
+/// Slots of the duration histogram: up to 31 finite bounds and `+Inf`.
+pub const DURATION_SLOTS: usize = 32;
+/// Slots of the size histograms.
+pub const SIZE_SLOTS: usize = 16;
+
+/// Request and response size bucket bounds in bytes: powers of 4 from 64 B to
+/// 1 GiB (a superset of gunicorn-prometheus-exporter's 1 KiB .. 4 MiB).
+pub const SIZE_BOUNDS: [u64; SIZE_SLOTS] = {
+    let mut b = [u64::MAX; SIZE_SLOTS];
+    let mut i = 0;
+    while i < 13 {
+        b[i] = 64 << (2 * i);
+        i += 1;
+    }
+    b
+};
+
+/// Set by userspace before the programs are attached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Duration bucket upper bounds in ns, padded with `u64::MAX`.
+    pub duration_bounds_ns: [u64; DURATION_SLOTS],
+}
+
+/// Everything recorded about the finished requests of one [`MetricKey`].
+/// Bucket arrays are per bucket (not cumulative).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Aggregate {
+    pub count: u64,
+    pub duration_sum_ns: u64,
+    pub req_bytes_sum: u64,
+    pub resp_bytes_sum: u64,
+    pub duration: [u64; DURATION_SLOTS],
+    pub req_size: [u64; SIZE_SLOTS],
+    pub resp_size: [u64; SIZE_SLOTS],
+}
+
+impl Default for Aggregate {
+    fn default() -> Self {
+        Aggregate {
+            count: 0,
+            duration_sum_ns: 0,
+            req_bytes_sum: 0,
+            resp_bytes_sum: 0,
+            duration: [0; DURATION_SLOTS],
+            req_size: [0; SIZE_SLOTS],
+            resp_size: [0; SIZE_SLOTS],
+        }
+    }
+}
+
+impl Aggregate {
+    /// Adds one finished request.
+    #[inline(always)]
+    pub fn record(&mut self, f: &Finished, duration_bounds_ns: &[u64; DURATION_SLOTS]) {
+        self.count += 1;
+        self.duration_sum_ns += f.duration_ns;
+        self.req_bytes_sum += f.req_bytes;
+        self.resp_bytes_sum += f.resp_bytes;
+        if let Some(slot) = self.duration.get_mut(bucket_index(duration_bounds_ns, f.duration_ns)) {
+            *slot += 1;
+        }
+        if let Some(slot) = self.req_size.get_mut(bucket_index(&SIZE_BOUNDS, f.req_bytes)) {
+            *slot += 1;
+        }
+        if let Some(slot) = self.resp_size.get_mut(bucket_index(&SIZE_BOUNDS, f.resp_bytes)) {
+            *slot += 1;
+        }
+    }
+
+    /// Adds another aggregate (summing per-CPU values, or merging series).
+    pub fn merge(&mut self, other: &Aggregate) {
+        self.count += other.count;
+        self.duration_sum_ns += other.duration_sum_ns;
+        self.req_bytes_sum += other.req_bytes_sum;
+        self.resp_bytes_sum += other.resp_bytes_sum;
+        for (a, b) in self.duration.iter_mut().zip(other.duration) {
+            *a += b;
+        }
+        for (a, b) in self.req_size.iter_mut().zip(other.req_size) {
+            *a += b;
+        }
+        for (a, b) in self.resp_size.iter_mut().zip(other.resp_size) {
+            *a += b;
+        }
+    }
+}
+
+/// Things the kernel side could not do; each is a per-CPU counter in
+/// [`map::ERRORS`], exported so nothing is lost silently.
+pub mod error {
+    /// A finished request could not be recorded: METRICS full (a lost request).
+    pub const METRICS_FULL: u32 = 0;
+    /// A connection could not be tracked: CONNS full (its requests are lost).
+    pub const CONNS_FULL: u32 = 1;
+    /// Syscall arguments could not be stashed: STASH full (one I/O missed).
+    pub const STASH_FULL: u32 = 2;
+    /// A new worker could not be tracked: TRACKED full.
+    pub const TRACKED_FULL: u32 = 3;
+    /// A lifecycle event was dropped: the ring buffer was full.
+    pub const EVENTS_LOST: u32 = 4;
+    /// A syscall buffer could not be read (one read or write not classified).
+    pub const READ_FAILED: u32 = 5;
+    pub const COUNT: u32 = 6;
+
+    /// The `kind` label of each counter.
+    pub const NAMES: [&str; COUNT as usize] =
+        ["metrics_map_full", "conns_map_full", "stash_map_full", "tracked_map_full", "events_lost", "buffer_read_failed"];
+}
+
+/// Lifecycle event kinds.
+pub mod event {
+    /// A tracked master forked a process (a worker, or a re-exec'd master).
+    pub const FORK: u32 = 1;
+    /// A tracked process's last thread exited.
+    pub const EXIT: u32 = 2;
+}
+
+/// A lifecycle event from the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u32,
+    pub pid: u32,
+    /// The parent for FORK; the master for EXIT.
+    pub ppid: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is #[repr(C)], Copy, made only of integers (every bit
+    // pattern valid), with explicit padding fields so no byte is uninitialised.
+    unsafe impl aya::Pod for super::Proc {}
+    unsafe impl aya::Pod for super::Stash {}
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::MetricKey {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Aggregate {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for crate::request::Conn {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buckets::padded;
+
+    #[test]
+    fn size_bounds_are_powers_of_four() {
+        assert_eq!(SIZE_BOUNDS[0], 64);
+        assert_eq!(SIZE_BOUNDS[2], 1024);
+        assert_eq!(SIZE_BOUNDS[10], 4 * 1024 * 1024 * 16);
+        assert_eq!(SIZE_BOUNDS[12], 1 << 30);
+        assert_eq!(SIZE_BOUNDS[13], u64::MAX);
+        assert!(SIZE_BOUNDS.contains(&4194304));
+    }
+
+    #[test]
+    fn record_and_merge() {
+        let bounds: [u64; DURATION_SLOTS] = padded(&[1_000, 2_000]).unwrap();
+        let mut a = Aggregate::default();
+        let f = Finished { method: 1, status: 200, duration_ns: 2_000, req_bytes: 64, resp_bytes: 65 };
+        a.record(&f, &bounds);
+        assert_eq!((a.count, a.duration[1], a.req_size[0], a.resp_size[1]), (1, 1, 1, 1));
+        let mut b = a;
+        b.merge(&a);
+        assert_eq!((b.count, b.duration_sum_ns, b.duration[1], b.resp_bytes_sum), (2, 4_000, 2, 130));
+    }
+
+    #[test]
+    fn records_have_no_implicit_padding() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<Proc>(), 8);
+        assert_eq!(size_of::<Stash>(), 16);
+        assert_eq!(size_of::<ConnKey>(), 8);
+        assert_eq!(size_of::<MetricKey>(), 8);
+        assert_eq!(size_of::<Event>(), 24);
+        assert_eq!(size_of::<crate::request::Conn>(), 40);
+        assert_eq!(size_of::<Aggregate>(), 8 * (4 + DURATION_SLOTS + 2 * SIZE_SLOTS));
+    }
+}

@@ -1,0 +1,20 @@
+//! What the kernel side and userspace share.
+//!
+//! The eBPF programs (the `bin` target, built for `bpfel-unknown-none`) and the
+//! exporter (built for the host) both use this library, so every record that
+//! crosses the kernel boundary is declared once and every decision the kernel
+//! makes about a request is a pure function tested on the host:
+//!
+//! - [`abi`]: `#[repr(C)]` map keys, values and ring-buffer events, map names.
+//! - [`http`]: recognising a request line and a status line from a few bytes.
+//! - [`buckets`]: histogram bucket index, exact at the boundaries.
+//! - [`request`]: the per-connection state machine that turns reads and writes
+//!   into finished requests.
+//! - [`tracepoint`]: the tracepoint argument offsets the programs read.
+#![cfg_attr(not(test), no_std)]
+
+pub mod abi;
+pub mod buckets;
+pub mod http;
+pub mod request;
+pub mod tracepoint;

@@ -1,0 +1,395 @@
+//! The per-connection request state machine.
+//!
+//! The kernel keeps one [`Conn`] per accepted client socket, keyed by (tgid, fd),
+//! and feeds it the syscalls it sees on that socket. Each call may hand back a
+//! [`Finished`] request, which the kernel records in its metrics map. The rules:
+//!
+//! - A request starts at the exit of its first data-bearing read (a blocking
+//!   read is entered long before data arrives).
+//! - A write starting with `HTTP/1.x NNN` (final status) starts its response;
+//!   interim 1xx lines belong to the response that follows them.
+//! - The request ends at its last response write; it is recorded when the next
+//!   request starts (a read that opens a request line, or a second status line
+//!   on the same connection: pipelining), or when the worker shuts the socket
+//!   down for writing, closes it, accepts a new connection on the same fd, or
+//!   exits.
+//! - A connection that goes away while a request was read but not answered
+//!   yields a `Finished` with status 0: the request was aborted.
+//!
+//! So every final status line is counted exactly once, whatever the order in
+//! which a worker class interleaves its reads, writes, shutdowns and closes.
+
+use crate::http::{self, HEAD_LEN};
+
+/// Where a connection is in its current exchange.
+pub mod phase {
+    /// Accepted, no request data yet (or attached after the fact).
+    pub const IDLE: u8 = 0;
+    /// Request data read, no response yet.
+    pub const READING: u8 = 1;
+    /// The response's status line was written; body writes may follow.
+    pub const RESPONDING: u8 = 2;
+    /// Shut down for writing: nothing more will be answered on it.
+    pub const SHUT: u8 = 3;
+}
+
+/// Status of a request that ended without a response.
+pub const ABORTED: u16 = 0;
+
+/// One client connection's current exchange. `#[repr(C)]`: a map value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    /// `bpf_ktime_get_ns` at the exit of the request's first read.
+    pub start_ns: u64,
+    /// Time of the last response write (the request's end so far).
+    pub last_write_ns: u64,
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+    pub status: u16,
+    pub method: u8,
+    pub phase: u8,
+    pub _pad: u32,
+}
+
+/// A request that ended, ready to be recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub method: u8,
+    /// Final status, or [`ABORTED`].
+    pub status: u16,
+    pub duration_ns: u64,
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+}
+
+impl Conn {
+    /// A connection first seen on a read that opened a request (attached to a
+    /// worker whose connection was accepted before the exporter started).
+    pub fn reading(now: u64, n: u64, method: u8) -> Conn {
+        let mut c = Conn::default();
+        c.begin(now, n, method);
+        c
+    }
+
+    fn begin(&mut self, now: u64, n: u64, method: u8) {
+        *self = Conn {
+            start_ns: now,
+            last_write_ns: now,
+            req_bytes: n,
+            method,
+            phase: phase::READING,
+            ..Conn::default()
+        };
+    }
+
+    fn finished(&self) -> Finished {
+        let answered = self.phase == phase::RESPONDING;
+        Finished {
+            method: self.method,
+            status: if answered { self.status } else { ABORTED },
+            duration_ns: if answered { self.last_write_ns.saturating_sub(self.start_ns) } else { 0 },
+            req_bytes: self.req_bytes,
+            resp_bytes: self.resp_bytes,
+        }
+    }
+
+    /// A read that returned `n > 0` bytes starting with `head[..len]`.
+    #[inline(always)]
+    pub fn on_read(&mut self, now: u64, n: u64, head: &[u8; HEAD_LEN], len: usize) -> Option<Finished> {
+        match self.phase {
+            phase::IDLE => {
+                let method = http::request_method(head, len).unwrap_or(http::method::OTHER);
+                self.begin(now, n, method);
+                None
+            }
+            phase::READING => {
+                self.req_bytes += n;
+                None
+            }
+            phase::RESPONDING => match http::request_method(head, len) {
+                Some(method) => {
+                    let done = self.finished();
+                    self.begin(now, n, method);
+                    Some(done)
+                }
+                // The rest of a body the app did not read, drained by gunicorn.
+                None => {
+                    self.req_bytes += n;
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+
+    /// A write that sent `n > 0` bytes starting with `head[..len]`.
+    #[inline(always)]
+    pub fn on_write(&mut self, now: u64, n: u64, head: &[u8; HEAD_LEN], len: usize) -> Option<Finished> {
+        let status = http::response_status(head, len);
+        match (self.phase, status) {
+            (phase::READING, Some(s)) if http::is_interim(s) => {
+                self.resp_bytes += n;
+                None
+            }
+            (phase::READING, Some(s)) => {
+                self.phase = phase::RESPONDING;
+                self.status = s;
+                self.resp_bytes += n;
+                self.last_write_ns = now;
+                None
+            }
+            (phase::RESPONDING, Some(s)) if !http::is_interim(s) => {
+                // Pipelining: the next request was read with this one; it
+                // started when the worker finished the previous response.
+                let done = self.finished();
+                let (method, start) = (self.method, self.last_write_ns);
+                self.begin(start, 0, method);
+                self.phase = phase::RESPONDING;
+                self.status = s;
+                self.resp_bytes = n;
+                self.last_write_ns = now;
+                Some(done)
+            }
+            (phase::RESPONDING, _) => {
+                self.resp_bytes += n;
+                self.last_write_ns = now;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// sendfile(2) of `n > 0` bytes: always response body.
+    #[inline(always)]
+    pub fn on_sendfile(&mut self, now: u64, n: u64) {
+        if self.phase == phase::RESPONDING {
+            self.resp_bytes += n;
+            self.last_write_ns = now;
+        }
+    }
+
+    /// shutdown(2) with `how`; SHUT_WR or SHUT_RDWR end the exchange.
+    #[inline(always)]
+    pub fn on_shutdown(&mut self, how: u64) -> Option<Finished> {
+        const SHUT_RD: u64 = 0;
+        if how == SHUT_RD || self.phase == phase::SHUT {
+            return None;
+        }
+        let done = self.on_close();
+        self.phase = phase::SHUT;
+        done
+    }
+
+    /// The connection is gone (closed, fd reused, or its process exited):
+    /// whatever was in flight ends here.
+    #[inline(always)]
+    pub fn on_close(&self) -> Option<Finished> {
+        match self.phase {
+            phase::READING | phase::RESPONDING => Some(self.finished()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::method::{GET, OTHER, POST};
+
+    fn head(bytes: &[u8]) -> ([u8; HEAD_LEN], usize) {
+        let mut h = [0u8; HEAD_LEN];
+        let n = bytes.len().min(HEAD_LEN);
+        h[..n].copy_from_slice(&bytes[..n]);
+        (h, n)
+    }
+
+    fn read(c: &mut Conn, now: u64, data: &[u8]) -> Option<Finished> {
+        let (h, n) = head(data);
+        c.on_read(now, data.len() as u64, &h, n)
+    }
+
+    fn write(c: &mut Conn, now: u64, data: &[u8]) -> Option<Finished> {
+        let (h, n) = head(data);
+        c.on_write(now, data.len() as u64, &h, n)
+    }
+
+    const REQ: &[u8] = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+
+    #[test]
+    fn sync_worker_exchange() {
+        // accept, recv, send headers, send body, shutdown, recv()=0 (not fed), close
+        let mut c = Conn::default();
+        assert_eq!(read(&mut c, 100, REQ), None);
+        assert_eq!(write(&mut c, 150, OK), None);
+        assert_eq!(write(&mut c, 160, b"hi"), None);
+        let done = c.on_shutdown(1).expect("finished at shutdown");
+        assert_eq!(
+            done,
+            Finished { method: GET, status: 200, duration_ns: 60, req_bytes: REQ.len() as u64, resp_bytes: OK.len() as u64 + 2 }
+        );
+        assert_eq!(c.on_close(), None, "counted once");
+        assert_eq!(read(&mut c, 170, REQ), None, "reads after shutdown are ignored");
+        assert_eq!(c.on_close(), None);
+    }
+
+    #[test]
+    fn split_request_and_body() {
+        let mut c = Conn::default();
+        read(&mut c, 10, b"POST /echo HTTP/1.1\r\n");
+        read(&mut c, 20, b"Content-Length: 10\r\n\r\n");
+        read(&mut c, 30, b"01234");
+        read(&mut c, 40, b"56789");
+        write(&mut c, 50, OK);
+        let done = c.on_close().unwrap();
+        assert_eq!(done.method, POST);
+        assert_eq!(done.duration_ns, 40);
+        assert_eq!(done.req_bytes, 21 + 22 + 10);
+    }
+
+    #[test]
+    fn keep_alive_finishes_at_next_request() {
+        let mut c = Conn::default();
+        read(&mut c, 0, REQ);
+        write(&mut c, 5, OK);
+        assert_eq!(read(&mut c, 1000, REQ).map(|f| f.duration_ns), Some(5));
+        write(&mut c, 1007, OK);
+        assert_eq!(c.on_close().map(|f| f.duration_ns), Some(7));
+    }
+
+    #[test]
+    fn pipelined_pair_is_two_requests() {
+        let mut c = Conn::default();
+        let two = [REQ, REQ].concat();
+        read(&mut c, 0, &two);
+        write(&mut c, 10, OK);
+        write(&mut c, 11, b"hi");
+        let first = write(&mut c, 20, OK).expect("second status line ends the first");
+        assert_eq!((first.status, first.duration_ns, first.req_bytes), (200, 11, two.len() as u64));
+        write(&mut c, 25, b"hi");
+        let second = c.on_close().unwrap();
+        assert_eq!((second.method, second.status, second.duration_ns, second.req_bytes), (GET, 200, 14, 0));
+    }
+
+    #[test]
+    fn chunked_and_sendfile_bodies() {
+        let mut c = Conn::default();
+        read(&mut c, 0, REQ);
+        write(&mut c, 1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        write(&mut c, 2, b"5\r\nhello\r\n");
+        write(&mut c, 3, b"0\r\n\r\n");
+        c.on_sendfile(9, 1000);
+        let done = c.on_close().unwrap();
+        assert_eq!(done.duration_ns, 9);
+        assert_eq!(done.resp_bytes, 47 + 10 + 5 + 1000);
+    }
+
+    #[test]
+    fn interim_continue_is_not_a_response() {
+        let mut c = Conn::default();
+        read(&mut c, 0, b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(write(&mut c, 1, b"HTTP/1.1 100 Continue\r\n\r\n"), None);
+        read(&mut c, 2, b"body");
+        assert_eq!(write(&mut c, 3, OK), None);
+        let done = c.on_close().unwrap();
+        assert_eq!((done.status, done.duration_ns), (200, 3));
+    }
+
+    #[test]
+    fn close_without_response_is_aborted() {
+        let mut c = Conn::default();
+        read(&mut c, 0, REQ);
+        let done = c.on_close().unwrap();
+        assert_eq!((done.status, done.duration_ns, done.method), (ABORTED, 0, GET));
+        assert_eq!(Conn::default().on_close(), None, "idle connections are not requests");
+    }
+
+    #[test]
+    fn body_drained_after_response_stays_with_its_request() {
+        let mut c = Conn::default();
+        read(&mut c, 0, b"POST /early HTTP/1.1\r\n\r\n");
+        write(&mut c, 1, b"HTTP/1.1 413 Too Large\r\n\r\n");
+        assert_eq!(read(&mut c, 2, b"leftover body bytes"), None);
+        let done = c.on_close().unwrap();
+        assert_eq!((done.status, done.req_bytes), (413, 24 + 19));
+    }
+
+    #[test]
+    fn garbage_request_is_other() {
+        let mut c = Conn::default();
+        read(&mut c, 0, b"\x16\x03\x01garbage");
+        write(&mut c, 1, b"HTTP/1.1 400 Bad Request\r\n");
+        assert_eq!(c.on_close().map(|f| (f.method, f.status)), Some((OTHER, 400)));
+    }
+
+    #[test]
+    fn writes_before_a_request_are_ignored() {
+        let mut c = Conn::default();
+        assert_eq!(write(&mut c, 1, OK), None);
+        assert_eq!(c, Conn::default());
+        assert_eq!(c.on_close(), None);
+    }
+
+    #[test]
+    fn shutdown_read_side_only_is_not_the_end() {
+        let mut c = Conn::default();
+        read(&mut c, 0, REQ);
+        write(&mut c, 1, OK);
+        assert_eq!(c.on_shutdown(0), None);
+        assert!(c.on_shutdown(2).is_some());
+        assert_eq!(c.on_shutdown(2), None);
+    }
+
+    #[test]
+    fn attach_mid_stream() {
+        let mut c = Conn::reading(50, REQ.len() as u64, GET);
+        write(&mut c, 80, OK);
+        assert_eq!(c.on_close().map(|f| f.duration_ns), Some(30));
+    }
+
+    /// Whatever the sequence, every final status line is counted exactly once
+    /// and no duration exceeds the span of the events fed.
+    #[test]
+    fn every_response_counted_once_under_random_sequences() {
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2000 {
+            let mut c = Conn::default();
+            let (mut finals, mut counted, mut now) = (0u64, 0u64, 0u64);
+            let mut count = |f: Option<Finished>, counted: &mut u64| {
+                if let Some(f) = f {
+                    assert!(f.duration_ns <= 1_000_000);
+                    if f.status != ABORTED {
+                        *counted += 1;
+                    }
+                }
+            };
+            for _ in 0..40 {
+                now += next() % 100;
+                let shut = c.phase == phase::SHUT;
+                match next() % 6 {
+                    0 => count(read(&mut c, now, REQ), &mut counted),
+                    1 => count(read(&mut c, now, b"body"), &mut counted),
+                    2 => {
+                        let started = matches!(c.phase, phase::READING | phase::RESPONDING);
+                        if started && !shut {
+                            finals += 1;
+                        }
+                        count(write(&mut c, now, OK), &mut counted)
+                    }
+                    3 => count(write(&mut c, now, b"more"), &mut counted),
+                    4 => count(c.on_shutdown(1), &mut counted),
+                    _ => c.on_sendfile(now, 10),
+                }
+            }
+            count(c.on_close(), &mut counted);
+            assert_eq!(finals, counted);
+        }
+    }
+}

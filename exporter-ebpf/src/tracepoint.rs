@@ -1,0 +1,84 @@
+//! Offsets of the tracepoint fields the programs read, from
+//! `/sys/kernel/tracing/events/<category>/<name>/format`. Syscall tracepoints
+//! lay out `__syscall_nr` at 8 and then one 8-byte slot per argument from 16;
+//! the exit tracepoints carry `ret` at 16. Userspace checks these against the
+//! running kernel's format files before loading (see [`expected_fields`]).
+
+/// First syscall argument (fd for every syscall we trace).
+pub const ARG0: usize = 16;
+/// Second argument (the buffer, the iovec array or the msghdr).
+pub const ARG1: usize = 24;
+/// Third argument.
+pub const ARG2: usize = 32;
+/// `ret` of a `sys_exit_*` tracepoint.
+pub const RET: usize = 16;
+
+/// task:task_newtask `pid` (the new task) and `clone_flags`.
+pub const NEWTASK_PID: usize = 8;
+pub const NEWTASK_CLONE_FLAGS: usize = 32;
+/// sched:sched_process_exit `pid` (the exiting thread) and `group_dead`.
+pub const EXIT_PID: usize = 24;
+pub const EXIT_GROUP_DEAD: usize = 32;
+
+/// `CLONE_THREAD`: the new task is a thread, not a process.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// (tracepoint, field, offset) the programs rely on.
+pub fn expected_fields() -> &'static [(&'static str, &'static str, usize)] {
+    &[
+        ("syscalls/sys_enter_recvfrom", "fd", ARG0),
+        ("syscalls/sys_enter_recvfrom", "ubuf", ARG1),
+        ("syscalls/sys_exit_recvfrom", "ret", RET),
+        ("syscalls/sys_enter_sendto", "fd", ARG0),
+        ("syscalls/sys_enter_sendto", "buff", ARG1),
+        ("syscalls/sys_enter_sendfile64", "out_fd", ARG0),
+        ("syscalls/sys_enter_shutdown", "how", ARG1),
+        ("syscalls/sys_enter_close", "fd", ARG0),
+        ("syscalls/sys_exit_accept4", "ret", RET),
+        ("task/task_newtask", "pid", NEWTASK_PID),
+        ("task/task_newtask", "clone_flags", NEWTASK_CLONE_FLAGS),
+        ("sched/sched_process_exit", "pid", EXIT_PID),
+        ("sched/sched_process_exit", "group_dead", EXIT_GROUP_DEAD),
+    ]
+}
+
+/// The offset of `field` in a tracepoint format file's text, if declared.
+/// Lines look like `\tfield:int fd;\toffset:16;\tsize:8;\tsigned:0;`.
+pub fn field_offset(format: &str, field: &str) -> Option<usize> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        // The name is the last word of the declaration, minus any array suffix.
+        let name = decl.rsplit([' ', '*']).next()?.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        rest.trim().strip_prefix("offset:")?.split(';').next()?.trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECVFROM: &str = "name: sys_enter_recvfrom\nID: 1\nformat:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\
+        \tfield:int fd;\toffset:16;\tsize:8;\tsigned:0;\n\
+        \tfield:void * ubuf;\toffset:24;\tsize:8;\tsigned:0;\n";
+
+    const EXIT: &str = "\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+        \tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\
+        \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
+
+    #[test]
+    fn parses_offsets() {
+        assert_eq!(field_offset(RECVFROM, "fd"), Some(16));
+        assert_eq!(field_offset(RECVFROM, "ubuf"), Some(24));
+        assert_eq!(field_offset(RECVFROM, "__syscall_nr"), Some(8));
+        assert_eq!(field_offset(RECVFROM, "size"), None);
+        assert_eq!(field_offset(EXIT, "comm"), Some(8));
+        assert_eq!(field_offset(EXIT, "group_dead"), Some(32));
+        assert_eq!(field_offset("garbage\nfield:", "fd"), None);
+    }
+}
