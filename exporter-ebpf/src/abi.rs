@@ -210,6 +210,17 @@ pub struct Event {
     pub ts_ns: u64,
 }
 
+impl Event {
+    /// Decodes a ring-buffer record; `None` if it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
+        if bytes.len() < core::mem::size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: length checked; Event is plain integers, any bit pattern is valid.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: each type is #[repr(C)], Copy, made only of integers (every bit
@@ -249,6 +260,15 @@ mod tests {
         let mut b = a;
         b.merge(&a);
         assert_eq!((b.count, b.duration_sum_ns, b.duration[1], b.resp_bytes_sum), (2, 4_000, 2, 130));
+    }
+
+    #[test]
+    fn events_decode() {
+        let e = Event { kind: event::EXIT, pid: 7, ppid: 1, _pad: 0, ts_ns: 99 };
+        // SAFETY: reading the bytes of a plain #[repr(C)] value.
+        let bytes: [u8; 24] = unsafe { core::mem::transmute(e) };
+        assert_eq!(Event::from_bytes(&bytes), Some(e));
+        assert_eq!(Event::from_bytes(&bytes[..23]), None);
     }
 
     #[test]

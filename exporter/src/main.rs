@@ -1,1 +1,115 @@
-fn main(){}
+//! gunicorn-ebpf-exporter: parse, check, resolve the master, bind, load and
+//! attach, track the master's workers, then serve until told to stop.
+//!
+//! Data flows one way: tracepoints -> kernel maps -> collector (at scrape) ->
+//! registry -> HTTP; lifecycle events -> ring buffer -> state.
+
+mod cli;
+mod collector;
+mod events;
+mod exposition;
+mod kernel;
+mod logging;
+mod preflight;
+mod procs;
+mod server;
+mod state;
+mod target;
+mod workers;
+
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{anyhow, Context as _};
+use clap::Parser as _;
+use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
+
+use crate::{cli::Options, collector::Exporter, kernel::Kernel, state::State};
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    logging::init(options.log_format);
+    match run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Duration bucket bounds in seconds -> the kernel's padded nanoseconds.
+fn duration_bounds_ns(seconds: &[f64]) -> anyhow::Result<[u64; DURATION_SLOTS]> {
+    if let Some(bad) = seconds.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(anyhow!("--buckets: {bad} is not a positive number of seconds"));
+    }
+    let ns: Vec<u64> = seconds.iter().map(|s| (s * 1e9).round() as u64).collect();
+    padded(&ns).ok_or_else(|| {
+        anyhow!("--buckets: give at most {} strictly increasing bounds (at least 1 ns apart)", DURATION_SLOTS - 1)
+    })
+}
+
+fn run(options: Options) -> anyhow::Result<()> {
+    let bounds = duration_bounds_ns(&options.buckets)?;
+    preflight::check_privileges()?;
+
+    let pid = match (&options.pid, &options.pidfile) {
+        (Some(pid), _) => *pid,
+        (None, Some(path)) => target::read_pidfile(path)?,
+        (None, None) => unreachable!("clap requires --pid or --pidfile"),
+    };
+    let master = target::resolve(pid)?;
+    if let Some(notice) = &master.notice {
+        log::warn!("{notice}");
+    }
+
+    let addr = SocketAddr::new(options.bind, options.port);
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (another exporter running? choose another --port)"))?;
+    listener.set_nonblocking(true)?;
+
+    preflight::ensure_tracefs()?;
+    preflight::check_layout()?;
+    let kernel = Kernel::load(bounds, options.io_syscalls).context("attaching the eBPF programs")?;
+    let tracepoints = kernel.attached().len();
+    let master_pid = master.info.pid;
+    let mut state = State::attach(kernel, master.info, bounds, options.series_grace())?;
+    let ring = state.kernel.take_events().context("the lifecycle ring buffer was already taken")?;
+    log::info!(
+        "attached to gunicorn master {master_pid} ({} workers, {tracepoints} tracepoints); serving http://{addr}/metrics",
+        state.workers.alive().count()
+    );
+    let state = Arc::new(Mutex::new(state));
+    let registry = prometheus::Registry::new();
+    registry.register(Box::new(Exporter::new(state.clone())?))?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = server::serve(listener, Arc::new(registry)) => result.context("serving /metrics"),
+            result = events::run(ring, state) => result.context("reading lifecycle events"),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = terminate.recv() => Ok(()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_bounds_are_exact_nanoseconds() {
+        let b = duration_bounds_ns(&[0.001, 0.05, 60.0]).unwrap();
+        assert_eq!(&b[..4], &[1_000_000, 50_000_000, 60_000_000_000, u64::MAX]);
+        assert!(duration_bounds_ns(&[0.5, 0.1]).is_err());
+        assert!(duration_bounds_ns(&[-1.0]).is_err());
+        assert!(duration_bounds_ns(&[f64::NAN]).is_err());
+        assert!(duration_bounds_ns(&vec![1.0; 40]).is_err());
+    }
+}

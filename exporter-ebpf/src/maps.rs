@@ -1,0 +1,92 @@
+//! The maps, and the few operations every program shares.
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use exporter_ebpf::{
+    abi::{error, role, Aggregate, Config, ConnKey, Event, MetricKey, Proc, Stash},
+    request::{Conn, Finished},
+};
+
+#[map]
+pub static TRACKED: HashMap<u32, Proc> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static STASH: HashMap<u32, Stash> = HashMap::with_max_entries(16384, 0);
+#[map]
+pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(65536, 0);
+/// Not preallocated: memory follows the series in use, not max_entries x CPUs.
+#[map]
+pub static METRICS: PerCpuHashMap<MetricKey, Aggregate> =
+    PerCpuHashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+/// A zeroed Aggregate to insert from: it is too big for the 512-byte stack.
+#[map]
+pub static ZERO: PerCpuArray<Aggregate> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(error::COUNT, 0);
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[inline(always)]
+pub fn pid_tgid() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    (id as u32, (id >> 32) as u32)
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn count_error(kind: u32) {
+    if let Some(counter) = ERRORS.get_ptr_mut(kind) {
+        // SAFETY: a per-CPU slot; programs do not preempt each other on one CPU.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn tracked(tgid: u32) -> Option<Proc> {
+    // SAFETY: Proc is plain data; a racing update can at worst be read torn,
+    // and both fields are only ever written together at insert.
+    TRACKED.get_ptr(&tgid).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+pub fn is_worker(tgid: u32) -> bool {
+    matches!(tracked(tgid), Some(p) if p.role == role::WORKER)
+}
+
+/// Adds a finished request to its worker's series.
+#[inline(always)]
+pub fn record(tgid: u32, done: &Finished) {
+    let Some(config) = CONFIG.get_ptr(0) else { return };
+    let key = MetricKey { tgid, status: done.status, method: done.method, _pad: 0 };
+    let aggregate = match METRICS.get_ptr_mut(&key) {
+        Some(a) => a,
+        None => {
+            let Some(zero) = ZERO.get_ptr(0) else { return };
+            // SAFETY: ZERO is never written. EEXIST (another CPU won the race) is fine.
+            let _ = METRICS.insert(&key, unsafe { &*zero }, BPF_NOEXIST as u64);
+            match METRICS.get_ptr_mut(&key) {
+                Some(a) => a,
+                None => return count_error(error::METRICS_FULL),
+            }
+        }
+    };
+    // SAFETY: our CPU's copy of the value; CONFIG is written once before attach.
+    unsafe { (*aggregate).record(done, &(*config).duration_bounds_ns) };
+}
+
+#[inline(always)]
+pub fn emit(event: &Event) {
+    if EVENTS.output::<Event>(event, 0).is_err() {
+        count_error(error::EVENTS_LOST);
+    }
+}

@@ -1,0 +1,295 @@
+//! Client-socket I/O of tracked workers, fed to each connection's state machine.
+//!
+//! Enter programs stash (fd, buffer) per thread; exit programs, which alone
+//! know how many bytes moved, read the buffer's first bytes and update the
+//! connection. A stash is overwritten by the thread's next traced syscall, so
+//! exits never delete it (one map operation less per syscall); it is removed
+//! when the thread exits.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use exporter_ebpf::{
+    abi::{error, io, ConnKey, Stash},
+    http::{request_method, HEAD_LEN},
+    request::Conn,
+    tracepoint::{ARG0, ARG1, RET},
+};
+
+use crate::maps::{count_error, is_worker, now, pid_tgid, record, CONNS, STASH};
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
+    // SAFETY: offsets from the syscall tracepoint layout, checked by userspace at load.
+    unsafe { ctx.read_at::<u64>(offset).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: as above.
+    unsafe { ctx.read_at::<i64>(RET).unwrap_or(-1) }
+}
+
+// ---- accept: a new connection starts clean --------------------------------
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    on_accept(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    on_accept(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_accept(ctx: &TracePointContext) {
+    let (_, tgid) = pid_tgid();
+    let fd = ret(ctx);
+    if fd < 0 || !is_worker(tgid) {
+        return;
+    }
+    let key = ConnKey { tgid, fd: fd as u32 };
+    // Still here: its close was never seen (dup2, close_range, exit). It ended.
+    if let Some(old) = CONNS.get_ptr(&key) {
+        // SAFETY: a map value of this type; only this worker's threads touch it.
+        if let Some(done) = unsafe { (*old).on_close() } {
+            record(tgid, &done);
+        }
+    }
+    if CONNS.insert(&key, &Conn::default(), 0).is_err() {
+        count_error(error::CONNS_FULL);
+    }
+}
+
+// ---- enter: stash the arguments --------------------------------------------
+
+#[inline(always)]
+fn stash(ctx: &TracePointContext, kind: u32) -> u32 {
+    let (tid, tgid) = pid_tgid();
+    if !is_worker(tgid) {
+        return 0;
+    }
+    let stash = Stash { buf: arg(ctx, ARG1), fd: arg(ctx, ARG0) as u32, kind };
+    if STASH.insert(&tid, &stash, 0).is_err() {
+        count_error(error::STASH_FULL);
+    }
+    0
+}
+
+/// The stash of this thread's syscall of `kind`; its presence also says the
+/// thread belongs to a tracked worker.
+#[inline(always)]
+fn take(kind: u32) -> Option<(u32, Stash)> {
+    let (tid, tgid) = pid_tgid();
+    // SAFETY: plain data written by this same thread's enter program.
+    let stash = unsafe { *STASH.get_ptr(&tid)? };
+    if stash.kind != kind {
+        return None;
+    }
+    Some((tgid, stash))
+}
+
+/// The first bytes the syscall moved, and how many of them are valid.
+#[inline(always)]
+fn head(stash: &Stash, n: i64) -> Option<([u8; HEAD_LEN], usize)> {
+    // SAFETY: user pointers from the syscall's own arguments; the helpers
+    // fault safely on bad addresses.
+    let data = unsafe {
+        match stash.kind {
+            io::READV | io::WRITEV => bpf_probe_read_user(stash.buf as *const u64).ok()?,
+            // struct msghdr: msg_iov at offset 16, then iovec.iov_base at 0.
+            io::RECVMSG | io::SENDMSG => {
+                let iov = bpf_probe_read_user((stash.buf + 16) as *const u64).ok()?;
+                bpf_probe_read_user(iov as *const u64).ok()?
+            }
+            _ => stash.buf,
+        }
+    };
+    let mut head = [0u8; HEAD_LEN];
+    // SAFETY: as above.
+    if unsafe { bpf_probe_read_user_buf(data as *const u8, &mut head) }.is_err() {
+        count_error(error::READ_FAILED);
+        return None;
+    }
+    let len = if n < HEAD_LEN as i64 { n as usize } else { HEAD_LEN };
+    Some((head, len))
+}
+
+#[inline(always)]
+fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
+    let Some((tgid, stash)) = take(kind) else { return 0 };
+    let n = ret(ctx);
+    if n <= 0 {
+        return 0;
+    }
+    let Some((head, len)) = head(&stash, n) else { return 0 };
+    let key = ConnKey { tgid, fd: stash.fd };
+    match CONNS.get_ptr_mut(&key) {
+        // SAFETY: a map value; one worker's threads serialise on a connection.
+        Some(conn) => {
+            if let Some(done) = unsafe { (*conn).on_read(now(), n as u64, &head, len) } {
+                record(tgid, &done);
+            }
+        }
+        // Accepted before we attached: track it from its next request line.
+        None => {
+            if let Some(method) = request_method(&head, len) {
+                if CONNS.insert(&key, &Conn::reading(now(), n as u64, method), 0).is_err() {
+                    count_error(error::CONNS_FULL);
+                }
+            }
+        }
+    }
+    0
+}
+
+#[inline(always)]
+fn on_write_exit(ctx: &TracePointContext, kind: u32) -> u32 {
+    let Some((tgid, stash)) = take(kind) else { return 0 };
+    let n = ret(ctx);
+    if n <= 0 {
+        return 0;
+    }
+    let key = ConnKey { tgid, fd: stash.fd };
+    let Some(conn) = CONNS.get_ptr_mut(&key) else { return 0 };
+    let Some((head, len)) = head(&stash, n) else { return 0 };
+    // SAFETY: as in on_read_exit.
+    if let Some(done) = unsafe { (*conn).on_write(now(), n as u64, &head, len) } {
+        record(tgid, &done);
+    }
+    0
+}
+
+// ---- the syscalls gunicorn uses on client sockets --------------------------
+
+#[tracepoint]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::READ)
+}
+
+#[tracepoint]
+pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
+    on_read_exit(&ctx, io::READ)
+}
+
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::WRITE)
+}
+
+#[tracepoint]
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    on_write_exit(&ctx, io::WRITE)
+}
+
+#[tracepoint]
+pub fn sys_enter_sendfile64(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::SENDFILE)
+}
+
+#[tracepoint]
+pub fn sys_exit_sendfile64(ctx: TracePointContext) -> u32 {
+    let Some((tgid, stash)) = take(io::SENDFILE) else { return 0 };
+    let n = ret(&ctx);
+    if n <= 0 {
+        return 0;
+    }
+    if let Some(conn) = CONNS.get_ptr_mut(&ConnKey { tgid, fd: stash.fd }) {
+        // SAFETY: as in on_read_exit.
+        unsafe { (*conn).on_sendfile(now(), n as u64) };
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_shutdown(ctx: TracePointContext) -> u32 {
+    let (_, tgid) = pid_tgid();
+    let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
+    if let Some(conn) = CONNS.get_ptr_mut(&key) {
+        // SAFETY: as in on_read_exit.
+        if let Some(done) = unsafe { (*conn).on_shutdown(arg(&ctx, ARG1)) } {
+            record(tgid, &done);
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let (_, tgid) = pid_tgid();
+    let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
+    let Some(conn) = CONNS.get_ptr(&key) else { return 0 };
+    // SAFETY: as in on_read_exit.
+    if let Some(done) = unsafe { (*conn).on_close() } {
+        record(tgid, &done);
+    }
+    let _ = CONNS.remove(&key);
+    0
+}
+
+// ---- optional (--io-syscalls all): apps that use the read/write families ----
+
+#[tracepoint]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::READ)
+}
+
+#[tracepoint]
+pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
+    on_read_exit(&ctx, io::READ)
+}
+
+#[tracepoint]
+pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::READV)
+}
+
+#[tracepoint]
+pub fn sys_exit_readv(ctx: TracePointContext) -> u32 {
+    on_read_exit(&ctx, io::READV)
+}
+
+#[tracepoint]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::RECVMSG)
+}
+
+#[tracepoint]
+pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
+    on_read_exit(&ctx, io::RECVMSG)
+}
+
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::WRITE)
+}
+
+#[tracepoint]
+pub fn sys_exit_write(ctx: TracePointContext) -> u32 {
+    on_write_exit(&ctx, io::WRITE)
+}
+
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::WRITEV)
+}
+
+#[tracepoint]
+pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
+    on_write_exit(&ctx, io::WRITEV)
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::SENDMSG)
+}
+
+#[tracepoint]
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    on_write_exit(&ctx, io::SENDMSG)
+}

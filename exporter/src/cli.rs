@@ -1,0 +1,92 @@
+//! Command-line options. Settings shared with gunicorn-prometheus-exporter
+//! read the same environment variables, so a deployment can switch over.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+/// Exact per-worker request metrics of a running Gunicorn, from the kernel.
+///
+/// Attaches eBPF tracepoint programs to a Gunicorn master and its workers (no
+/// change to the app or its config) and serves Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "pidfile"])))]
+pub struct Options {
+    /// PID of the Gunicorn master (a worker's PID is resolved to its master).
+    #[arg(long)]
+    pub pid: Option<u32>,
+
+    /// Gunicorn's pidfile (its `--pid` setting), read at start.
+    #[arg(long)]
+    pub pidfile: Option<PathBuf>,
+
+    /// Address to serve /metrics on.
+    #[arg(long, env = "PROMETHEUS_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// Port to serve /metrics on.
+    #[arg(long, env = "PROMETHEUS_METRICS_PORT", default_value_t = 9091)]
+    pub port: u16,
+
+    /// Request duration histogram bucket upper bounds, in seconds, comma separated
+    /// (at most 31, strictly increasing; +Inf is implied).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_BUCKETS)]
+    pub buckets: Vec<f64>,
+
+    /// Seconds a dead worker's series stay exported before they are removed
+    /// (two scrape intervals of 30 s by default; set it to twice yours).
+    #[arg(long, default_value_t = 60.0)]
+    pub series_grace: f64,
+
+    /// Which syscalls carry client-socket I/O. `gunicorn`: what every Gunicorn
+    /// worker class uses (recvfrom, sendto, sendfile). `all`: also read, readv,
+    /// recvmsg, write, writev, sendmsg, for apps or servers that use them; every
+    /// traced syscall costs every process on the host a little (see README).
+    #[arg(long, value_enum, default_value_t = IoSyscalls::Gunicorn)]
+    pub io_syscalls: IoSyscalls,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IoSyscalls {
+    Gunicorn,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// 1 ms .. 60 s, including gunicorn-prometheus-exporter's 0.1 0.5 1 2.5 5 10 30 60.
+pub const DEFAULT_BUCKETS: &str = "0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60";
+
+impl Options {
+    pub fn series_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.series_grace.max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_or_pidfile_is_required() {
+        assert!(Options::try_parse_from(["x"]).is_err());
+        assert!(Options::try_parse_from(["x", "--pid", "1", "--pidfile", "/p"]).is_err());
+        let o = Options::try_parse_from(["x", "--pid", "42"]).unwrap();
+        assert_eq!((o.pid, o.port, o.buckets.len()), (Some(42), 9091, 15));
+    }
+
+    #[test]
+    fn buckets_parse() {
+        let o = Options::try_parse_from(["x", "--pid", "1", "--buckets", "0.5,1,2"]).unwrap();
+        assert_eq!(o.buckets, vec![0.5, 1.0, 2.0]);
+    }
+}

@@ -1,0 +1,30 @@
+//! The lifecycle event loop: ring buffer -> decode -> state.
+
+use std::sync::{Arc, Mutex};
+
+use aya::maps::{MapData, RingBuf};
+use exporter_ebpf::abi::Event;
+use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::state::State;
+
+pub async fn run(ring: RingBuf<MapData>, state: Arc<Mutex<State>>) -> anyhow::Result<()> {
+    // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns
+    // the ring buffer, and never replaces it.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the ring buffer: {}", e.into_parts().1))?;
+    loop {
+        let mut ready = ring.readable_mut().await?;
+        {
+            let ring = ready.get_inner_mut();
+            let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            while let Some(record) = ring.next() {
+                match Event::from_bytes(&record) {
+                    Some(event) => state.on_event(&event),
+                    None => log::warn!("short lifecycle event ({} bytes) ignored", record.len()),
+                }
+            }
+        }
+        ready.clear_ready();
+    }
+}

@@ -1,0 +1,140 @@
+//! Metric names, and builders for the families the collector exports.
+//! Names follow gunicorn-prometheus-exporter where it has one, so existing
+//! dashboards keep working.
+
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+
+pub const REQUESTS: &str = "gunicorn_worker_requests_total";
+pub const DURATION: &str = "gunicorn_worker_request_duration_seconds";
+pub const REQUEST_SIZE: &str = "gunicorn_worker_request_size_bytes";
+pub const RESPONSE_SIZE: &str = "gunicorn_worker_response_size_bytes";
+pub const FAILED: &str = "gunicorn_worker_failed_requests_total";
+pub const WORKERS: &str = "gunicorn_workers";
+pub const UP: &str = "gunicorn_up";
+pub const KERNEL_ERRORS: &str = "gunicorn_exporter_kernel_errors_total";
+pub const COLLECT_ERRORS: &str = "gunicorn_exporter_collect_errors_total";
+pub const BUILD_INFO: &str = "gunicorn_exporter_build_info";
+
+/// Label name/value pairs of one series.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// One histogram series: finite upper bounds with their per-bucket (not
+/// cumulative) counts, then the `+Inf` count, and the sum.
+pub struct HistogramRow<'a> {
+    pub labels: Labels,
+    pub bounds: &'a [f64],
+    pub counts: &'a [u64],
+    pub sum: f64,
+}
+
+fn labels(pairs: Labels) -> Vec<LabelPair> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value);
+            pair
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_string());
+    family.set_help(help.to_string());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+pub fn counter(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) -> MetricFamily {
+    let metrics = rows
+        .into_iter()
+        .map(|(pairs, value)| {
+            let mut counter = Counter::default();
+            counter.set_value(value);
+            let mut metric = Metric::from_label(labels(pairs));
+            metric.set_counter(counter);
+            metric
+        })
+        .collect();
+    family(name, help, MetricType::COUNTER, metrics)
+}
+
+pub fn gauge(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) -> MetricFamily {
+    let metrics = rows
+        .into_iter()
+        .map(|(pairs, value)| {
+            let mut gauge = Gauge::default();
+            gauge.set_value(value);
+            let mut metric = Metric::from_label(labels(pairs));
+            metric.set_gauge(gauge);
+            metric
+        })
+        .collect();
+    family(name, help, MetricType::GAUGE, metrics)
+}
+
+pub fn histogram<'a>(name: &str, help: &str, rows: impl IntoIterator<Item = HistogramRow<'a>>) -> MetricFamily {
+    let metrics = rows
+        .into_iter()
+        .map(|row| {
+            let mut cumulative = 0u64;
+            let buckets = row
+                .bounds
+                .iter()
+                .zip(row.counts)
+                .map(|(&bound, &count)| {
+                    cumulative += count;
+                    let mut bucket = Bucket::default();
+                    bucket.set_upper_bound(bound);
+                    bucket.set_cumulative_count(cumulative);
+                    bucket
+                })
+                .collect();
+            let total: u64 = row.counts.iter().sum();
+            let mut histogram = Histogram::default();
+            histogram.set_bucket(buckets);
+            histogram.set_sample_count(total);
+            histogram.set_sample_sum(row.sum);
+            let mut metric = Metric::from_label(labels(row.labels));
+            metric.set_histogram(histogram);
+            metric
+        })
+        .collect();
+    family(name, help, MetricType::HISTOGRAM, metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{Encoder, TextEncoder};
+
+    fn text(families: &[MetricFamily]) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(families, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn histogram_is_cumulative_with_inf() {
+        let row = HistogramRow { labels: vec![("pid", "7".into())], bounds: &[0.1, 1.0], counts: &[2, 3, 1], sum: 4.5 };
+        let out = text(&[histogram("h_seconds", "help", [row])]);
+        assert!(out.contains("h_seconds_bucket{pid=\"7\",le=\"0.1\"} 2\n"), "{out}");
+        assert!(out.contains("h_seconds_bucket{pid=\"7\",le=\"1\"} 5\n"), "{out}");
+        assert!(out.contains("h_seconds_bucket{pid=\"7\",le=\"+Inf\"} 6\n"), "{out}");
+        assert!(out.contains("h_seconds_sum{pid=\"7\"} 4.5\n"), "{out}");
+        assert!(out.contains("h_seconds_count{pid=\"7\"} 6\n"), "{out}");
+    }
+
+    #[test]
+    fn counters_and_gauges() {
+        let out = text(&[
+            counter("c_total", "a counter", [(vec![("kind", "x".into())], 3.0)]),
+            gauge("g", "a gauge", [(vec![], 2.0)]),
+        ]);
+        assert!(out.contains("# TYPE c_total counter\nc_total{kind=\"x\"} 3\n"), "{out}");
+        assert!(out.contains("# TYPE g gauge\ng 2\n"), "{out}");
+    }
+}

@@ -1,0 +1,179 @@
+//! The kernel side as userspace sees it: load the embedded object, configure
+//! it, attach its programs, and typed access to its maps.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use exporter_ebpf::{
+    abi::{error, map, Aggregate, Config, ConnKey, MetricKey, Proc, DURATION_SLOTS},
+    request::Conn,
+};
+use thiserror::Error;
+
+use crate::cli::IoSyscalls;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exporter-ebpf"));
+
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("program {name}: {source}")]
+    Program { name: &'static str, source: ProgramError },
+}
+
+/// (category, tracepoint) of each program; the program is named after its tracepoint.
+/// Order matters: processes first (so forks are followed before any I/O is),
+/// then syscall exits before their enters (an exit without its enter is
+/// ignored; an enter without its exit would leave a stale stash).
+const PROCESS: [(&str, &str); 2] = [("task", "task_newtask"), ("sched", "sched_process_exit")];
+const GUNICORN_IO: [(&str, &str); 10] = [
+    ("syscalls", "sys_exit_accept4"),
+    ("syscalls", "sys_exit_accept"),
+    ("syscalls", "sys_exit_recvfrom"),
+    ("syscalls", "sys_exit_sendto"),
+    ("syscalls", "sys_exit_sendfile64"),
+    ("syscalls", "sys_enter_recvfrom"),
+    ("syscalls", "sys_enter_sendto"),
+    ("syscalls", "sys_enter_sendfile64"),
+    ("syscalls", "sys_enter_shutdown"),
+    ("syscalls", "sys_enter_close"),
+];
+const OTHER_IO: [(&str, &str); 12] = [
+    ("syscalls", "sys_exit_read"),
+    ("syscalls", "sys_exit_readv"),
+    ("syscalls", "sys_exit_recvmsg"),
+    ("syscalls", "sys_exit_write"),
+    ("syscalls", "sys_exit_writev"),
+    ("syscalls", "sys_exit_sendmsg"),
+    ("syscalls", "sys_enter_read"),
+    ("syscalls", "sys_enter_readv"),
+    ("syscalls", "sys_enter_recvmsg"),
+    ("syscalls", "sys_enter_write"),
+    ("syscalls", "sys_enter_writev"),
+    ("syscalls", "sys_enter_sendmsg"),
+];
+
+pub struct Kernel {
+    tracked: HashMap<MapData, u32, Proc>,
+    conns: HashMap<MapData, ConnKey, Conn>,
+    metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
+    errors: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    attached: Vec<&'static str>,
+    /// Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| KernelError::Map { name, source })
+}
+
+impl Kernel {
+    /// Loads the programs with the duration buckets and attaches them.
+    pub fn load(duration_bounds_ns: [u64; DURATION_SLOTS], io: IoSyscalls) -> Result<Kernel, KernelError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(KernelError::Load)?;
+        let mut config: Array<MapData, Config> = take(&mut ebpf, map::CONFIG)?;
+        config
+            .set(0, Config { duration_bounds_ns }, 0)
+            .map_err(|source| KernelError::Map { name: map::CONFIG, source })?;
+        let mut kernel = Kernel {
+            tracked: take(&mut ebpf, map::TRACKED)?,
+            conns: take(&mut ebpf, map::CONNS)?,
+            metrics: take(&mut ebpf, map::METRICS)?,
+            errors: take(&mut ebpf, map::ERRORS)?,
+            events: Some(take(&mut ebpf, map::EVENTS)?),
+            attached: Vec::new(),
+            _ebpf: ebpf,
+        };
+        let other: &[(&str, &str)] = if io == IoSyscalls::All { &OTHER_IO } else { &[] };
+        for &(category, name) in PROCESS.iter().chain(&GUNICORN_IO).chain(other) {
+            kernel.attach(category, name)?;
+        }
+        Ok(kernel)
+    }
+
+    fn attach(&mut self, category: &'static str, name: &'static str) -> Result<(), KernelError> {
+        let program: &mut TracePoint = self
+            ._ebpf
+            .program_mut(name)
+            .ok_or(KernelError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| KernelError::Program { name, source })?;
+        program.load().map_err(|source| KernelError::Program { name, source })?;
+        program.attach(category, name).map_err(|source| KernelError::Program { name, source })?;
+        self.attached.push(name);
+        Ok(())
+    }
+
+    pub fn attached(&self) -> &[&'static str] {
+        &self.attached
+    }
+
+    /// The ring buffer of lifecycle events (taken once, by the event loop).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    pub fn track(&mut self, pid: u32, proc_: Proc) -> Result<(), MapError> {
+        self.tracked.insert(pid, proc_, 0)
+    }
+
+    pub fn untrack(&mut self, pid: u32) {
+        let _ = self.tracked.remove(&pid);
+    }
+
+    /// Removes the connections a dead worker left behind, for userspace to finish.
+    pub fn drain_conns(&mut self, tgid: u32) -> Vec<Conn> {
+        let keys: Vec<ConnKey> = self.conns.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
+        keys.iter()
+            .filter_map(|key| {
+                let conn = self.conns.get(key, 0).ok();
+                let _ = self.conns.remove(key);
+                conn
+            })
+            .collect()
+    }
+
+    /// Every series, its per-CPU values summed.
+    pub fn read_metrics(&self) -> Result<Vec<(MetricKey, Aggregate)>, MapError> {
+        self.metrics
+            .iter()
+            .map(|entry| {
+                let (key, per_cpu) = entry?;
+                let mut total = Aggregate::default();
+                per_cpu.iter().for_each(|v| total.merge(v));
+                Ok((key, total))
+            })
+            .collect()
+    }
+
+    /// Drops a worker's series (after its grace period).
+    pub fn forget_metrics(&mut self, tgid: u32) {
+        let keys: Vec<MetricKey> = self.metrics.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
+        for key in keys {
+            let _ = self.metrics.remove(&key);
+        }
+    }
+
+    /// The kernel's failure counters, summed over CPUs, indexed by `abi::error`.
+    pub fn read_errors(&self) -> Result<[u64; error::COUNT as usize], MapError> {
+        let mut out = [0u64; error::COUNT as usize];
+        for (index, slot) in out.iter_mut().enumerate() {
+            *slot = self.errors.get(&(index as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,108 @@
+//! Facts about processes, from /proc.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use procfs::process::{Process, all_processes};
+
+/// What the exporter needs to know about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub cmdline: Vec<String>,
+    /// Start time, in clock ticks since boot: with the pid, identifies the
+    /// process even if the pid is reused.
+    pub start_ticks: u64,
+}
+
+pub fn info(pid: u32) -> Option<ProcInfo> {
+    let process = Process::new(pid as i32).ok()?;
+    let stat = process.stat().ok()?;
+    let cmdline = process.cmdline().unwrap_or_default();
+    // /proc/<tid> of a thread exists too: only thread group leaders are processes.
+    if stat.pid != pid as i32 || process.status().ok()?.tgid != pid as i32 {
+        return None;
+    }
+    Some(ProcInfo { pid, ppid: stat.ppid as u32, cmdline, start_ticks: stat.starttime })
+}
+
+/// The direct children of `ppid`, oldest first.
+pub fn children(ppid: u32) -> Vec<ProcInfo> {
+    let Ok(all) = all_processes() else { return Vec::new() };
+    let mut kids: Vec<ProcInfo> = all
+        .filter_map(|p| p.ok())
+        .filter_map(|p| {
+            let stat = p.stat().ok()?;
+            (stat.ppid as u32 == ppid).then(|| ProcInfo {
+                pid: stat.pid as u32,
+                ppid,
+                cmdline: p.cmdline().unwrap_or_default(),
+                start_ticks: stat.starttime,
+            })
+        })
+        .collect();
+    kids.sort_by_key(|k| (k.start_ticks, k.pid));
+    kids
+}
+
+/// Is the process that had `start_ticks` still alive under `pid`?
+pub fn alive(pid: u32, start_ticks: u64) -> bool {
+    Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.starttime == start_ticks && s.state != 'Z')
+}
+
+/// Converts a start time in ticks since boot to Unix seconds.
+pub fn start_unix_secs(start_ticks: u64) -> u64 {
+    let boot = procfs::boot_time_secs().unwrap_or(0);
+    let ticks = procfs::ticks_per_second().max(1);
+    boot + start_ticks / ticks
+}
+
+pub fn now_unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+/// Does a command line belong to Gunicorn? Covers `.../bin/gunicorn ...`,
+/// `python -m gunicorn ...` and setproctitle's `gunicorn: master [app]`.
+pub fn looks_like_gunicorn(cmdline: &[String]) -> bool {
+    cmdline.iter().take(4).any(|arg| {
+        let word = arg.split_whitespace().next().unwrap_or("");
+        let name = word.rsplit('/').next().unwrap_or(word);
+        name.starts_with("gunicorn")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn recognises_gunicorn_command_lines() {
+        assert!(looks_like_gunicorn(&v(&["/venv/bin/python3", "/venv/bin/gunicorn", "-w", "2", "app:app"])));
+        assert!(looks_like_gunicorn(&v(&["gunicorn", "app:app"])));
+        assert!(looks_like_gunicorn(&v(&["python3", "-m", "gunicorn", "app:app"])));
+        assert!(looks_like_gunicorn(&v(&["gunicorn: master [app:app]"])));
+        assert!(looks_like_gunicorn(&v(&["gunicorn: worker [app:app]"])));
+    }
+
+    #[test]
+    fn rejects_others() {
+        assert!(!looks_like_gunicorn(&v(&["sleep", "1000"])));
+        assert!(!looks_like_gunicorn(&v(&["/usr/bin/python3", "server.py", "--name", "x", "gunicorn"])));
+        assert!(!looks_like_gunicorn(&[]));
+    }
+
+    #[test]
+    fn this_process() {
+        let me = info(std::process::id()).expect("own /proc entry");
+        assert_eq!(me.pid, std::process::id());
+        assert!(alive(me.pid, me.start_ticks));
+        assert!(!alive(me.pid, me.start_ticks + 1));
+        assert!(start_unix_secs(me.start_ticks) <= now_unix_secs());
+    }
+}

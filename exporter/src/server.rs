@@ -1,0 +1,81 @@
+//! The HTTP endpoint. It sees only the registry. Scrapers are not trusted:
+//! bounded connections, a header timeout, small buffers, GET/HEAD only.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use http_body_util::Full;
+use hyper::{
+    body::{Bytes, Incoming},
+    header::{ALLOW, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+/// Connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 64;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Result<()> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = slots.clone().acquire_owned().await?;
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // EMFILE and friends: keep serving once descriptors free up.
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| respond(req, registry.clone()));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                log::debug!("scrape connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn respond(req: Request<Incoming>, registry: Arc<Registry>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, content_type: &str, body: Vec<u8>| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = content_type.parse() {
+            response.headers_mut().insert(CONTENT_TYPE, value);
+        }
+        response
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"only GET and HEAD\n".to_vec());
+        response.headers_mut().insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
+    }
+    Ok(match req.uri().path() {
+        "/metrics" => {
+            let encoder = TextEncoder::new();
+            let mut body = Vec::with_capacity(16 * 1024);
+            match encoder.encode(&registry.gather(), &mut body) {
+                Ok(()) => reply(StatusCode::OK, encoder.format_type(), body),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("encoding failed: {e}\n").into_bytes()),
+            }
+        }
+        "/" => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            b"<html><body><h1>gunicorn-ebpf-exporter</h1><p><a href=\"/metrics\">/metrics</a></p></body></html>\n".to_vec(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found: try /metrics\n".to_vec()),
+    })
+}

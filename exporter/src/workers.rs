@@ -1,0 +1,119 @@
+//! The registry of a master's workers: their gunicorn-style ids, who is alive,
+//! and when a dead worker's series may go.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Worker {
+    pub pid: u32,
+    /// Spawn order as seen by the exporter (gunicorn's `worker.age`).
+    pub age: u64,
+    pub started_unix: u64,
+    /// /proc start time, to tell a reused pid from this worker.
+    pub start_ticks: Option<u64>,
+    pub exited: Option<Instant>,
+}
+
+impl Worker {
+    /// `worker_<age>_<start unix seconds>`, as gunicorn-prometheus-exporter names workers.
+    pub fn id(&self) -> String {
+        format!("worker_{}_{}", self.age, self.started_unix)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Workers {
+    next_age: u64,
+    by_pid: BTreeMap<u32, Worker>,
+}
+
+impl Workers {
+    /// Registers a new worker. A live entry with the same pid is kept (the
+    /// same worker seen twice, at attach and at fork); a dead one is replaced
+    /// and returned, so its series can be dropped now.
+    pub fn spawned(&mut self, pid: u32, started_unix: u64, start_ticks: Option<u64>) -> Option<Worker> {
+        if self.by_pid.get(&pid).is_some_and(|w| w.exited.is_none()) {
+            return None;
+        }
+        self.next_age += 1;
+        let worker = Worker { pid, age: self.next_age, started_unix, start_ticks, exited: None };
+        self.by_pid.insert(pid, worker)
+    }
+
+    /// Marks a worker dead; false if it was unknown or already dead.
+    pub fn exited(&mut self, pid: u32, at: Instant) -> bool {
+        match self.by_pid.get_mut(&pid) {
+            Some(w) if w.exited.is_none() => {
+                w.exited = Some(at);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes and returns the workers dead for longer than `grace`.
+    pub fn expire(&mut self, now: Instant, grace: Duration) -> Vec<u32> {
+        let gone: Vec<u32> = self
+            .by_pid
+            .values()
+            .filter(|w| w.exited.is_some_and(|t| now.duration_since(t) >= grace))
+            .map(|w| w.pid)
+            .collect();
+        for pid in &gone {
+            self.by_pid.remove(pid);
+        }
+        gone
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Worker> {
+        self.by_pid.get(&pid)
+    }
+
+    pub fn alive(&self) -> impl Iterator<Item = &Worker> {
+        self.by_pid.values().filter(|w| w.exited.is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_follow_spawn_order() {
+        let mut w = Workers::default();
+        w.spawned(10, 1000, None);
+        w.spawned(11, 1001, None);
+        assert_eq!(w.get(10).unwrap().id(), "worker_1_1000");
+        assert_eq!(w.get(11).unwrap().id(), "worker_2_1001");
+        assert_eq!(w.spawned(11, 1002, None), None, "seen twice: kept");
+        assert_eq!(w.get(11).unwrap().age, 2);
+        assert_eq!(w.alive().count(), 2);
+    }
+
+    #[test]
+    fn dead_workers_expire_after_grace() {
+        let mut w = Workers::default();
+        let t0 = Instant::now();
+        w.spawned(10, 1000, None);
+        assert!(w.exited(10, t0));
+        assert!(!w.exited(10, t0), "only once");
+        assert_eq!(w.alive().count(), 0);
+        assert!(w.expire(t0 + Duration::from_secs(5), Duration::from_secs(10)).is_empty());
+        assert!(w.get(10).is_some(), "still exported during grace");
+        assert_eq!(w.expire(t0 + Duration::from_secs(10), Duration::from_secs(10)), vec![10]);
+        assert!(w.get(10).is_none());
+    }
+
+    #[test]
+    fn reused_pid_replaces_a_dead_worker() {
+        let mut w = Workers::default();
+        w.spawned(10, 1000, None);
+        w.exited(10, Instant::now());
+        let old = w.spawned(10, 2000, None).expect("dead one returned");
+        assert_eq!(old.age, 1);
+        assert_eq!(w.get(10).unwrap().id(), "worker_2_2000");
+    }
+}
