@@ -220,6 +220,45 @@ mod tests {
         assert!(!is_interim(200));
     }
 
+    /// Random heads never panic, and agree with a straightforward reference.
+    #[test]
+    fn random_heads_match_reference() {
+        fn reference_status(b: &[u8]) -> Option<u16> {
+            let b = b.get(..13)?;
+            let prefix_ok = b.starts_with(b"HTTP/1.0 ") || b.starts_with(b"HTTP/1.1 ");
+            let digits = &b[9..12];
+            if !prefix_ok || !digits.iter().all(u8::is_ascii_digit) || !(b[12] == b' ' || b[12] == b'\r') {
+                return None;
+            }
+            let code = digits.iter().fold(0u16, |n, d| n * 10 + (d - b'0') as u16);
+            (100..600).contains(&code).then_some(code)
+        }
+        fn reference_method(b: &[u8]) -> Option<()> {
+            let sp = b.iter().position(|&c| !c.is_ascii_uppercase())?;
+            let target = *b.get(sp + 1)?;
+            (sp > 0 && b[sp] == b' ' && (target == b'/' || target == b'*' || target.is_ascii_alphabetic())).then_some(())
+        }
+        let alphabet = b"GETPOSH/1. 0123456789\r\nHTTPxyz*";
+        let mut seed = 0x9E3779B97F4A7C15u64;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 17) as usize;
+            let mut h = [0u8; HEAD_LEN];
+            let mut x = seed;
+            for byte in h.iter_mut() {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *byte = if x >> 60 == 0 { (x >> 32) as u8 } else { alphabet[(x >> 33) as usize % alphabet.len()] };
+            }
+            if seed % 3 == 0 {
+                h[..9].copy_from_slice(b"HTTP/1.1 ");
+            }
+            assert_eq!(response_status(&h, len), reference_status(&h[..len]), "{:?}", &h[..len]);
+            assert_eq!(request_method(&h, len).is_some(), reference_method(&h[..len]).is_some(), "{:?}", &h[..len]);
+        }
+    }
+
     #[test]
     fn names_are_bounded() {
         assert_eq!(method::name(method::PATCH), "PATCH");
