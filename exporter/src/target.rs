@@ -73,7 +73,11 @@ mod tests {
 
     #[test]
     fn non_gunicorn_and_missing() {
-        assert!(matches!(resolve(std::process::id()), Err(TargetError::NotGunicorn { .. })));
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let result = resolve(sleeper.id());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert!(matches!(result, Err(TargetError::NotGunicorn { .. })), "{result:?}");
         assert!(matches!(resolve(u32::MAX - 1), Err(TargetError::NoProcess(_))));
     }
 }

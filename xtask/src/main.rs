@@ -1,1 +1,121 @@
-fn main(){}
+//! Project tasks: `cargo xtask <task>`.
+//!
+//! - `setup`: install what building and testing need (nightly + rust-src, LLVM 22,
+//!   bpf-linker, tracefs, wrk, the Python venvs); idempotent and fast when done.
+//! - `venv`: only the Python venvs with the pinned Gunicorn versions.
+//! - `build`: setup, then the release exporter (its build.rs builds the eBPF object).
+//! - `demo`: run a sample Gunicorn with the exporter attached and show its metrics.
+//! - `test`: setup, build, then the unit and integration tests.
+
+mod build;
+mod demo;
+mod setup;
+mod test;
+mod util;
+mod venv;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "gunicorn-ebpf-exporter project tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing to build and test (toolchains, LLVM, bpf-linker, venvs...).
+    Setup(setup::Options),
+    /// Create or update the Python venvs with the pinned Gunicorn versions.
+    Venv(venv::Options),
+    /// Setup, then build the exporter in release mode.
+    Build(build::Options),
+    /// Run a sample Gunicorn with the exporter attached and show its metrics.
+    Demo(demo::Options),
+    /// Setup, build, then run the unit and integration tests.
+    Test(test::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup(opts) => setup::run(opts),
+        Task::Venv(opts) => venv::run(opts),
+        Task::Build(opts) => build::run(opts),
+        Task::Demo(opts) => demo::run(opts),
+        Task::Test(opts) => test::run(opts),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of the xtask crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    workspace_root().join("target")
+}
+
+/// Where the Python venv called `name` lives (`target/venvs/<name>`).
+pub fn venv_dir(name: &str) -> PathBuf {
+    target_dir().join("venvs").join(name)
+}
+
+/// The release exporter binary that `cargo xtask build` produces.
+pub fn exporter_bin() -> PathBuf {
+    target_dir().join("release").join("gunicorn-ebpf-exporter")
+}
+
+/// The sample WSGI apps and Gunicorn config used by the tests and the demo.
+pub fn test_apps_dir() -> PathBuf {
+    workspace_root().join("tests").join("apps")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_passes_extra_args_through() {
+        let cli = Cli::try_parse_from(["xtask", "test", "--", "--nocapture", "lifecycle"]).unwrap();
+        match cli.task {
+            Task::Test(opts) => assert_eq!(opts.extra, ["--nocapture", "lifecycle"]),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn demo_options() {
+        let cli =
+            Cli::try_parse_from(["xtask", "demo", "--duration", "5", "--port", "9999"]).unwrap();
+        match cli.task {
+            Task::Demo(opts) => {
+                assert_eq!(opts.duration, Some(5));
+                assert_eq!(opts.port, 9999);
+                assert_eq!(opts.app_port, 8000);
+            }
+            other => panic!("parsed {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! `cargo xtask demo`: build, start a sample Gunicorn (gunicorn27 venv, 2 sync
+//! workers) and the exporter attached to its master, drive some traffic, show
+//! the request metrics, then keep a light load going until Ctrl-C (or
+//! `--duration`). Both children are stopped on exit, Ctrl-C included; their
+//! output goes to files under target/demo/ so the terminal stays readable.
+
+use std::{
+    fs::{self, File},
+    io::{self, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use crate::{build, exporter_bin, target_dir, test_apps_dir, util, venv, venv_dir};
+
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
+    /// Port the exporter serves /metrics on (127.0.0.1).
+    #[arg(long, default_value_t = 9091)]
+    pub port: u16,
+    /// Port the sample Gunicorn listens on (127.0.0.1).
+    #[arg(long, default_value_t = 8000)]
+    pub app_port: u16,
+}
+
+/// The metric lines shown after the first burst of traffic.
+const SHOWN_METRICS: &[&str] = &[
+    "gunicorn_worker_requests_total",
+    "gunicorn_worker_request_duration_seconds_count",
+    "gunicorn_workers",
+];
+const GUNICORN_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const EXPORTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+const FIRST_TRAFFIC: Duration = Duration::from_secs(3);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Sleep `d`, waking early on Ctrl-C; false when stopped.
+fn sleep_unless_stopped(d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while !stopped() {
+        let now = Instant::now();
+        if now >= end {
+            return true;
+        }
+        thread::sleep((end - now).min(Duration::from_millis(100)));
+    }
+    false
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    build::run(build::Options::default())?;
+
+    let app_addr = SocketAddr::from(([127, 0, 0, 1], opts.app_port));
+    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], opts.port));
+    for addr in [app_addr, metrics_addr] {
+        TcpListener::bind(addr)
+            .with_context(|| format!("demo: {addr} is already in use (see --port, --app-port)"))?;
+    }
+    let demo_dir = target_dir().join("demo");
+    fs::create_dir_all(&demo_dir).with_context(|| format!("creating {}", demo_dir.display()))?;
+
+    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+
+    // Declared before the exporter so that it is dropped (stopped) after it.
+    let gunicorn_venv = venv_dir(venv::GUNICORN27.name);
+    let error_log = demo_dir.join("gunicorn-error.log");
+    let mut cmd = util::command(gunicorn_venv.join("bin/gunicorn"));
+    cmd.args(["-w", "2", "-k", "sync", "-b"])
+        .arg(app_addr.to_string())
+        .arg("--chdir")
+        .arg(test_apps_dir())
+        .arg("--error-logfile")
+        .arg(&error_log)
+        .arg("--control-socket")
+        .arg(demo_dir.join("gunicorn.ctl"))
+        .arg("app:app");
+    println!("demo: starting gunicorn: {}", util::describe(&cmd));
+    let mut gunicorn = Proc::spawn(
+        "gunicorn",
+        cmd,
+        demo_dir.join("gunicorn.out"),
+        vec![error_log.clone()],
+    )?;
+    wait_until(
+        "gunicorn",
+        GUNICORN_READY_TIMEOUT,
+        &mut [&mut gunicorn],
+        || http(app_addr, "GET", "/ok", b"").is_ok_and(|(status, _)| status == 200),
+    )?;
+    if stopped() {
+        println!("demo: interrupted");
+        return Ok(());
+    }
+    let master_pid = gunicorn.child.id();
+    println!("demo: gunicorn answers on http://{app_addr} (master pid {master_pid})");
+
+    let mut cmd = util::command(exporter_bin());
+    cmd.arg("--pid")
+        .arg(master_pid.to_string())
+        .args(["--bind", "127.0.0.1", "--port"])
+        .arg(opts.port.to_string());
+    println!("demo: starting the exporter: {}", util::describe(&cmd));
+    let mut exporter = Proc::spawn("exporter", cmd, demo_dir.join("exporter.log"), vec![])?;
+    wait_until(
+        "the exporter's /metrics",
+        EXPORTER_READY_TIMEOUT,
+        &mut [&mut gunicorn, &mut exporter],
+        || http(metrics_addr, "GET", "/metrics", b"").is_ok_and(|(status, _)| status == 200),
+    )?;
+    if stopped() {
+        println!("demo: interrupted");
+        return Ok(());
+    }
+
+    println!(
+        "demo: exporter attached; sending traffic for {} s...",
+        FIRST_TRAFFIC.as_secs()
+    );
+    let mut traffic = Traffic::default();
+    let end = Instant::now() + FIRST_TRAFFIC;
+    while Instant::now() < end && !stopped() {
+        traffic.round(app_addr);
+        gunicorn.check_alive()?;
+        exporter.check_alive()?;
+    }
+    if stopped() {
+        println!("demo: interrupted");
+        return Ok(());
+    }
+    println!("demo: {}", traffic.summary());
+
+    let (status, body) = http(metrics_addr, "GET", "/metrics", b"")
+        .with_context(|| format!("scraping http://{metrics_addr}/metrics"))?;
+    if status != 200 {
+        bail!("http://{metrics_addr}/metrics answered {status}");
+    }
+    println!();
+    for line in String::from_utf8_lossy(&body).lines() {
+        if SHOWN_METRICS.iter().any(|m| line.starts_with(m)) {
+            println!("  {line}");
+        }
+    }
+    println!();
+    println!("demo: scrape http://{metrics_addr}/metrics");
+    println!("demo: gunicorn master pid {master_pid}, app on http://{app_addr}");
+    println!("demo: logs in {}", demo_dir.display());
+    match opts.duration {
+        Some(secs) => println!("demo: light traffic every second for {secs} s; Ctrl-C stops"),
+        None => println!("demo: light traffic every second; press Ctrl-C to stop"),
+    }
+
+    let started = Instant::now();
+    let limit = opts.duration.map(Duration::from_secs);
+    while limit.is_none_or(|l| started.elapsed() < l) {
+        if !sleep_unless_stopped(Duration::from_secs(1)) {
+            break;
+        }
+        traffic.round(app_addr);
+        gunicorn.check_alive()?;
+        exporter.check_alive()?;
+    }
+    println!("demo: stopping ({})", traffic.summary());
+    drop(exporter);
+    drop(gunicorn);
+    println!("demo: stopped");
+    Ok(())
+}
+
+/// Poll `ready` every 200 ms until it holds, the timeout passes, one of the
+/// processes dies (error with its log tail) or Ctrl-C (returns Ok).
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    procs: &mut [&mut Proc],
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        for proc in procs.iter_mut() {
+            proc.check_alive()?;
+        }
+        if stopped() || ready() {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            let tails: Vec<String> = procs.iter().map(|p| p.tails()).collect();
+            bail!(
+                "{what} not ready after {} s\n{}",
+                timeout.as_secs(),
+                tails.join("\n")
+            );
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A child process in its own process group (so the terminal's Ctrl-C reaches
+/// only xtask, which stops it in order), sent SIGTERM if xtask dies, and
+/// stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    /// Files whose tails explain an early death: its stdout+stderr first.
+    logs: Vec<PathBuf>,
+    exited: bool,
+}
+
+impl Proc {
+    fn spawn(
+        name: &'static str,
+        mut cmd: Command,
+        output: PathBuf,
+        mut more_logs: Vec<PathBuf>,
+    ) -> Result<Self> {
+        let out =
+            File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+        let err = out.try_clone()?;
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+        let mut logs = vec![output];
+        logs.append(&mut more_logs);
+        Ok(Self {
+            name,
+            child,
+            logs,
+            exited: false,
+        })
+    }
+
+    fn tails(&self) -> String {
+        let mut text = String::new();
+        for log in &self.logs {
+            text.push_str(&format!(
+                "--- {} (last lines of {}):\n",
+                self.name,
+                log.display()
+            ));
+            text.push_str(&tail(log, 20));
+        }
+        text
+    }
+
+    /// Fail, showing the tails of its logs, if it has exited.
+    fn check_alive(&mut self) -> Result<()> {
+        if self.exited {
+            bail!("{} is not running", self.name);
+        }
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                self.exited = true;
+                bail!("{} exited early ({status})\n{}", self.name, self.tails())
+            }
+            Err(e) => Err(e).with_context(|| format!("waiting for {}", self.name)),
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.exited || !matches!(self.child.try_wait(), Ok(None)) {
+            self.exited = true;
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: plain syscall on our own, not yet reaped, child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                self.exited = true;
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("demo: {} ignored SIGTERM for 10 s; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.exited = true;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let mut out = all[all.len().saturating_sub(lines)..].join("\n");
+            out.push('\n');
+            out
+        }
+        Err(e) => format!("(cannot read: {e})\n"),
+    }
+}
+
+/// The demo's request mix, with counts of what came back.
+#[derive(Default)]
+struct Traffic {
+    requests: u64,
+    by_status: std::collections::BTreeMap<u16, u64>,
+    errors: u64,
+}
+
+impl Traffic {
+    const MIX: &[(&str, &str, &[u8])] = &[
+        ("GET", "/ok", b""),
+        ("GET", "/ok", b""),
+        ("GET", "/missing", b""),
+        ("GET", "/boom", b""),
+        ("GET", "/sleep?ms=20", b""),
+        ("POST", "/echo", b"hello from cargo xtask demo"),
+    ];
+
+    fn round(&mut self, addr: SocketAddr) {
+        for (method, path, body) in Self::MIX {
+            self.requests += 1;
+            match http(addr, method, path, body) {
+                Ok((status, _)) => *self.by_status.entry(status).or_default() += 1,
+                Err(_) => self.errors += 1,
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        let statuses: Vec<String> = self
+            .by_status
+            .iter()
+            .map(|(s, n)| format!("{n}x{s}"))
+            .collect();
+        format!(
+            "{} requests sent: {}{}",
+            self.requests,
+            statuses.join(" "),
+            if self.errors > 0 {
+                format!(" {} failed", self.errors)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns the status and the
+/// body (de-chunked when needed).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cargo-xtask-demo\r\n\
+         Accept: */*\r\nConnection: close\r\n"
+    );
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!(
+            "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    parse_response(&response)
+}
+
+fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("incomplete HTTP response")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = &response[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse::<u16>().ok())
+        .with_context(|| format!("bad HTTP status line {status_line:?}"))?;
+    let chunked = lines.any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("truncated chunked body")?;
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if data.len() < size + 2 {
+            bail!("truncated chunk");
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_response() {
+        let (status, body) =
+            parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
+                .unwrap();
+        assert_eq!(status, 404);
+        assert_eq!(body, b"not found");
+    }
+
+    #[test]
+    fn parses_chunked_response() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    8\r\nchunk-0\n\r\n8;x=y\r\nchunk-1\n\r\n0\r\n\r\n";
+        let (status, body) = parse_response(raw).unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, b"chunk-0\nchunk-1\n");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_response(b"hello\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+}

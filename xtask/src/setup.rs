@@ -1,0 +1,175 @@
+//! `cargo xtask setup`: install what is missing, detect what is there.
+//!
+//! 1. nightly toolchain with rust-src (the eBPF crate is built with
+//!    `-Z build-std=core`),
+//! 2. LLVM 22 dev packages (bpf-linker links against them),
+//! 3. bpf-linker,
+//! 4. tracefs mounted on /sys/kernel/tracing (aya resolves tracepoint ids there),
+//! 5. wrk (tests and benchmarks),
+//! 6. the Python venvs with the pinned Gunicorn versions.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use crate::{
+    util::{self, cargo, cargo_bin_dir, command},
+    venv,
+};
+
+pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libclang-22-dev"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+#[derive(Debug, Default, Args)]
+pub struct Options {}
+
+pub fn run(_opts: Options) -> Result<()> {
+    let mut apt = Apt::default();
+    nightly()?;
+    llvm(&mut apt)?;
+    bpf_linker()?;
+    tracefs()?;
+    wrk(&mut apt)?;
+    venv::run(venv::Options::default())?;
+    println!("setup: done");
+    Ok(())
+}
+
+/// apt-get, updating the package lists at most once per run.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn install(&mut self, packages: &[&str]) -> Result<()> {
+        if !self.updated {
+            println!("setup: apt-get update...");
+            util::run(
+                command("apt-get")
+                    .args(["update", "-q"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+            .context("apt-get update failed (setup needs root and Debian's package registry)")?;
+            self.updated = true;
+        }
+        util::run(
+            command("apt-get")
+                .args(["install", "-y", "-q"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .with_context(|| format!("could not install {}", packages.join(" ")))
+    }
+}
+
+fn nightly() -> Result<()> {
+    if !util::succeeds(command("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        println!("setup: installing the nightly toolchain with rust-src...");
+        return util::run(command("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]));
+    }
+    let installed = util::stdout(command("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if installed
+        .lines()
+        .any(|l| l.trim() == "rust-src" || l.starts_with("rust-src-"))
+    {
+        println!("setup: nightly toolchain with rust-src: present");
+        return Ok(());
+    }
+    println!("setup: adding rust-src to the nightly toolchain...");
+    util::run(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn llvm(apt: &mut Apt) -> Result<()> {
+    if Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {
+        println!("setup: LLVM 22 ({LLVM_PREFIX}): present");
+        return Ok(());
+    }
+    println!(
+        "setup: installing LLVM 22 dev packages ({})...",
+        LLVM_PACKAGES.join(" ")
+    );
+    apt.install(LLVM_PACKAGES)
+}
+
+fn bpf_linker_present() -> bool {
+    if util::succeeds(command("bpf-linker").arg("--version")) {
+        return true;
+    }
+    cargo_bin_dir()
+        .map(|bin| bin.join("bpf-linker"))
+        .is_some_and(|path| util::succeeds(command(path).arg("--version")))
+}
+
+fn bpf_linker() -> Result<()> {
+    if bpf_linker_present() {
+        println!("setup: bpf-linker: present");
+        return Ok(());
+    }
+    println!("setup: installing bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes ~1 min)...");
+    let install = |locked: bool| {
+        let mut cmd = cargo();
+        cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION]);
+        if locked {
+            cmd.arg("--locked");
+        }
+        // Its default feature wants LLVM 23; LLVM_PREFIX is needed for the link
+        // (-lLLVM), LLVM_SYS_221_PREFIX for llvm-sys.
+        cmd.args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX);
+        util::run(&mut cmd)
+    };
+    if let Err(e) = install(true) {
+        println!("setup: `cargo install --locked` failed ({e:#}); retrying without --locked...");
+        install(false)?;
+    }
+    if !bpf_linker_present() {
+        bail!("bpf-linker was installed but `bpf-linker --version` still fails");
+    }
+    Ok(())
+}
+
+fn tracefs() -> Result<()> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        println!("setup: tracefs on {TRACEFS}: mounted");
+        return Ok(());
+    }
+    println!("setup: mounting tracefs on {TRACEFS}...");
+    util::run(command("mount").args(["-t", "tracefs", "tracefs", TRACEFS])).with_context(|| {
+        format!(
+            "could not mount tracefs on {TRACEFS} (needs root; the exporter needs it to \
+             resolve tracepoints)"
+        )
+    })?;
+    if !Path::new(TRACEFS).join("events").is_dir() {
+        bail!("mounted tracefs on {TRACEFS} but {TRACEFS}/events is still missing");
+    }
+    Ok(())
+}
+
+fn wrk(apt: &mut Apt) -> Result<()> {
+    if util::succeeds(command("which").arg("wrk")) {
+        println!("setup: wrk: present");
+        return Ok(());
+    }
+    println!("setup: installing wrk...");
+    apt.install(&["wrk"])
+}

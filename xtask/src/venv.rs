@@ -1,0 +1,158 @@
+//! `cargo xtask venv`: Python venvs under `target/venvs/` with pinned Gunicorn
+//! versions and worker-class dependencies.
+//!
+//! Every package of each venv is pinned (transitive ones too). A stamp file in
+//! the venv holds the interpreter version and the requirement list; a venv whose
+//! stamp matches and whose gunicorn answers `--version` is left alone, any
+//! other is rebuilt from scratch.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use crate::{
+    util::{self, command},
+    venv_dir,
+};
+
+/// The interpreter the venvs are made with (`python3 -m venv`).
+const PYTHON: &str = "python3";
+const STAMP: &str = ".xtask-requirements";
+
+pub struct Venv {
+    pub name: &'static str,
+    pub gunicorn_version: &'static str,
+    pub requirements: &'static [&'static str],
+}
+
+/// Gunicorn 27 with gevent (the gevent worker on 27 also needs `packaging`).
+/// 27 has no eventlet worker.
+pub const GUNICORN27: Venv = Venv {
+    name: "gunicorn27",
+    gunicorn_version: "27.0.1",
+    requirements: &[
+        "gunicorn==27.0.1",
+        "gevent==26.9.0",
+        "greenlet==3.5.6",
+        "packaging==26.3",
+        "zope.event==6.2",
+        "zope.interface==8.7",
+    ],
+};
+
+/// Gunicorn 23 with eventlet (the last line with an eventlet worker). eventlet
+/// 0.41.3 works with gunicorn 23's eventlet worker on Python 3.11 (it only
+/// prints a deprecation warning at worker boot).
+pub const GUNICORN23: Venv = Venv {
+    name: "gunicorn23",
+    gunicorn_version: "23.0.0",
+    requirements: &[
+        "gunicorn==23.0.0",
+        "eventlet==0.41.3",
+        "greenlet==3.5.6",
+        "dnspython==2.9.2",
+        "packaging==26.3",
+    ],
+};
+
+pub const VENVS: &[Venv] = &[GUNICORN27, GUNICORN23];
+
+#[derive(Debug, Default, Args)]
+pub struct Options {
+    /// Rebuild the venvs even when they are up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    let python = python_version()?;
+    for venv in VENVS {
+        ensure(venv, &python, opts.force)?;
+    }
+    Ok(())
+}
+
+fn python_version() -> Result<String> {
+    let out = util::output(command(PYTHON).arg("--version"))
+        .with_context(|| format!("`{PYTHON}` is needed for the test venvs"))?;
+    // Python < 3.4 printed the version on stderr.
+    let text = [out.stdout, out.stderr].concat();
+    Ok(String::from_utf8_lossy(&text).trim().to_string())
+}
+
+fn stamp_text(venv: &Venv, python: &str) -> String {
+    let mut text = format!("# {python}\n");
+    for req in venv.requirements {
+        text.push_str(req);
+        text.push('\n');
+    }
+    text
+}
+
+fn gunicorn_version_ok(dir: &Path, venv: &Venv) -> bool {
+    let out = command(dir.join("bin/gunicorn")).arg("--version").output();
+    out.is_ok_and(|o| {
+        o.status.success()
+            && String::from_utf8_lossy(&[o.stdout, o.stderr].concat())
+                .contains(&format!("(version {})", venv.gunicorn_version))
+    })
+}
+
+fn ensure(venv: &Venv, python: &str, force: bool) -> Result<()> {
+    let dir = venv_dir(venv.name);
+    let stamp = stamp_text(venv, python);
+    let stamp_path = dir.join(STAMP);
+    if !force
+        && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp)
+        && gunicorn_version_ok(&dir, venv)
+    {
+        println!(
+            "venv: {} (gunicorn {}): up to date",
+            venv.name, venv.gunicorn_version
+        );
+        return Ok(());
+    }
+
+    println!(
+        "venv: creating {} (gunicorn {}) in {}...",
+        venv.name,
+        venv.gunicorn_version,
+        dir.display()
+    );
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    util::run(command(PYTHON).args(["-m", "venv"]).arg(&dir))
+        .context("`python3 -m venv` failed (on Debian's python3, install python3-venv)")?;
+    util::run(
+        command(dir.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(venv.requirements)
+            .env("PIP_NO_INPUT", "1"),
+    )
+    .with_context(|| format!("installing the packages of venv {}", venv.name))?;
+    util::run(command(dir.join("bin/pip")).args(["check", "--disable-pip-version-check"]))
+        .with_context(|| format!("venv {}: broken dependencies", venv.name))?;
+
+    let version = util::stdout(command(dir.join("bin/gunicorn")).arg("--version"))?;
+    if !gunicorn_version_ok(&dir, venv) {
+        bail!(
+            "venv {}: `gunicorn --version` printed {:?}, expected version {}",
+            venv.name,
+            version.trim(),
+            venv.gunicorn_version
+        );
+    }
+    fs::write(&stamp_path, stamp).with_context(|| format!("writing {}", stamp_path.display()))?;
+    println!("venv: {}: {}", venv.name, version.trim());
+    Ok(())
+}
