@@ -21,6 +21,8 @@ pub mod map {
     pub const ERRORS: &str = "ERRORS";
     /// Ring buffer of [`super::Event`]s.
     pub const EVENTS: &str = "EVENTS";
+    /// tgid -> `bpf_ktime_get_ns` of the worker's last heartbeat (utimensat).
+    pub const HEARTBEAT: &str = "HEARTBEAT";
 }
 
 /// Roles in [`Proc::role`].
@@ -36,6 +38,27 @@ pub struct Proc {
     pub role: u32,
     /// The master that forked this worker (itself for a master).
     pub master: u32,
+    /// The code passed to exit_group, valid when `flags` has [`flag::EXITED`].
+    pub exit_code: i32,
+    pub flags: u32,
+}
+
+/// Bits of [`Proc::flags`].
+pub mod flag {
+    /// The process called exit_group (it was not killed by a signal).
+    pub const EXITED: u32 = 1;
+    /// Its master sent it SIGABRT (gunicorn's worker timeout): requests it
+    /// answers from now on with a 5xx, or never answers, failed by timeout.
+    pub const ABORTING: u32 = 2;
+}
+
+/// Why a request failed, beyond its status ([`MetricKey::cause`]).
+pub mod cause {
+    /// No response (client went away: `aborted`) or a plain 5xx (`http_5xx`).
+    pub const NONE: u8 = 0;
+    pub const WORKER_TIMEOUT: u8 = 1;
+    pub const WORKER_CRASH: u8 = 2;
+    pub const WORKER_KILLED: u8 = 3;
 }
 
 /// Which syscall a [`Stash`] belongs to.
@@ -49,6 +72,8 @@ pub mod io {
     /// recvmsg/sendmsg: `buf` points at a msghdr.
     pub const RECVMSG: u32 = 6;
     pub const SENDMSG: u32 = 7;
+    /// wait4 in a master: `buf` is the status address.
+    pub const WAIT: u32 = 8;
 }
 
 /// Arguments of a syscall in progress on one thread.
@@ -68,14 +93,15 @@ pub struct ConnKey {
     pub fd: u32,
 }
 
-/// One series family: a worker, a method and a status (0 = aborted).
+/// One series family: a worker, a method, a status (0 = no response) and
+/// the [`cause`] of a failure.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MetricKey {
     pub tgid: u32,
     pub status: u16,
     pub method: u8,
-    pub _pad: u8,
+    pub cause: u8,
 }
 
 /// Slots of the duration histogram: up to 31 finite bounds and `+Inf`.
@@ -190,22 +216,45 @@ pub mod error {
         ["metrics_map_full", "conns_map_full", "stash_map_full", "tracked_map_full", "events_lost", "buffer_read_failed"];
 }
 
-/// Lifecycle event kinds.
+/// Lifecycle event kinds, and what [`Event`]'s fields hold for each.
 pub mod event {
-    /// A tracked master forked a process (a worker, or a re-exec'd master).
+    /// A tracked master forked a process. `other`: the master.
     pub const FORK: u32 = 1;
-    /// A tracked process's last thread exited.
+    /// A tracked process's last thread exited. `other`: its master; `value`:
+    /// its exit_group code, or [`super::NO_EXIT_CODE`] when a signal killed it.
     pub const EXIT: u32 = 2;
+    /// A tracked process called execve (a master re-executing on USR2).
+    /// `other`: its master before the exec.
+    pub const EXEC: u32 = 3;
+    /// A signal was generated to or by a tracked process. `pid`: the target;
+    /// `other`: the sender's tgid; `value`: the signal; `code`: si_code.
+    pub const SIGNAL: u32 = 4;
+    /// A signal was delivered to a tracked process (`pid`). `value`: the
+    /// signal; `code`: 1 when a handler runs for it, 0 for the default action.
+    pub const DELIVER: u32 = 5;
+    /// A master's wait4 reaped a child. `pid`: the master; `other`: the
+    /// child; `value`: the wait status.
+    pub const REAP: u32 = 6;
+    /// A master called listen(2).
+    pub const LISTEN: u32 = 7;
+    /// A worker's first heartbeat: it finished booting.
+    pub const BOOTED: u32 = 8;
+    /// The OOM killer chose a tracked process.
+    pub const OOM: u32 = 9;
 }
 
-/// A lifecycle event from the ring buffer.
+/// [`Event::value`] of an EXIT without exit_group.
+pub const NO_EXIT_CODE: i32 = i32::MIN;
+
+/// A lifecycle event from the ring buffer; see [`event`] for the fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
     pub kind: u32,
     pub pid: u32,
-    /// The parent for FORK; the master for EXIT.
-    pub ppid: u32,
+    pub other: u32,
+    pub value: i32,
+    pub code: i32,
     pub _pad: u32,
     pub ts_ns: u64,
 }
@@ -264,21 +313,21 @@ mod tests {
 
     #[test]
     fn events_decode() {
-        let e = Event { kind: event::EXIT, pid: 7, ppid: 1, _pad: 0, ts_ns: 99 };
+        let e = Event { kind: event::EXIT, pid: 7, other: 1, value: 3, code: 0, _pad: 0, ts_ns: 99 };
         // SAFETY: reading the bytes of a plain #[repr(C)] value.
-        let bytes: [u8; 24] = unsafe { core::mem::transmute(e) };
+        let bytes: [u8; 32] = unsafe { core::mem::transmute(e) };
         assert_eq!(Event::from_bytes(&bytes), Some(e));
-        assert_eq!(Event::from_bytes(&bytes[..23]), None);
+        assert_eq!(Event::from_bytes(&bytes[..31]), None);
     }
 
     #[test]
     fn records_have_no_implicit_padding() {
         use core::mem::size_of;
-        assert_eq!(size_of::<Proc>(), 8);
+        assert_eq!(size_of::<Proc>(), 16);
         assert_eq!(size_of::<Stash>(), 16);
         assert_eq!(size_of::<ConnKey>(), 8);
         assert_eq!(size_of::<MetricKey>(), 8);
-        assert_eq!(size_of::<Event>(), 24);
+        assert_eq!(size_of::<Event>(), 32);
         assert_eq!(size_of::<crate::request::Conn>(), 40);
         assert_eq!(size_of::<Aggregate>(), 8 * (4 + DURATION_SLOTS + 2 * SIZE_SLOTS));
     }

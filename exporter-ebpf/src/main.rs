@@ -8,6 +8,8 @@ mod maps;
 mod net;
 #[cfg(target_arch = "bpf")]
 mod procs;
+#[cfg(target_arch = "bpf")]
+mod signals;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

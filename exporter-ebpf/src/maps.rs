@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use exporter_ebpf::{
-    abi::{error, role, Aggregate, Config, ConnKey, Event, MetricKey, Proc, Stash},
+    abi::{cause, error, flag, role, Aggregate, Config, ConnKey, Event, MetricKey, Proc, Stash},
     request::{Conn, Finished},
 };
 
@@ -30,6 +30,8 @@ pub static ZERO: PerCpuArray<Aggregate> = PerCpuArray::with_max_entries(1, 0);
 pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(error::COUNT, 0);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+#[map]
+pub static HEARTBEAT: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 pub fn pid_tgid() -> (u32, u32) {
@@ -63,11 +65,15 @@ pub fn is_worker(tgid: u32) -> bool {
     matches!(tracked(tgid), Some(p) if p.role == role::WORKER)
 }
 
-/// Adds a finished request to its worker's series.
+/// Adds a finished request to its worker's series. A 5xx or unanswered
+/// request of a worker its master is aborting failed by timeout.
 #[inline(always)]
 pub fn record(tgid: u32, done: &Finished) {
     let Some(config) = CONFIG.get_ptr(0) else { return };
-    let key = MetricKey { tgid, status: done.status, method: done.method, _pad: 0 };
+    let failed = done.status >= 500 || done.status == 0;
+    let aborting = failed && matches!(tracked(tgid), Some(p) if p.flags & flag::ABORTING != 0);
+    let cause = if aborting { cause::WORKER_TIMEOUT } else { cause::NONE };
+    let key = MetricKey { tgid, status: done.status, method: done.method, cause };
     let aggregate = match METRICS.get_ptr_mut(&key) {
         Some(a) => a,
         None => {
@@ -84,9 +90,22 @@ pub fn record(tgid: u32, done: &Finished) {
     unsafe { (*aggregate).record(done, &(*config).duration_bounds_ns) };
 }
 
+/// Sends a lifecycle event to userspace (see `abi::event` for the fields).
 #[inline(always)]
-pub fn emit(event: &Event) {
-    if EVENTS.output::<Event>(event, 0).is_err() {
+pub fn emit(kind: u32, pid: u32, other: u32, value: i32, code: i32) {
+    let event = Event { kind, pid, other, value, code, _pad: 0, ts_ns: now() };
+    if EVENTS.output::<Event>(&event, 0).is_err() {
         count_error(error::EVENTS_LOST);
+    }
+}
+
+/// Sets flag bits on a tracked process.
+#[inline(always)]
+pub fn set_flags(tgid: u32, bits: u32) {
+    if let Some(p) = TRACKED.get_ptr_mut(&tgid) {
+        // SAFETY: a map value; a lost race between two setters loses a bit
+        // only when both run at once for the same process, which the
+        // lifecycle never does (exit_group and SIGABRT come from one thread each).
+        unsafe { (*p).flags |= bits };
     }
 }

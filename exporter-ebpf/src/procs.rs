@@ -1,20 +1,26 @@
-//! Following the process tree: the master's forks become tracked workers in
-//! the kernel (no early request of a new worker is missed), exits untrack them.
+//! The process tree and its lifecycle: the master's forks become tracked
+//! workers in the kernel (no early request of a new worker is missed); execs,
+//! exits, reaps, listens, heartbeats and OOM kills become events.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use exporter_ebpf::{
-    abi::{error, event, role, Event, Proc},
-    tracepoint::{CLONE_THREAD, EXIT_GROUP_DEAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID},
+    abi::{error, event, flag, io, role, Proc, Stash, NO_EXIT_CODE},
+    tracepoint::{ARG0, ARG1, CLONE_THREAD, EXIT_GROUP_DEAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID, RET},
 };
 
-use crate::maps::{count_error, emit, now, pid_tgid, tracked, STASH, TRACKED};
+use crate::maps::{count_error, emit, now, pid_tgid, tracked, HEARTBEAT, STASH, TRACKED};
+
+#[inline(always)]
+fn is_master(tgid: u32) -> bool {
+    matches!(tracked(tgid), Some(p) if p.role == role::MASTER)
+}
 
 /// task:task_newtask runs in the parent before the child first runs, and
 /// carries clone_flags, so threads (CLONE_THREAD) are told from processes.
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let (_, parent) = pid_tgid();
-    if !matches!(tracked(parent), Some(p) if p.role == role::MASTER) {
+    if !is_master(parent) {
         return 0;
     }
     // SAFETY: offsets from the tracepoint's format, checked by userspace at load.
@@ -25,10 +31,39 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let child = child as u32;
-    if TRACKED.insert(&child, &Proc { role: role::WORKER, master: parent }, 0).is_err() {
+    let worker = Proc { role: role::WORKER, master: parent, exit_code: 0, flags: 0 };
+    if TRACKED.insert(&child, &worker, 0).is_err() {
         count_error(error::TRACKED_FULL);
     }
-    emit(&Event { kind: event::FORK, pid: child, ppid: parent, _pad: 0, ts_ns: now() });
+    emit(event::FORK, child, parent, 0, 0);
+    0
+}
+
+/// A tracked process that execs is no longer a worker: on USR2 the master's
+/// child execs the new master, whose forks are then followed too.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let (_, tgid) = pid_tgid();
+    let Some(old) = tracked(tgid) else { return 0 };
+    let master = Proc { role: role::MASTER, master: tgid, exit_code: 0, flags: 0 };
+    if TRACKED.insert(&tgid, &master, 0).is_err() {
+        count_error(error::TRACKED_FULL);
+    }
+    emit(event::EXEC, tgid, old.master, 0, 0);
+    0
+}
+
+/// exit_group's code, kept until the process's last thread is gone.
+#[tracepoint]
+pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
+    let (_, tgid) = pid_tgid();
+    if let Some(p) = TRACKED.get_ptr_mut(&tgid) {
+        // SAFETY: offset from the syscall layout; a map value of this type.
+        unsafe {
+            (*p).exit_code = ctx.read_at::<u64>(ARG0).unwrap_or(0) as i32;
+            (*p).flags |= flag::EXITED;
+        }
+    }
     0
 }
 
@@ -43,8 +78,92 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if group_dead == 0 {
         return 0;
     }
-    let Some(proc_) = tracked(tgid) else { return 0 };
+    let Some(p) = tracked(tgid) else { return 0 };
     let _ = TRACKED.remove(&tgid);
-    emit(&Event { kind: event::EXIT, pid: tgid, ppid: proc_.master, _pad: 0, ts_ns: now() });
+    let _ = HEARTBEAT.remove(&tgid);
+    let code = if p.flags & flag::EXITED != 0 { p.exit_code } else { NO_EXIT_CODE };
+    emit(event::EXIT, tgid, p.master, code, 0);
+    0
+}
+
+/// wait4 in a master: remember where the status goes, report the reaped child.
+#[tracepoint]
+pub fn sys_enter_wait4(ctx: TracePointContext) -> u32 {
+    let (tid, tgid) = pid_tgid();
+    if !is_master(tgid) {
+        return 0;
+    }
+    // SAFETY: as above.
+    let status = unsafe { ctx.read_at::<u64>(ARG1).unwrap_or(0) };
+    if STASH.insert(&tid, &Stash { buf: status, fd: 0, kind: io::WAIT }, 0).is_err() {
+        count_error(error::STASH_FULL);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
+    let (tid, tgid) = pid_tgid();
+    // SAFETY: plain data written by this thread's enter program.
+    let Some(stash) = STASH.get_ptr(&tid).map(|s| unsafe { *s }) else { return 0 };
+    if stash.kind != io::WAIT {
+        return 0;
+    }
+    // SAFETY: as above.
+    let child = unsafe { ctx.read_at::<i64>(RET).unwrap_or(-1) };
+    if child <= 0 {
+        return 0;
+    }
+    let status = if stash.buf == 0 {
+        0
+    } else {
+        // SAFETY: the user's status pointer; the helper faults safely.
+        unsafe { bpf_probe_read_user(stash.buf as *const i32).unwrap_or(0) }
+    };
+    emit(event::REAP, tgid, child as u32, status, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_listen(_ctx: TracePointContext) -> u32 {
+    let (_, tgid) = pid_tgid();
+    if is_master(tgid) {
+        emit(event::LISTEN, tgid, tgid, 0, 0);
+    }
+    0
+}
+
+/// A worker's heartbeat: gunicorn touches its heartbeat file with
+/// futimens(fd), i.e. utimensat with a NULL path. The first one after boot
+/// means the worker is initialised.
+#[tracepoint]
+pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
+    let (_, tgid) = pid_tgid();
+    // SAFETY: as above.
+    let path = unsafe { ctx.read_at::<u64>(ARG1).unwrap_or(1) };
+    if path != 0 {
+        return 0;
+    }
+    let Some(p) = tracked(tgid) else { return 0 };
+    if p.role != role::WORKER {
+        return 0;
+    }
+    let first = HEARTBEAT.get_ptr(&tgid).is_none();
+    if HEARTBEAT.insert(&tgid, &now(), 0).is_err() {
+        count_error(error::TRACKED_FULL);
+    }
+    if first {
+        emit(event::BOOTED, tgid, p.master, 0, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    let pid = unsafe { ctx.read_at::<i32>(OOM_PID).unwrap_or(0) } as u32;
+    if let Some(p) = tracked(pid) {
+        emit(event::OOM, pid, p.master, 0, 0);
+    }
     0
 }

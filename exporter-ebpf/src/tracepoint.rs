@@ -20,6 +20,16 @@ pub const NEWTASK_CLONE_FLAGS: usize = 32;
 pub const EXIT_PID: usize = 24;
 pub const EXIT_GROUP_DEAD: usize = 32;
 
+/// signal:signal_generate `sig`, `code` and target `pid`.
+pub const GENERATE_SIG: usize = 8;
+pub const GENERATE_CODE: usize = 16;
+pub const GENERATE_PID: usize = 36;
+/// signal:signal_deliver `sig` and `sa_handler`.
+pub const DELIVER_SIG: usize = 8;
+pub const DELIVER_SA_HANDLER: usize = 24;
+/// oom:mark_victim `pid`.
+pub const OOM_PID: usize = 8;
+
 /// `CLONE_THREAD`: the new task is a thread, not a process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
 
@@ -39,6 +49,16 @@ pub fn expected_fields() -> &'static [(&'static str, &'static str, usize)] {
         ("task/task_newtask", "clone_flags", NEWTASK_CLONE_FLAGS),
         ("sched/sched_process_exit", "pid", EXIT_PID),
         ("sched/sched_process_exit", "group_dead", EXIT_GROUP_DEAD),
+        ("syscalls/sys_enter_exit_group", "error_code", ARG0),
+        ("syscalls/sys_enter_wait4", "stat_addr", ARG1),
+        ("syscalls/sys_exit_wait4", "ret", RET),
+        ("syscalls/sys_enter_utimensat", "filename", ARG1),
+        ("signal/signal_generate", "sig", GENERATE_SIG),
+        ("signal/signal_generate", "code", GENERATE_CODE),
+        ("signal/signal_generate", "pid", GENERATE_PID),
+        ("signal/signal_deliver", "sig", DELIVER_SIG),
+        ("signal/signal_deliver", "sa_handler", DELIVER_SA_HANDLER),
+        ("oom/mark_victim", "pid", OOM_PID),
     ]
 }
 

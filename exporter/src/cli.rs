@@ -46,9 +46,25 @@ pub struct Options {
     #[arg(long, value_enum, default_value_t = IoSyscalls::Gunicorn)]
     pub io_syscalls: IoSyscalls,
 
-    /// Log format on stderr.
+    /// Log format on stderr (hook lines carry master/worker pid, signal,
+    /// exit status and reason as fields in JSON).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Run COMMAND (through `sh -c`) each time HOOK happens, e.g.
+    /// `--on worker_exit='logger "worker $GUNICORN_WORKER_PID: $GUNICORN_REASON"'`.
+    /// Repeatable. The command sees GUNICORN_HOOK, GUNICORN_MASTER_PID,
+    /// GUNICORN_WORKER_PID, GUNICORN_SIGNAL, GUNICORN_EXIT_STATUS, GUNICORN_REASON.
+    #[arg(long = "on", value_name = "HOOK=COMMAND")]
+    pub on: Vec<String>,
+
+    /// Seconds a hook command may run before it is killed.
+    #[arg(long, default_value_t = 10.0)]
+    pub on_timeout: f64,
+
+    /// Hook commands running at once; more wait in a queue (up to 1024, then dropped and counted).
+    #[arg(long, default_value_t = 4)]
+    pub on_concurrency: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,6 +85,10 @@ pub const DEFAULT_BUCKETS: &str = "0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0
 impl Options {
     pub fn series_grace(&self) -> Duration {
         Duration::from_secs_f64(self.series_grace.max(0.0))
+    }
+
+    pub fn on_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.on_timeout.max(0.001))
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
 };
 
 use exporter_ebpf::{
-    abi::{error, Aggregate, MetricKey, SIZE_BOUNDS},
+    abi::{cause, error, Aggregate, MetricKey, SIZE_BOUNDS},
     buckets::used_slots,
     http::method,
     request::ABORTED,
@@ -23,6 +23,7 @@ use prometheus::{
 
 use crate::{
     exposition::{self as x, HistogramRow, Labels},
+    lifecycle::{Hook, Reason, WorkerState},
     state::State,
 };
 
@@ -33,14 +34,20 @@ pub struct Exporter {
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [(&str, &str, &[&str]); 10] = [
+const FAMILIES: [(&str, &str, &[&str]); 16] = [
     (x::REQUESTS, "Completed HTTP responses, by method and status code.", &["worker_id", "pid", "method", "status"]),
     (x::DURATION, "Request duration: from the first read of the request to the last write of its response.", &["worker_id", "pid", "method", "status_class"]),
     (x::REQUEST_SIZE, "Bytes read from the client per request (request line, headers, body).", &["worker_id", "pid", "method"]),
     (x::RESPONSE_SIZE, "Bytes written to the client per request (status line, headers, body).", &["worker_id", "pid", "method"]),
-    (x::FAILED, "Failed requests: error_type http_5xx (a 5xx response) or aborted (read, never answered).", &["worker_id", "pid", "method", "error_type"]),
+    (x::FAILED, "Failed requests, by error_type: http_5xx (a 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).", &["worker_id", "pid", "method", "error_type"]),
+    (x::WORKER_STATE, "1 for the worker's current state: running, quitting (SIGQUIT/SIGINT/SIGTERM received) or aborting (SIGABRT from the master received).", &["worker_id", "pid", "state"]),
+    (x::HEARTBEAT_AGE, "Seconds since the worker last touched its heartbeat file; gunicorn aborts it when this passes --timeout.", &["worker_id", "pid"]),
+    (x::HOOKS, "Gunicorn server hooks as seen from the kernel (see the README for how exact each is).", &["hook"]),
+    (x::RESTARTS, "Workers that went away, by reason.", &["reason"]),
+    (x::MASTER_SIGNALS, "Signals delivered to the gunicorn master, by name.", &["signal"]),
+    (x::HOOK_ACTIONS, "Hook commands run (--on), by result: ok, failed, timeout, dropped.", &["hook", "result"]),
     (x::WORKERS, "Workers alive.", &[]),
-    (x::UP, "1 while the gunicorn master is alive.", &[]),
+    (x::UP, "1 while a gunicorn master is attached and alive.", &[]),
     (x::KERNEL_ERRORS, "Records the kernel side could not keep (map full, ring buffer full, unreadable buffer); lost requests show here, never silently.", &["kind"]),
     (x::COLLECT_ERRORS, "Scrapes in which reading a kernel map failed (the rest was still served).", &[]),
     (x::BUILD_INFO, "Exporter build information.", &["version"]),
@@ -60,6 +67,14 @@ impl Exporter {
     fn help(name: &str) -> &'static str {
         FAMILIES.iter().find(|f| f.0 == name).map_or("", |f| f.1)
     }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn class(status: u16) -> String {
@@ -112,9 +127,12 @@ impl Collector for Exporter {
 
         let mut failed: BTreeMap<(u32, u8, &str), u64> = BTreeMap::new();
         for (k, a) in &series {
-            let kind = match k.status {
-                ABORTED => "aborted",
-                500.. => "http_5xx",
+            let kind = match (k.status, k.cause) {
+                (_, cause::WORKER_TIMEOUT) => "worker_timeout",
+                (_, cause::WORKER_CRASH) => "worker_crash",
+                (_, cause::WORKER_KILLED) => "worker_killed",
+                (ABORTED, _) => "aborted",
+                (500.., _) => "http_5xx",
                 _ => continue,
             };
             *failed.entry((k.tgid, k.method, kind)).or_default() += a.count;
@@ -152,14 +170,38 @@ impl Collector for Exporter {
                 .collect()
         };
 
+        let alive: Vec<(u32, WorkerState)> = state.workers.alive().map(|w| (w.pid, w.state)).collect();
+        let states = alive.iter().flat_map(|&(pid, current)| {
+            WorkerState::ALL.map(|s| (with(worker(pid), &[("state", s.name().into())]), (s == current) as u8 as f64))
+        });
+        let now_ns = monotonic_ns();
+        let heartbeats = state.kernel.heartbeats();
+        let heartbeat_age = heartbeats
+            .iter()
+            .filter(|(pid, _)| alive.iter().any(|(p, _)| p == pid))
+            .map(|&(pid, at)| (worker(pid), now_ns.saturating_sub(at) as f64 / 1e9));
+        let hooks = Hook::ALL.map(|h| (vec![("hook", h.name().to_string())], *state.counts.hooks.get(&h).unwrap_or(&0) as f64));
+        let restarts = Reason::ALL.map(|r| (vec![("reason", r.name().to_string())], *state.counts.restarts.get(&r).unwrap_or(&0) as f64));
+        let signals = state.counts.master_signals.iter().map(|(s, n)| (vec![("signal", s.clone())], *n as f64));
+        let actions = state
+            .action_counts()
+            .into_iter()
+            .map(|((hook, result), n)| (vec![("hook", hook.name().to_string()), ("result", result.to_string())], n as f64));
+
         let families = vec![
             x::counter(x::REQUESTS, Self::help(x::REQUESTS), requests),
             x::histogram(x::DURATION, Self::help(x::DURATION), durations),
             x::histogram(x::REQUEST_SIZE, Self::help(x::REQUEST_SIZE), sizes(false)),
             x::histogram(x::RESPONSE_SIZE, Self::help(x::RESPONSE_SIZE), sizes(true)),
             x::counter(x::FAILED, Self::help(x::FAILED), failed),
-            x::gauge(x::WORKERS, Self::help(x::WORKERS), [(vec![], state.workers.alive().count() as f64)]),
-            x::gauge(x::UP, Self::help(x::UP), [(vec![], if state.master_alive { 1.0 } else { 0.0 })]),
+            x::gauge(x::WORKER_STATE, Self::help(x::WORKER_STATE), states),
+            x::gauge(x::HEARTBEAT_AGE, Self::help(x::HEARTBEAT_AGE), heartbeat_age),
+            x::gauge(x::WORKERS, Self::help(x::WORKERS), [(vec![], alive.len() as f64)]),
+            x::gauge(x::UP, Self::help(x::UP), [(vec![], if state.up() { 1.0 } else { 0.0 })]),
+            x::counter(x::HOOKS, Self::help(x::HOOKS), hooks),
+            x::counter(x::RESTARTS, Self::help(x::RESTARTS), restarts),
+            x::counter(x::MASTER_SIGNALS, Self::help(x::MASTER_SIGNALS), signals),
+            x::counter(x::HOOK_ACTIONS, Self::help(x::HOOK_ACTIONS), actions),
             x::counter(
                 x::KERNEL_ERRORS,
                 Self::help(x::KERNEL_ERRORS),

@@ -34,7 +34,19 @@ pub enum KernelError {
 /// Order matters: processes first (so forks are followed before any I/O is),
 /// then syscall exits before their enters (an exit without its enter is
 /// ignored; an enter without its exit would leave a stale stash).
-const PROCESS: [(&str, &str); 2] = [("task", "task_newtask"), ("sched", "sched_process_exit")];
+const PROCESS: [(&str, &str); 11] = [
+    ("task", "task_newtask"),
+    ("sched", "sched_process_exec"),
+    ("syscalls", "sys_enter_exit_group"),
+    ("sched", "sched_process_exit"),
+    ("syscalls", "sys_exit_wait4"),
+    ("syscalls", "sys_enter_wait4"),
+    ("syscalls", "sys_enter_listen"),
+    ("syscalls", "sys_enter_utimensat"),
+    ("signal", "signal_generate"),
+    ("signal", "signal_deliver"),
+    ("oom", "mark_victim"),
+];
 const GUNICORN_IO: [(&str, &str); 10] = [
     ("syscalls", "sys_exit_accept4"),
     ("syscalls", "sys_exit_accept"),
@@ -67,6 +79,7 @@ pub struct Kernel {
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
     errors: PerCpuArray<MapData, u64>,
+    heartbeats: HashMap<MapData, u32, u64>,
     events: Option<RingBuf<MapData>>,
     attached: Vec<&'static str>,
     /// Owns the programs and their links: dropping it detaches everything.
@@ -94,6 +107,7 @@ impl Kernel {
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,
             errors: take(&mut ebpf, map::ERRORS)?,
+            heartbeats: take(&mut ebpf, map::HEARTBEAT)?,
             events: Some(take(&mut ebpf, map::EVENTS)?),
             attached: Vec::new(),
             _ebpf: ebpf,
@@ -166,6 +180,11 @@ impl Kernel {
         for key in keys {
             let _ = self.metrics.remove(&key);
         }
+    }
+
+    /// tgid -> monotonic ns of its last heartbeat.
+    pub fn heartbeats(&self) -> Vec<(u32, u64)> {
+        self.heartbeats.iter().filter_map(Result::ok).collect()
     }
 
     /// The kernel's failure counters, summed over CPUs, indexed by `abi::error`.

@@ -2,13 +2,16 @@
 //! attach, track the master's workers, then serve until told to stop.
 //!
 //! Data flows one way: tracepoints -> kernel maps -> collector (at scrape) ->
-//! registry -> HTTP; lifecycle events -> ring buffer -> state.
+//! registry -> HTTP; lifecycle events -> ring buffer -> lifecycle (hook
+//! mapping) -> state (metrics), logs and user actions.
 
+mod actions;
 mod cli;
 mod collector;
 mod events;
 mod exposition;
 mod kernel;
+mod lifecycle;
 mod logging;
 mod preflight;
 mod procs;
@@ -27,7 +30,7 @@ use anyhow::{anyhow, Context as _};
 use clap::Parser as _;
 use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
-use crate::{cli::Options, collector::Exporter, kernel::Kernel, state::State};
+use crate::{actions::Actions, cli::Options, collector::Exporter, kernel::Kernel, state::State};
 
 fn main() -> ExitCode {
     let options = Options::parse();
@@ -54,6 +57,7 @@ fn duration_bounds_ns(seconds: &[f64]) -> anyhow::Result<[u64; DURATION_SLOTS]> 
 
 fn run(options: Options) -> anyhow::Result<()> {
     let bounds = duration_bounds_ns(&options.buckets)?;
+    let (actions, action_runner) = Actions::new(&options.on, options.on_concurrency, options.on_timeout())?;
     preflight::check_privileges()?;
 
     let pid = match (&options.pid, &options.pidfile) {
@@ -73,11 +77,12 @@ fn run(options: Options) -> anyhow::Result<()> {
 
     preflight::ensure_tracefs()?;
     preflight::check_layout()?;
-    let kernel = Kernel::load(bounds, options.io_syscalls).context("attaching the eBPF programs")?;
+    let mut kernel = Kernel::load(bounds, options.io_syscalls).context("attaching the eBPF programs")?;
     let tracepoints = kernel.attached().len();
+    let ring = kernel.take_events().context("the lifecycle ring buffer was already taken")?;
     let master_pid = master.info.pid;
-    let mut state = State::attach(kernel, master.info, bounds, options.series_grace())?;
-    let ring = state.kernel.take_events().context("the lifecycle ring buffer was already taken")?;
+    let mut state = State::new(kernel, bounds, options.series_grace(), options.pidfile.clone(), actions);
+    state.attach(master.info).context("tracking the master and its workers")?;
     log::info!(
         "attached to gunicorn master {master_pid} ({} workers, {tracepoints} tracepoints); serving http://{addr}/metrics",
         state.workers.alive().count()
@@ -88,6 +93,8 @@ fn run(options: Options) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
+        tokio::spawn(action_runner);
+        tokio::spawn(refresh_every_second(state.clone()));
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -97,6 +104,15 @@ fn run(options: Options) -> anyhow::Result<()> {
             _ = terminate.recv() => Ok(()),
         }
     })
+}
+
+/// Liveness, pidfile re-attach and series expiry move on between scrapes too.
+async fn refresh_every_second(state: Arc<Mutex<State>>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        state.lock().unwrap_or_else(|p| p.into_inner()).refresh();
+    }
 }
 
 #[cfg(test)]

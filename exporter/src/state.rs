@@ -1,55 +1,123 @@
-//! What the exporter knows about the watched Gunicorn: the master, its
-//! workers, and the requests that userspace had to finish itself.
+//! What the exporter knows about the watched Gunicorn: its masters (more than
+//! one during a USR2 re-exec), their workers, the hooks seen, and the
+//! requests userspace had to finish itself.
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use aya::maps::MapError;
-use exporter_ebpf::abi::{event, role, Aggregate, Event, MetricKey, Proc, DURATION_SLOTS};
+use exporter_ebpf::abi::{cause, role, Aggregate, Event, MetricKey, Proc, DURATION_SLOTS};
 
 use crate::{
+    actions::Actions,
     kernel::Kernel,
-    procs::{self, ProcInfo},
+    lifecycle::{Change, Hook, Lifecycle, Occurrence, Reason},
+    logging, procs, target,
     workers::Workers,
 };
 
+/// Counters of what the lifecycle showed.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub hooks: BTreeMap<Hook, u64>,
+    pub restarts: BTreeMap<Reason, u64>,
+    /// Signals delivered to a master, by name.
+    pub master_signals: BTreeMap<String, u64>,
+}
+
+#[derive(Debug)]
+pub struct Master {
+    pub start_ticks: u64,
+    pub alive: bool,
+}
+
 pub struct State {
     pub kernel: Kernel,
-    pub master: ProcInfo,
-    pub master_alive: bool,
+    pub masters: BTreeMap<u32, Master>,
     pub workers: Workers,
+    pub counts: Counts,
+    lifecycle: Lifecycle,
     /// Requests ended by their worker's death, finished here from the
     /// connection state the kernel left behind (the kernel sees no close then).
     swept: BTreeMap<MetricKey, Aggregate>,
     bounds: [u64; DURATION_SLOTS],
     grace: Duration,
+    pidfile: Option<PathBuf>,
+    actions: Actions,
 }
 
 impl State {
-    /// Tracks the master and the workers it already has. The programs are
-    /// attached already, so a fork racing with this is seen by the kernel too.
-    pub fn attach(mut kernel: Kernel, master: ProcInfo, bounds: [u64; DURATION_SLOTS], grace: Duration) -> anyhow::Result<State> {
-        kernel
-            .track(master.pid, Proc { role: role::MASTER, master: master.pid })
-            .context("tracking the master")?;
-        let mut workers = Workers::default();
-        for child in procs::children(master.pid) {
-            kernel
-                .track(child.pid, Proc { role: role::WORKER, master: master.pid })
-                .context("tracking a worker")?;
-            workers.spawned(child.pid, procs::start_unix_secs(child.start_ticks), Some(child.start_ticks));
+    pub fn new(kernel: Kernel, bounds: [u64; DURATION_SLOTS], grace: Duration, pidfile: Option<PathBuf>, actions: Actions) -> State {
+        State {
+            kernel,
+            masters: BTreeMap::new(),
+            workers: Workers::default(),
+            counts: Counts::default(),
+            lifecycle: Lifecycle::default(),
+            swept: BTreeMap::new(),
+            bounds,
+            grace,
+            pidfile,
+            actions,
         }
-        Ok(State { kernel, master, master_alive: true, workers, swept: BTreeMap::new(), bounds, grace })
+    }
+
+    /// Tracks a master and the workers it already has. The programs are
+    /// attached already, so a fork racing with this is seen by the kernel too.
+    pub fn attach(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
+        let pid = master.pid;
+        self.kernel.track(pid, Proc { role: role::MASTER, master: pid, exit_code: 0, flags: 0 })?;
+        self.masters.insert(pid, Master { start_ticks: master.start_ticks, alive: true });
+        self.lifecycle.adopt_master(pid);
+        for child in procs::children(pid) {
+            self.kernel.track(child.pid, Proc { role: role::WORKER, master: pid, exit_code: 0, flags: 0 })?;
+            self.lifecycle.adopt_worker(child.pid, pid);
+            self.workers.spawned(child.pid, procs::start_unix_secs(child.start_ticks), Some(child.start_ticks));
+        }
+        Ok(())
+    }
+
+    pub fn up(&self) -> bool {
+        self.masters.values().any(|m| m.alive)
     }
 
     pub fn on_event(&mut self, ev: &Event) {
-        match ev.kind {
-            event::FORK => self.spawned(ev.pid),
-            event::EXIT => self.exited(ev.pid),
-            _ => log::debug!("unknown event kind {}", ev.kind),
+        let outcome = self.lifecycle.on(ev);
+        for change in outcome.changes {
+            self.apply(change);
+        }
+        for occurrence in outcome.hooks {
+            *self.counts.hooks.entry(occurrence.hook).or_default() += 1;
+            logging::hook(&occurrence);
+            self.actions.run(&occurrence);
+        }
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::WorkerSpawned { pid, .. } => self.spawned(pid),
+            Change::WorkerState { pid, state } => self.workers.set_state(pid, state),
+            Change::WorkerExited { pid, reason } => {
+                *self.counts.restarts.entry(reason).or_default() += 1;
+                self.exited(pid, reason.in_flight_cause());
+            }
+            Change::MasterStarted { pid } => {
+                let ticks = procs::info(pid).map_or(0, |p| p.start_ticks);
+                self.masters.insert(pid, Master { start_ticks: ticks, alive: true });
+                log::info!("gunicorn master {pid} started (re-exec); following it");
+            }
+            Change::MasterExited { pid } => {
+                if let Some(m) = self.masters.get_mut(&pid) {
+                    m.alive = false;
+                    log::warn!("gunicorn master {pid} exited");
+                }
+            }
+            Change::MasterSignal { signal, .. } => {
+                *self.counts.master_signals.entry(crate::lifecycle::sig::name(signal)).or_default() += 1;
+            }
         }
     }
 
@@ -61,31 +129,25 @@ impl State {
             self.forget(old.pid);
         }
         if let Some(w) = self.workers.get(pid) {
-            log::info!("worker {pid} spawned ({})", w.id());
+            log::debug!("worker {pid} spawned ({})", w.id());
         }
     }
 
-    fn exited(&mut self, pid: u32) {
-        if pid == self.master.pid {
-            if std::mem::replace(&mut self.master_alive, false) {
-                log::warn!("gunicorn master {pid} exited");
-            }
-            return;
-        }
+    /// A worker is gone: finish what it left in flight, start its grace period.
+    fn exited(&mut self, pid: u32, in_flight: u8) {
         for conn in self.kernel.drain_conns(pid) {
             if let Some(done) = conn.on_close() {
-                let key = MetricKey { tgid: pid, status: done.status, method: done.method, _pad: 0 };
+                let cause = if done.status == 0 { in_flight } else { cause::NONE };
+                let key = MetricKey { tgid: pid, status: done.status, method: done.method, cause };
                 self.swept.entry(key).or_default().record(&done, &self.bounds);
             }
         }
-        if self.workers.exited(pid, Instant::now()) {
-            log::info!("worker {pid} exited");
-        }
+        self.workers.exited(pid, Instant::now());
     }
 
-    /// Catches exits the ring buffer did not deliver (the process vanished
-    /// between listing and tracking, or an event was lost), and drops the
-    /// series of workers dead for longer than the grace period.
+    /// Runs at every scrape and every second: catches exits the ring buffer
+    /// did not deliver, re-attaches through the pidfile when every master is
+    /// gone, and drops the series of workers dead longer than the grace period.
     pub fn refresh(&mut self) {
         let vanished: Vec<u32> = self
             .workers
@@ -95,13 +157,33 @@ impl State {
             .collect();
         for pid in vanished {
             self.kernel.untrack(pid);
-            self.exited(pid);
+            self.exited(pid, cause::NONE);
         }
-        if self.master_alive && !procs::alive(self.master.pid, self.master.start_ticks) {
-            self.exited(self.master.pid);
+        for (pid, master) in self.masters.iter_mut().filter(|(_, m)| m.alive) {
+            if !procs::alive(*pid, master.start_ticks) {
+                master.alive = false;
+                self.kernel.untrack(*pid);
+                log::warn!("gunicorn master {pid} is gone");
+            }
+        }
+        self.masters.retain(|_, m| m.alive);
+        if !self.up() {
+            self.reattach();
         }
         for pid in self.workers.expire(Instant::now(), self.grace) {
             self.forget(pid);
+        }
+    }
+
+    /// With --pidfile, a master started again is attached again.
+    fn reattach(&mut self) {
+        let Some(path) = self.pidfile.clone() else { return };
+        let Ok(pid) = target::read_pidfile(&path) else { return };
+        let Ok(master) = target::resolve(pid) else { return };
+        let pid = master.info.pid;
+        match self.attach(master.info) {
+            Ok(()) => log::info!("re-attached to gunicorn master {pid} from {}", path.display()),
+            Err(e) => log::warn!("re-attaching to gunicorn master {pid} failed: {e}"),
         }
     }
 
@@ -132,5 +214,24 @@ impl State {
 
     pub fn duration_bounds_ns(&self) -> &[u64; DURATION_SLOTS] {
         &self.bounds
+    }
+
+    pub fn action_counts(&self) -> Vec<((Hook, &'static str), u64)> {
+        self.actions.counts()
+    }
+}
+
+impl Occurrence {
+    /// The environment a user action sees.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let opt = |v: Option<i32>| v.map_or_else(String::new, |v| v.to_string());
+        vec![
+            ("GUNICORN_HOOK", self.hook.name().to_string()),
+            ("GUNICORN_MASTER_PID", self.master.to_string()),
+            ("GUNICORN_WORKER_PID", self.worker.map_or_else(String::new, |p| p.to_string())),
+            ("GUNICORN_SIGNAL", self.signal.map_or_else(String::new, crate::lifecycle::sig::name)),
+            ("GUNICORN_EXIT_STATUS", opt(self.status)),
+            ("GUNICORN_REASON", self.reason.map_or("", |r| r.name()).to_string()),
+        ]
     }
 }

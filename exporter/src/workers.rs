@@ -6,6 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::lifecycle::WorkerState;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Worker {
     pub pid: u32,
@@ -15,6 +17,7 @@ pub struct Worker {
     /// /proc start time, to tell a reused pid from this worker.
     pub start_ticks: Option<u64>,
     pub exited: Option<Instant>,
+    pub state: WorkerState,
 }
 
 impl Worker {
@@ -39,7 +42,7 @@ impl Workers {
             return None;
         }
         self.next_age += 1;
-        let worker = Worker { pid, age: self.next_age, started_unix, start_ticks, exited: None };
+        let worker = Worker { pid, age: self.next_age, started_unix, start_ticks, exited: None, state: WorkerState::Running };
         self.by_pid.insert(pid, worker)
     }
 
@@ -66,6 +69,12 @@ impl Workers {
             self.by_pid.remove(pid);
         }
         gone
+    }
+
+    pub fn set_state(&mut self, pid: u32, state: WorkerState) {
+        if let Some(w) = self.by_pid.get_mut(&pid) {
+            w.state = state;
+        }
     }
 
     pub fn get(&self, pid: u32) -> Option<&Worker> {

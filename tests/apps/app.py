@@ -220,6 +220,11 @@ def _crash(environ, start_response):
     os.abort()
 
 
+def _segv(environ, start_response):
+    import ctypes
+    ctypes.string_at(0)
+
+
 ROUTES = {
     "/ok": _ok,
     "/boom": _boom,
@@ -232,6 +237,7 @@ ROUTES = {
     "/alloc": _alloc,
     "/free": _free,
     "/crash": _crash,
+    "/segv": _segv,
 }
 
 
