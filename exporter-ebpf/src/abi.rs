@@ -23,6 +23,8 @@ pub mod map {
     pub const EVENTS: &str = "EVENTS";
     /// tgid -> `bpf_ktime_get_ns` of the worker's last heartbeat (utimensat).
     pub const HEARTBEAT: &str = "HEARTBEAT";
+    /// tid -> 1 while a worker thread has logged a request error it has not answered yet.
+    pub const EXC_PENDING: &str = "EXC_PENDING";
 }
 
 /// Roles in [`Proc::role`].
@@ -59,6 +61,9 @@ pub mod cause {
     pub const WORKER_TIMEOUT: u8 = 1;
     pub const WORKER_CRASH: u8 = 2;
     pub const WORKER_KILLED: u8 = 3;
+    /// An app exception gunicorn answered with a 500 (its class arrives as
+    /// [`super::event::EXCEPTION`] and [`super::event::EXCEPTION_ANSWERED`]).
+    pub const APP_EXCEPTION: u8 = 4;
 }
 
 /// Which syscall a [`Stash`] belongs to.
@@ -241,6 +246,37 @@ pub mod event {
     pub const BOOTED: u32 = 8;
     /// The OOM killer chose a tracked process.
     pub const OOM: u32 = 9;
+    /// A worker thread wrote gunicorn's "Error handling request" record: an
+    /// [`super::ExceptionEvent`]. `other`: the thread; `value`: the record's
+    /// length; `code`: how many tail bytes are valid.
+    pub const EXCEPTION: u32 = 10;
+    /// That thread then answered a request with a 5xx. `other`: the thread;
+    /// `value`: the method; `code`: the status.
+    pub const EXCEPTION_ANSWERED: u32 = 11;
+}
+
+/// An [`event::EXCEPTION`]: the header, then the record's last bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExceptionEvent {
+    pub header: Event,
+    pub tail: [u8; crate::errlog::ERRLOG_TAIL],
+}
+
+impl ExceptionEvent {
+    pub fn from_bytes(bytes: &[u8]) -> Option<ExceptionEvent> {
+        if bytes.len() < core::mem::size_of::<ExceptionEvent>() {
+            return None;
+        }
+        // SAFETY: length checked; plain integers and bytes, any pattern is valid.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<ExceptionEvent>()) })
+    }
+
+    /// The valid tail bytes (the record's last bytes, at the array's start).
+    pub fn tail(&self) -> &[u8] {
+        let n = (self.header.code.max(0) as usize).min(self.tail.len());
+        &self.tail[..n]
+    }
 }
 
 /// [`Event::value`] of an EXIT without exit_group.
@@ -303,7 +339,7 @@ mod tests {
     fn record_and_merge() {
         let bounds: [u64; DURATION_SLOTS] = padded(&[1_000, 2_000]).unwrap();
         let mut a = Aggregate::default();
-        let f = Finished { method: 1, status: 200, duration_ns: 2_000, req_bytes: 64, resp_bytes: 65 };
+        let f = Finished { method: 1, status: 200, duration_ns: 2_000, req_bytes: 64, resp_bytes: 65, cause: 0 };
         a.record(&f, &bounds);
         assert_eq!((a.count, a.duration[1], a.req_size[0], a.resp_size[1]), (1, 1, 1, 1));
         let mut b = a;
@@ -329,6 +365,7 @@ mod tests {
         assert_eq!(size_of::<MetricKey>(), 8);
         assert_eq!(size_of::<Event>(), 32);
         assert_eq!(size_of::<crate::request::Conn>(), 40);
+        assert_eq!(size_of::<ExceptionEvent>(), 32 + crate::errlog::ERRLOG_TAIL);
         assert_eq!(size_of::<Aggregate>(), 8 * (4 + DURATION_SLOTS + 2 * SIZE_SLOTS));
     }
 }

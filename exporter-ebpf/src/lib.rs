@@ -10,11 +10,14 @@
 //! - [`buckets`]: histogram bucket index, exact at the boundaries.
 //! - [`request`]: the per-connection state machine that turns reads and writes
 //!   into finished requests.
+//! - [`errlog`]: recognising gunicorn's "Error handling request" record and
+//!   the exception class it names.
 //! - [`tracepoint`]: the tracepoint argument offsets the programs read.
 #![cfg_attr(not(test), no_std)]
 
 pub mod abi;
 pub mod buckets;
+pub mod errlog;
 pub mod http;
 pub mod request;
 pub mod tracepoint;

@@ -32,6 +32,8 @@ pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(error::COUNT
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static HEARTBEAT: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static EXC_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 pub fn pid_tgid() -> (u32, u32) {
@@ -72,7 +74,7 @@ pub fn record(tgid: u32, done: &Finished) {
     let Some(config) = CONFIG.get_ptr(0) else { return };
     let failed = done.status >= 500 || done.status == 0;
     let aborting = failed && matches!(tracked(tgid), Some(p) if p.flags & flag::ABORTING != 0);
-    let cause = if aborting { cause::WORKER_TIMEOUT } else { cause::NONE };
+    let cause = if aborting { cause::WORKER_TIMEOUT } else { done.cause };
     let key = MetricKey { tgid, status: done.status, method: done.method, cause };
     let aggregate = match METRICS.get_ptr_mut(&key) {
         Some(a) => a,

@@ -12,13 +12,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use exporter_ebpf::{
-    abi::{error, io, ConnKey, Stash},
+    abi::{cause, error, event, io, ConnKey, ExceptionEvent, Stash},
+    errlog::{is_request_error, ERRLOG_HEAD, ERRLOG_TAIL},
     http::{request_method, HEAD_LEN},
-    request::Conn,
-    tracepoint::{ARG0, ARG1, RET},
+    request::{phase, Conn},
+    tracepoint::{ARG0, ARG1, ARG2, RET},
 };
 
-use crate::maps::{count_error, is_worker, now, pid_tgid, record, CONNS, STASH};
+use crate::maps::{count_error, emit, is_worker, now, pid_tgid, record, CONNS, EVENTS, EXC_PENDING, STASH};
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
@@ -162,6 +163,16 @@ fn on_write_exit(ctx: &TracePointContext, kind: u32) -> u32 {
     if let Some(done) = unsafe { (*conn).on_write(now(), n as u64, &head, len) } {
         record(tgid, &done);
     }
+    // SAFETY: as in on_read_exit.
+    let c = unsafe { &mut *conn };
+    if c.phase == phase::RESPONDING && c.status >= 500 && c.cause == cause::NONE {
+        let (tid, _) = pid_tgid();
+        // This thread logged "Error handling request" and now answers 5xx.
+        if EXC_PENDING.remove(&tid).is_ok() {
+            c.cause = cause::APP_EXCEPTION;
+            emit(event::EXCEPTION_ANSWERED, tgid, tid, c.method as i32, c.status as i32);
+        }
+    }
     0
 }
 
@@ -229,6 +240,61 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         record(tgid, &done);
     }
     let _ = CONNS.remove(&key);
+    0
+}
+
+// ---- the app exception behind a 500 ----------------------------------------
+
+/// write(2) of a worker that starts gunicorn's "Error handling request"
+/// record: send the record's end (naming the exception) to userspace and
+/// remember that this thread owes a 5xx.
+#[tracepoint]
+pub fn error_log_write(ctx: TracePointContext) -> u32 {
+    let (tid, tgid) = pid_tgid();
+    let len = arg(&ctx, ARG2);
+    if len < 40 || !is_worker(tgid) {
+        return 0;
+    }
+    let buf = arg(&ctx, ARG1);
+    let mut head = [0u8; ERRLOG_HEAD];
+    // SAFETY: the syscall's own user buffer; the helper faults safely.
+    if unsafe { bpf_probe_read_user_buf(buf as *const u8, &mut head) }.is_err() {
+        // Shorter than the head and at a page end: too short to matter.
+        return 0;
+    }
+    if !is_request_error(&head, len as usize) {
+        return 0;
+    }
+    let _ = EXC_PENDING.insert(&tid, &1, 0);
+    let Some(mut entry) = EVENTS.reserve::<ExceptionEvent>(0) else {
+        count_error(error::EVENTS_LOST);
+        return 0;
+    };
+    let valid = if len < ERRLOG_TAIL as u64 { len as usize } else { ERRLOG_TAIL };
+    let ptr = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of this type; the record's last
+    // `valid` bytes go to the start of the tail array.
+    unsafe {
+        (*ptr).header = exporter_ebpf::abi::Event {
+            kind: event::EXCEPTION,
+            pid: tgid,
+            other: tid,
+            value: len as i32,
+            code: valid as i32,
+            _pad: 0,
+            ts_ns: now(),
+        };
+        let tail: &mut [u8; ERRLOG_TAIL] = &mut (*ptr).tail;
+        let read = if valid == ERRLOG_TAIL {
+            bpf_probe_read_user_buf((buf + len - ERRLOG_TAIL as u64) as *const u8, tail)
+        } else {
+            bpf_probe_read_user_buf(buf as *const u8, &mut tail[..(valid & (ERRLOG_TAIL - 1))])
+        };
+        if read.is_err() {
+            count_error(error::READ_FAILED);
+        }
+    }
+    entry.submit(0);
     0
 }
 

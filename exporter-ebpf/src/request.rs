@@ -49,7 +49,9 @@ pub struct Conn {
     pub status: u16,
     pub method: u8,
     pub phase: u8,
-    pub _pad: u32,
+    /// Why the current request failed, when the kernel knows (`abi::cause`).
+    pub cause: u8,
+    pub _pad: [u8; 3],
 }
 
 /// A request that ended, ready to be recorded.
@@ -61,6 +63,8 @@ pub struct Finished {
     pub duration_ns: u64,
     pub req_bytes: u64,
     pub resp_bytes: u64,
+    /// `abi::cause` of a failure, as far as the connection knows.
+    pub cause: u8,
 }
 
 impl Conn {
@@ -91,6 +95,7 @@ impl Conn {
             duration_ns: if answered { self.last_write_ns.saturating_sub(self.start_ns) } else { 0 },
             req_bytes: self.req_bytes,
             resp_bytes: self.resp_bytes,
+            cause: self.cause,
         }
     }
 
@@ -227,7 +232,7 @@ mod tests {
         let done = c.on_shutdown(1).expect("finished at shutdown");
         assert_eq!(
             done,
-            Finished { method: GET, status: 200, duration_ns: 60, req_bytes: REQ.len() as u64, resp_bytes: OK.len() as u64 + 2 }
+            Finished { method: GET, status: 200, duration_ns: 60, req_bytes: REQ.len() as u64, resp_bytes: OK.len() as u64 + 2, cause: 0 }
         );
         assert_eq!(c.on_close(), None, "counted once");
         assert_eq!(read(&mut c, 170, REQ), None, "reads after shutdown are ignored");
@@ -362,7 +367,7 @@ mod tests {
         for _ in 0..2000 {
             let mut c = Conn::default();
             let (mut finals, mut counted, mut now) = (0u64, 0u64, 0u64);
-            let mut count = |f: Option<Finished>, counted: &mut u64| {
+            let count = |f: Option<Finished>, counted: &mut u64| {
                 if let Some(f) = f {
                     assert!(f.duration_ns <= 1_000_000);
                     if f.status != ABORTED {

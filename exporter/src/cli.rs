@@ -46,6 +46,13 @@ pub struct Options {
     #[arg(long, value_enum, default_value_t = IoSyscalls::Gunicorn)]
     pub io_syscalls: IoSyscalls,
 
+    /// Do not trace workers' write(2) for gunicorn's "Error handling request"
+    /// records: app-exception 500s are then reported as error_type http_5xx
+    /// instead of their exception class, and every write on the host skips a
+    /// small program.
+    #[arg(long)]
+    pub no_exception_classes: bool,
+
     /// Log format on stderr (hook lines carry master/worker pid, signal,
     /// exit status and reason as fields in JSON).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]

@@ -39,7 +39,7 @@ const FAMILIES: [(&str, &str, &[&str]); 16] = [
     (x::DURATION, "Request duration: from the first read of the request to the last write of its response.", &["worker_id", "pid", "method", "status_class"]),
     (x::REQUEST_SIZE, "Bytes read from the client per request (request line, headers, body).", &["worker_id", "pid", "method"]),
     (x::RESPONSE_SIZE, "Bytes written to the client per request (status line, headers, body).", &["worker_id", "pid", "method"]),
-    (x::FAILED, "Failed requests, by error_type: http_5xx (a 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).", &["worker_id", "pid", "method", "error_type"]),
+    (x::FAILED, "Failed requests, by error_type: the Python exception class of an app exception gunicorn answered with a 500, http_5xx (any other 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).", &["worker_id", "pid", "method", "error_type"]),
     (x::WORKER_STATE, "1 for the worker's current state: running, quitting (SIGQUIT/SIGINT/SIGTERM received) or aborting (SIGABRT from the master received).", &["worker_id", "pid", "state"]),
     (x::HEARTBEAT_AGE, "Seconds since the worker last touched its heartbeat file; gunicorn aborts it when this passes --timeout.", &["worker_id", "pid"]),
     (x::HOOKS, "Gunicorn server hooks as seen from the kernel (see the README for how exact each is).", &["hook"]),
@@ -126,8 +126,13 @@ impl Collector for Exporter {
         });
 
         let mut failed: BTreeMap<(u32, u8, &str), u64> = BTreeMap::new();
+        for ((pid, m, class), n) in state.exceptions.counts() {
+            *failed.entry((*pid, *m, class.as_str())).or_default() += n;
+        }
         for (k, a) in &series {
             let kind = match (k.status, k.cause) {
+                // Counted by exception class below.
+                (_, cause::APP_EXCEPTION) => continue,
                 (_, cause::WORKER_TIMEOUT) => "worker_timeout",
                 (_, cause::WORKER_CRASH) => "worker_crash",
                 (_, cause::WORKER_KILLED) => "worker_killed",

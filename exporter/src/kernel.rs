@@ -30,49 +30,60 @@ pub enum KernelError {
     Program { name: &'static str, source: ProgramError },
 }
 
-/// (category, tracepoint) of each program; the program is named after its tracepoint.
-/// Order matters: processes first (so forks are followed before any I/O is),
-/// then syscall exits before their enters (an exit without its enter is
-/// ignored; an enter without its exit would leave a stale stash).
-const PROCESS: [(&str, &str); 11] = [
-    ("task", "task_newtask"),
-    ("sched", "sched_process_exec"),
-    ("syscalls", "sys_enter_exit_group"),
-    ("sched", "sched_process_exit"),
-    ("syscalls", "sys_exit_wait4"),
-    ("syscalls", "sys_enter_wait4"),
-    ("syscalls", "sys_enter_listen"),
-    ("syscalls", "sys_enter_utimensat"),
-    ("signal", "signal_generate"),
-    ("signal", "signal_deliver"),
-    ("oom", "mark_victim"),
+/// (program, category, tracepoint). Order matters: processes first (so
+/// forks are followed before any I/O is), then syscall exits before their
+/// enters (an exit without its enter is ignored; an enter without its exit
+/// would leave a stale stash).
+type Attachment = (&'static str, &'static str, &'static str);
+
+const PROCESS: [Attachment; 11] = [
+    ("task_newtask", "task", "task_newtask"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sys_enter_exit_group", "syscalls", "sys_enter_exit_group"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sys_exit_wait4", "syscalls", "sys_exit_wait4"),
+    ("sys_enter_wait4", "syscalls", "sys_enter_wait4"),
+    ("sys_enter_listen", "syscalls", "sys_enter_listen"),
+    ("sys_enter_utimensat", "syscalls", "sys_enter_utimensat"),
+    ("signal_generate", "signal", "signal_generate"),
+    ("signal_deliver", "signal", "signal_deliver"),
+    ("mark_victim", "oom", "mark_victim"),
 ];
-const GUNICORN_IO: [(&str, &str); 10] = [
-    ("syscalls", "sys_exit_accept4"),
-    ("syscalls", "sys_exit_accept"),
-    ("syscalls", "sys_exit_recvfrom"),
-    ("syscalls", "sys_exit_sendto"),
-    ("syscalls", "sys_exit_sendfile64"),
-    ("syscalls", "sys_enter_recvfrom"),
-    ("syscalls", "sys_enter_sendto"),
-    ("syscalls", "sys_enter_sendfile64"),
-    ("syscalls", "sys_enter_shutdown"),
-    ("syscalls", "sys_enter_close"),
+const GUNICORN_IO: [Attachment; 10] = [
+    ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
+    ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+    ("sys_exit_sendto", "syscalls", "sys_exit_sendto"),
+    ("sys_exit_sendfile64", "syscalls", "sys_exit_sendfile64"),
+    ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sys_enter_sendfile64", "syscalls", "sys_enter_sendfile64"),
+    ("sys_enter_shutdown", "syscalls", "sys_enter_shutdown"),
+    ("sys_enter_close", "syscalls", "sys_enter_close"),
 ];
-const OTHER_IO: [(&str, &str); 12] = [
-    ("syscalls", "sys_exit_read"),
-    ("syscalls", "sys_exit_readv"),
-    ("syscalls", "sys_exit_recvmsg"),
-    ("syscalls", "sys_exit_write"),
-    ("syscalls", "sys_exit_writev"),
-    ("syscalls", "sys_exit_sendmsg"),
-    ("syscalls", "sys_enter_read"),
-    ("syscalls", "sys_enter_readv"),
-    ("syscalls", "sys_enter_recvmsg"),
-    ("syscalls", "sys_enter_write"),
-    ("syscalls", "sys_enter_writev"),
-    ("syscalls", "sys_enter_sendmsg"),
+/// The exception class behind an app-exception 500 (--no-exception-classes drops it).
+const ERROR_LOG: [Attachment; 1] = [("error_log_write", "syscalls", "sys_enter_write")];
+const OTHER_IO: [Attachment; 12] = [
+    ("sys_exit_read", "syscalls", "sys_exit_read"),
+    ("sys_exit_readv", "syscalls", "sys_exit_readv"),
+    ("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+    ("sys_exit_write", "syscalls", "sys_exit_write"),
+    ("sys_exit_writev", "syscalls", "sys_exit_writev"),
+    ("sys_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+    ("sys_enter_read", "syscalls", "sys_enter_read"),
+    ("sys_enter_readv", "syscalls", "sys_enter_readv"),
+    ("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("sys_enter_write", "syscalls", "sys_enter_write"),
+    ("sys_enter_writev", "syscalls", "sys_enter_writev"),
+    ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
 ];
+
+/// Which optional programs to attach.
+#[derive(Clone, Copy, Debug)]
+pub struct Programs {
+    pub io: IoSyscalls,
+    pub exception_classes: bool,
+}
 
 pub struct Kernel {
     tracked: HashMap<MapData, u32, Proc>,
@@ -96,7 +107,7 @@ where
 
 impl Kernel {
     /// Loads the programs with the duration buckets and attaches them.
-    pub fn load(duration_bounds_ns: [u64; DURATION_SLOTS], io: IoSyscalls) -> Result<Kernel, KernelError> {
+    pub fn load(duration_bounds_ns: [u64; DURATION_SLOTS], programs: Programs) -> Result<Kernel, KernelError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(KernelError::Load)?;
         let mut config: Array<MapData, Config> = take(&mut ebpf, map::CONFIG)?;
         config
@@ -112,14 +123,15 @@ impl Kernel {
             attached: Vec::new(),
             _ebpf: ebpf,
         };
-        let other: &[(&str, &str)] = if io == IoSyscalls::All { &OTHER_IO } else { &[] };
-        for &(category, name) in PROCESS.iter().chain(&GUNICORN_IO).chain(other) {
-            kernel.attach(category, name)?;
+        let other: &[Attachment] = if programs.io == IoSyscalls::All { &OTHER_IO } else { &[] };
+        let errors: &[Attachment] = if programs.exception_classes { &ERROR_LOG } else { &[] };
+        for &attachment in PROCESS.iter().chain(&GUNICORN_IO).chain(errors).chain(other) {
+            kernel.attach(attachment)?;
         }
         Ok(kernel)
     }
 
-    fn attach(&mut self, category: &'static str, name: &'static str) -> Result<(), KernelError> {
+    fn attach(&mut self, (name, category, tracepoint): Attachment) -> Result<(), KernelError> {
         let program: &mut TracePoint = self
             ._ebpf
             .program_mut(name)
@@ -127,7 +139,7 @@ impl Kernel {
             .try_into()
             .map_err(|source| KernelError::Program { name, source })?;
         program.load().map_err(|source| KernelError::Program { name, source })?;
-        program.attach(category, name).map_err(|source| KernelError::Program { name, source })?;
+        program.attach(category, tracepoint).map_err(|source| KernelError::Program { name, source })?;
         self.attached.push(name);
         Ok(())
     }

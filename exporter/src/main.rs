@@ -9,6 +9,7 @@ mod actions;
 mod cli;
 mod collector;
 mod events;
+mod exceptions;
 mod exposition;
 mod kernel;
 mod lifecycle;
@@ -77,7 +78,8 @@ fn run(options: Options) -> anyhow::Result<()> {
 
     preflight::ensure_tracefs()?;
     preflight::check_layout()?;
-    let mut kernel = Kernel::load(bounds, options.io_syscalls).context("attaching the eBPF programs")?;
+    let programs = kernel::Programs { io: options.io_syscalls, exception_classes: !options.no_exception_classes };
+    let mut kernel = Kernel::load(bounds, programs).context("attaching the eBPF programs")?;
     let tracepoints = kernel.attached().len();
     let ring = kernel.take_events().context("the lifecycle ring buffer was already taken")?;
     let master_pid = master.info.pid;

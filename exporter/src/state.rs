@@ -9,10 +9,11 @@ use std::{
 };
 
 use aya::maps::MapError;
-use exporter_ebpf::abi::{cause, role, Aggregate, Event, MetricKey, Proc, DURATION_SLOTS};
+use exporter_ebpf::abi::{cause, event, role, Aggregate, Event, ExceptionEvent, MetricKey, Proc, DURATION_SLOTS};
 
 use crate::{
     actions::Actions,
+    exceptions::Exceptions,
     kernel::Kernel,
     lifecycle::{Change, Hook, Lifecycle, Occurrence, Reason},
     logging, procs, target,
@@ -39,6 +40,7 @@ pub struct State {
     pub masters: BTreeMap<u32, Master>,
     pub workers: Workers,
     pub counts: Counts,
+    pub exceptions: Exceptions,
     lifecycle: Lifecycle,
     /// Requests ended by their worker's death, finished here from the
     /// connection state the kernel left behind (the kernel sees no close then).
@@ -56,6 +58,7 @@ impl State {
             masters: BTreeMap::new(),
             workers: Workers::default(),
             counts: Counts::default(),
+            exceptions: Exceptions::default(),
             lifecycle: Lifecycle::default(),
             swept: BTreeMap::new(),
             bounds,
@@ -84,7 +87,14 @@ impl State {
         self.masters.values().any(|m| m.alive)
     }
 
+    pub fn on_exception(&mut self, ev: &ExceptionEvent) {
+        self.exceptions.logged(ev.header.other, ev.tail());
+    }
+
     pub fn on_event(&mut self, ev: &Event) {
+        if ev.kind == event::EXCEPTION_ANSWERED {
+            return self.exceptions.answered(ev.pid, ev.other, ev.value as u8);
+        }
         let outcome = self.lifecycle.on(ev);
         for change in outcome.changes {
             self.apply(change);
@@ -201,6 +211,7 @@ impl State {
     fn forget(&mut self, pid: u32) {
         self.kernel.forget_metrics(pid);
         self.swept.retain(|k, _| k.tgid != pid);
+        self.exceptions.forget(pid);
     }
 
     /// Every series: the kernel's, plus those finished in userspace.
