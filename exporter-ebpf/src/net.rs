@@ -58,7 +58,7 @@ fn on_accept(ctx: &TracePointContext) {
     // Still here: its close was never seen (dup2, close_range, exit). It ended.
     if let Some(old) = CONNS.get_ptr(&key) {
         // SAFETY: a map value of this type; only this worker's threads touch it.
-        if let Some(done) = unsafe { (*old).on_close() } {
+        if let Some(done) = unsafe { (*old).on_close(now()) } {
             record(tgid, &done);
         }
     }
@@ -121,10 +121,28 @@ fn head(stash: &Stash, n: i64) -> Option<([u8; HEAD_LEN], usize)> {
     Some((head, len))
 }
 
+const EAGAIN: i64 = -11;
+
+/// The worker waits for the next request on `fd`: its response is complete.
+#[inline(always)]
+fn idle(tgid: u32, fd: u32) {
+    if let Some(conn) = CONNS.get_ptr_mut(&ConnKey { tgid, fd }) {
+        // SAFETY: as in on_read_exit.
+        if let Some(done) = unsafe { (*conn).on_idle() } {
+            record(tgid, &done);
+        }
+    }
+}
+
 #[inline(always)]
 fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
     let Some((tgid, stash)) = take(kind) else { return 0 };
     let n = ret(ctx);
+    if n == EAGAIN {
+        // gevent and eventlet try the next request's read at once.
+        idle(tgid, stash.fd);
+        return 0;
+    }
     if n <= 0 {
         return 0;
     }
@@ -223,10 +241,23 @@ pub fn sys_enter_shutdown(ctx: TracePointContext) -> u32 {
     let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
     if let Some(conn) = CONNS.get_ptr_mut(&key) {
         // SAFETY: as in on_read_exit.
-        if let Some(done) = unsafe { (*conn).on_shutdown(arg(&ctx, ARG1)) } {
+        if let Some(done) = unsafe { (*conn).on_shutdown(arg(&ctx, ARG1), now()) } {
             record(tgid, &done);
         }
     }
+    0
+}
+
+/// gthread's main thread registers a keep-alive socket with its poller again
+/// once the response is written.
+#[tracepoint]
+pub fn sys_enter_epoll_ctl(ctx: TracePointContext) -> u32 {
+    const EPOLL_CTL_ADD: u64 = 1;
+    if arg(&ctx, ARG1) != EPOLL_CTL_ADD {
+        return 0;
+    }
+    let (_, tgid) = pid_tgid();
+    idle(tgid, arg(&ctx, ARG2) as u32);
     0
 }
 
@@ -236,7 +267,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
     let Some(conn) = CONNS.get_ptr(&key) else { return 0 };
     // SAFETY: as in on_read_exit.
-    if let Some(done) = unsafe { (*conn).on_close() } {
+    if let Some(done) = unsafe { (*conn).on_close(now()) } {
         record(tgid, &done);
     }
     let _ = CONNS.remove(&key);

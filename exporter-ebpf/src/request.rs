@@ -8,11 +8,12 @@
 //!   read is entered long before data arrives).
 //! - A write starting with `HTTP/1.x NNN` (final status) starts its response;
 //!   interim 1xx lines belong to the response that follows them.
-//! - The request ends at its last response write; it is recorded when the next
-//!   request starts (a read that opens a request line, or a second status line
-//!   on the same connection: pipelining), or when the worker shuts the socket
-//!   down for writing, closes it, accepts a new connection on the same fd, or
-//!   exits.
+//! - The request ends at its last response write; it is recorded as soon as
+//!   the worker shows it is done with the response: it waits for the next
+//!   request (a read that finds no data, or the socket handed back to an epoll
+//!   set), reads the next request (a request line, or a second status line on
+//!   the same connection: pipelining), shuts the socket down for writing,
+//!   closes it, accepts a new connection on the same fd, or exits.
 //! - A connection that goes away while a request was read but not answered
 //!   yields a `Finished` with status 0: the request was aborted.
 //!
@@ -87,12 +88,14 @@ impl Conn {
         };
     }
 
-    fn finished(&self) -> Finished {
+    /// The request as it ends; one never answered lasted until `now`.
+    fn finished_at(&self, now: u64) -> Finished {
         let answered = self.phase == phase::RESPONDING;
+        let end = if answered { self.last_write_ns } else { now };
         Finished {
             method: self.method,
             status: if answered { self.status } else { ABORTED },
-            duration_ns: if answered { self.last_write_ns.saturating_sub(self.start_ns) } else { 0 },
+            duration_ns: end.saturating_sub(self.start_ns),
             req_bytes: self.req_bytes,
             resp_bytes: self.resp_bytes,
             cause: self.cause,
@@ -114,7 +117,7 @@ impl Conn {
             }
             phase::RESPONDING => match http::request_method(head, len) {
                 Some(method) => {
-                    let done = self.finished();
+                    let done = self.finished_at(self.last_write_ns);
                     self.begin(now, n, method);
                     Some(done)
                 }
@@ -147,7 +150,7 @@ impl Conn {
             (phase::RESPONDING, Some(s)) if !http::is_interim(s) => {
                 // Pipelining: the next request was read with this one; it
                 // started when the worker finished the previous response.
-                let done = self.finished();
+                let done = self.finished_at(self.last_write_ns);
                 let (method, start) = (self.method, self.last_write_ns);
                 self.begin(start, 0, method);
                 self.phase = phase::RESPONDING;
@@ -174,24 +177,37 @@ impl Conn {
         }
     }
 
+    /// The worker waits for the next request on this connection (a read that
+    /// found no data, or the socket registered with epoll again): a response
+    /// being written is complete.
+    #[inline(always)]
+    pub fn on_idle(&mut self) -> Option<Finished> {
+        if self.phase != phase::RESPONDING {
+            return None;
+        }
+        let done = self.finished_at(self.last_write_ns);
+        *self = Conn::default();
+        Some(done)
+    }
+
     /// shutdown(2) with `how`; SHUT_WR or SHUT_RDWR end the exchange.
     #[inline(always)]
-    pub fn on_shutdown(&mut self, how: u64) -> Option<Finished> {
+    pub fn on_shutdown(&mut self, how: u64, now: u64) -> Option<Finished> {
         const SHUT_RD: u64 = 0;
         if how == SHUT_RD || self.phase == phase::SHUT {
             return None;
         }
-        let done = self.on_close();
+        let done = self.on_close(now);
         self.phase = phase::SHUT;
         done
     }
 
-    /// The connection is gone (closed, fd reused, or its process exited):
-    /// whatever was in flight ends here.
+    /// The connection is gone at `now` (closed, fd reused, or its process
+    /// exited): whatever was in flight ends here.
     #[inline(always)]
-    pub fn on_close(&self) -> Option<Finished> {
+    pub fn on_close(&self, now: u64) -> Option<Finished> {
         match self.phase {
-            phase::READING | phase::RESPONDING => Some(self.finished()),
+            phase::READING | phase::RESPONDING => Some(self.finished_at(now)),
             _ => None,
         }
     }
@@ -219,6 +235,8 @@ mod tests {
         c.on_write(now, data.len() as u64, &h, n)
     }
 
+    /// When a test's connection closes.
+    const NOW: u64 = 10_000;
     const REQ: &[u8] = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n";
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
 
@@ -229,14 +247,14 @@ mod tests {
         assert_eq!(read(&mut c, 100, REQ), None);
         assert_eq!(write(&mut c, 150, OK), None);
         assert_eq!(write(&mut c, 160, b"hi"), None);
-        let done = c.on_shutdown(1).expect("finished at shutdown");
+        let done = c.on_shutdown(1, NOW).expect("finished at shutdown");
         assert_eq!(
             done,
             Finished { method: GET, status: 200, duration_ns: 60, req_bytes: REQ.len() as u64, resp_bytes: OK.len() as u64 + 2, cause: 0 }
         );
-        assert_eq!(c.on_close(), None, "counted once");
+        assert_eq!(c.on_close(NOW), None, "counted once");
         assert_eq!(read(&mut c, 170, REQ), None, "reads after shutdown are ignored");
-        assert_eq!(c.on_close(), None);
+        assert_eq!(c.on_close(NOW), None);
     }
 
     #[test]
@@ -247,7 +265,7 @@ mod tests {
         read(&mut c, 30, b"01234");
         read(&mut c, 40, b"56789");
         write(&mut c, 50, OK);
-        let done = c.on_close().unwrap();
+        let done = c.on_close(NOW).unwrap();
         assert_eq!(done.method, POST);
         assert_eq!(done.duration_ns, 40);
         assert_eq!(done.req_bytes, 21 + 22 + 10);
@@ -260,7 +278,22 @@ mod tests {
         write(&mut c, 5, OK);
         assert_eq!(read(&mut c, 1000, REQ).map(|f| f.duration_ns), Some(5));
         write(&mut c, 1007, OK);
-        assert_eq!(c.on_close().map(|f| f.duration_ns), Some(7));
+        assert_eq!(c.on_close(NOW).map(|f| f.duration_ns), Some(7));
+    }
+
+    #[test]
+    fn idle_wait_ends_the_response_at_once() {
+        let mut c = Conn::default();
+        assert_eq!(c.on_idle(), None, "no request yet");
+        read(&mut c, 0, REQ);
+        assert_eq!(c.on_idle(), None, "still reading: more request data may come");
+        write(&mut c, 5, OK);
+        assert_eq!(c.on_idle().map(|f| (f.status, f.duration_ns)), Some((200, 5)));
+        assert_eq!(c.on_idle(), None, "counted once");
+        assert_eq!(c.on_close(NOW), None);
+        read(&mut c, 100, REQ);
+        write(&mut c, 103, OK);
+        assert_eq!(c.on_close(NOW).map(|f| f.duration_ns), Some(3), "next request starts clean");
     }
 
     #[test]
@@ -273,7 +306,7 @@ mod tests {
         let first = write(&mut c, 20, OK).expect("second status line ends the first");
         assert_eq!((first.status, first.duration_ns, first.req_bytes), (200, 11, two.len() as u64));
         write(&mut c, 25, b"hi");
-        let second = c.on_close().unwrap();
+        let second = c.on_close(NOW).unwrap();
         assert_eq!((second.method, second.status, second.duration_ns, second.req_bytes), (GET, 200, 14, 0));
     }
 
@@ -285,7 +318,7 @@ mod tests {
         write(&mut c, 2, b"5\r\nhello\r\n");
         write(&mut c, 3, b"0\r\n\r\n");
         c.on_sendfile(9, 1000);
-        let done = c.on_close().unwrap();
+        let done = c.on_close(NOW).unwrap();
         assert_eq!(done.duration_ns, 9);
         assert_eq!(done.resp_bytes, 47 + 10 + 5 + 1000);
     }
@@ -297,7 +330,7 @@ mod tests {
         assert_eq!(write(&mut c, 1, b"HTTP/1.1 100 Continue\r\n\r\n"), None);
         read(&mut c, 2, b"body");
         assert_eq!(write(&mut c, 3, OK), None);
-        let done = c.on_close().unwrap();
+        let done = c.on_close(NOW).unwrap();
         assert_eq!((done.status, done.duration_ns), (200, 3));
     }
 
@@ -305,9 +338,9 @@ mod tests {
     fn close_without_response_is_aborted() {
         let mut c = Conn::default();
         read(&mut c, 0, REQ);
-        let done = c.on_close().unwrap();
-        assert_eq!((done.status, done.duration_ns, done.method), (ABORTED, 0, GET));
-        assert_eq!(Conn::default().on_close(), None, "idle connections are not requests");
+        let done = c.on_close(NOW).unwrap();
+        assert_eq!((done.status, done.duration_ns, done.method), (ABORTED, NOW, GET), "in flight until the close");
+        assert_eq!(Conn::default().on_close(NOW), None, "idle connections are not requests");
     }
 
     #[test]
@@ -316,7 +349,7 @@ mod tests {
         read(&mut c, 0, b"POST /early HTTP/1.1\r\n\r\n");
         write(&mut c, 1, b"HTTP/1.1 413 Too Large\r\n\r\n");
         assert_eq!(read(&mut c, 2, b"leftover body bytes"), None);
-        let done = c.on_close().unwrap();
+        let done = c.on_close(NOW).unwrap();
         assert_eq!((done.status, done.req_bytes), (413, 24 + 19));
     }
 
@@ -325,7 +358,7 @@ mod tests {
         let mut c = Conn::default();
         read(&mut c, 0, b"\x16\x03\x01garbage");
         write(&mut c, 1, b"HTTP/1.1 400 Bad Request\r\n");
-        assert_eq!(c.on_close().map(|f| (f.method, f.status)), Some((OTHER, 400)));
+        assert_eq!(c.on_close(NOW).map(|f| (f.method, f.status)), Some((OTHER, 400)));
     }
 
     #[test]
@@ -333,7 +366,7 @@ mod tests {
         let mut c = Conn::default();
         assert_eq!(write(&mut c, 1, OK), None);
         assert_eq!(c, Conn::default());
-        assert_eq!(c.on_close(), None);
+        assert_eq!(c.on_close(NOW), None);
     }
 
     #[test]
@@ -341,16 +374,16 @@ mod tests {
         let mut c = Conn::default();
         read(&mut c, 0, REQ);
         write(&mut c, 1, OK);
-        assert_eq!(c.on_shutdown(0), None);
-        assert!(c.on_shutdown(2).is_some());
-        assert_eq!(c.on_shutdown(2), None);
+        assert_eq!(c.on_shutdown(0, NOW), None);
+        assert!(c.on_shutdown(2, NOW).is_some());
+        assert_eq!(c.on_shutdown(2, NOW), None);
     }
 
     #[test]
     fn attach_mid_stream() {
         let mut c = Conn::reading(50, REQ.len() as u64, GET);
         write(&mut c, 80, OK);
-        assert_eq!(c.on_close().map(|f| f.duration_ns), Some(30));
+        assert_eq!(c.on_close(NOW).map(|f| f.duration_ns), Some(30));
     }
 
     /// Whatever the sequence, every final status line is counted exactly once
@@ -378,7 +411,7 @@ mod tests {
             for _ in 0..40 {
                 now += next() % 100;
                 let shut = c.phase == phase::SHUT;
-                match next() % 6 {
+                match next() % 7 {
                     0 => count(read(&mut c, now, REQ), &mut counted),
                     1 => count(read(&mut c, now, b"body"), &mut counted),
                     2 => {
@@ -389,11 +422,12 @@ mod tests {
                         count(write(&mut c, now, OK), &mut counted)
                     }
                     3 => count(write(&mut c, now, b"more"), &mut counted),
-                    4 => count(c.on_shutdown(1), &mut counted),
+                    4 => count(c.on_shutdown(1, NOW), &mut counted),
+                    5 => count(c.on_idle(), &mut counted),
                     _ => c.on_sendfile(now, 10),
                 }
             }
-            count(c.on_close(), &mut counted);
+            count(c.on_close(NOW), &mut counted);
             assert_eq!(finals, counted);
         }
     }

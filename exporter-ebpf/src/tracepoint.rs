@@ -10,6 +10,8 @@ pub const ARG0: usize = 16;
 pub const ARG1: usize = 24;
 /// Third argument.
 pub const ARG2: usize = 32;
+/// Fourth argument.
+pub const ARG3: usize = 40;
 /// `ret` of a `sys_exit_*` tracepoint.
 pub const RET: usize = 16;
 
@@ -45,6 +47,8 @@ pub fn expected_fields() -> &'static [(&'static str, &'static str, usize)] {
         ("syscalls/sys_enter_shutdown", "how", ARG1),
         ("syscalls/sys_enter_close", "fd", ARG0),
         ("syscalls/sys_exit_accept4", "ret", RET),
+        ("syscalls/sys_enter_epoll_ctl", "op", ARG1),
+        ("syscalls/sys_enter_epoll_ctl", "fd", ARG2),
         ("task/task_newtask", "pid", NEWTASK_PID),
         ("task/task_newtask", "clone_flags", NEWTASK_CLONE_FLAGS),
         ("sched/sched_process_exit", "pid", EXIT_PID),

@@ -14,7 +14,7 @@ use exporter_ebpf::{
     abi::{cause, error, Aggregate, MetricKey, SIZE_BOUNDS},
     buckets::used_slots,
     http::method,
-    request::ABORTED,
+    request::{phase::RESPONDING, ABORTED},
 };
 use prometheus::{
     core::{Collector, Desc},
@@ -34,13 +34,16 @@ pub struct Exporter {
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [(&str, &str, &[&str]); 16] = [
+const FAMILIES: [(&str, &str, &[&str]); 19] = [
     (x::REQUESTS, "Completed HTTP responses, by method and status code.", &["worker_id", "pid", "method", "status"]),
     (x::DURATION, "Request duration: from the first read of the request to the last write of its response.", &["worker_id", "pid", "method", "status_class"]),
     (x::REQUEST_SIZE, "Bytes read from the client per request (request line, headers, body).", &["worker_id", "pid", "method"]),
     (x::RESPONSE_SIZE, "Bytes written to the client per request (status line, headers, body).", &["worker_id", "pid", "method"]),
     (x::FAILED, "Failed requests, by error_type: the Python exception class of an app exception gunicorn answered with a 500, http_5xx (any other 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).", &["worker_id", "pid", "method", "error_type"]),
     (x::WORKER_STATE, "1 for the worker's current state: running, quitting (SIGQUIT/SIGINT/SIGTERM received) or aborting (SIGABRT from the master received).", &["worker_id", "pid", "state"]),
+    (x::BUSY, "Requests in flight in the worker now: read, response not yet complete (at most 1 for sync workers, up to --threads for gthread).", &["worker_id", "pid"]),
+    (x::WORKERS_BUSY, "Workers with at least one request in flight now.", &[]),
+    (x::BUSY_SECONDS, "Request-seconds spent in flight in the worker (the sum of its requests' durations, in-flight ones included): rate() is its utilisation (divide by --threads for gthread).", &["worker_id", "pid"]),
     (x::HEARTBEAT_AGE, "Seconds since the worker last touched its heartbeat file; gunicorn aborts it when this passes --timeout.", &["worker_id", "pid"]),
     (x::HOOKS, "Gunicorn server hooks as seen from the kernel (see the README for how exact each is).", &["hook"]),
     (x::RESTARTS, "Workers that went away, by reason.", &["reason"]),
@@ -67,14 +70,6 @@ impl Exporter {
     fn help(name: &str) -> &'static str {
         FAMILIES.iter().find(|f| f.0 == name).map_or("", |f| f.1)
     }
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn class(status: u16) -> String {
@@ -179,7 +174,24 @@ impl Collector for Exporter {
         let states = alive.iter().flat_map(|&(pid, current)| {
             WorkerState::ALL.map(|s| (with(worker(pid), &[("state", s.name().into())]), (s == current) as u8 as f64))
         });
-        let now_ns = monotonic_ns();
+        let now_ns = crate::procs::monotonic_ns();
+        // Busy: in-flight requests now, and request-seconds including their elapsed part.
+        let mut busy: BTreeMap<u32, (u64, u64)> = alive.iter().map(|(pid, _)| (*pid, (0, 0))).collect();
+        for (k, a) in &series {
+            if let Some(b) = busy.get_mut(&k.tgid) {
+                b.1 += a.duration_sum_ns;
+            }
+        }
+        for (pid, conn) in state.kernel.in_flight() {
+            if let Some(b) = busy.get_mut(&pid) {
+                b.0 += 1;
+                let end = if conn.phase == RESPONDING { conn.last_write_ns } else { now_ns };
+                b.1 += end.saturating_sub(conn.start_ns);
+            }
+        }
+        let workers_busy = busy.values().filter(|b| b.0 > 0).count();
+        let busy_now = busy.iter().map(|(pid, b)| (worker(*pid), b.0 as f64));
+        let busy_seconds = busy.iter().map(|(pid, b)| (worker(*pid), b.1 as f64 / 1e9));
         let heartbeats = state.kernel.heartbeats();
         let heartbeat_age = heartbeats
             .iter()
@@ -201,6 +213,9 @@ impl Collector for Exporter {
             x::counter(x::FAILED, Self::help(x::FAILED), failed),
             x::gauge(x::WORKER_STATE, Self::help(x::WORKER_STATE), states),
             x::gauge(x::HEARTBEAT_AGE, Self::help(x::HEARTBEAT_AGE), heartbeat_age),
+            x::gauge(x::BUSY, Self::help(x::BUSY), busy_now),
+            x::gauge(x::WORKERS_BUSY, Self::help(x::WORKERS_BUSY), [(vec![], workers_busy as f64)]),
+            x::counter(x::BUSY_SECONDS, Self::help(x::BUSY_SECONDS), busy_seconds),
             x::gauge(x::WORKERS, Self::help(x::WORKERS), [(vec![], alive.len() as f64)]),
             x::gauge(x::UP, Self::help(x::UP), [(vec![], if state.up() { 1.0 } else { 0.0 })]),
             x::counter(x::HOOKS, Self::help(x::HOOKS), hooks),

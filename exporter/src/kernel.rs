@@ -8,7 +8,7 @@ use aya::{
 };
 use exporter_ebpf::{
     abi::{error, map, Aggregate, Config, ConnKey, MetricKey, Proc, DURATION_SLOTS},
-    request::Conn,
+    request::{phase, Conn},
 };
 use thiserror::Error;
 
@@ -18,15 +18,15 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ex
 
 #[derive(Debug, Error)]
 pub enum KernelError {
-    #[error("loading the eBPF object failed: {0}")]
+    #[error("loading the eBPF object failed")]
     Load(#[source] aya::EbpfError),
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map { name: &'static str, source: MapError },
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program { name: &'static str, source: ProgramError },
 }
 
@@ -49,7 +49,7 @@ const PROCESS: [Attachment; 11] = [
     ("signal_deliver", "signal", "signal_deliver"),
     ("mark_victim", "oom", "mark_victim"),
 ];
-const GUNICORN_IO: [Attachment; 10] = [
+const GUNICORN_IO: [Attachment; 11] = [
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
     ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
@@ -60,6 +60,7 @@ const GUNICORN_IO: [Attachment; 10] = [
     ("sys_enter_sendfile64", "syscalls", "sys_enter_sendfile64"),
     ("sys_enter_shutdown", "syscalls", "sys_enter_shutdown"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
+    ("sys_enter_epoll_ctl", "syscalls", "sys_enter_epoll_ctl"),
 ];
 /// The exception class behind an app-exception 500 (--no-exception-classes drops it).
 const ERROR_LOG: [Attachment; 1] = [("error_log_write", "syscalls", "sys_enter_write")];
@@ -170,6 +171,16 @@ impl Kernel {
                 let _ = self.conns.remove(key);
                 conn
             })
+            .collect()
+    }
+
+    /// The connections with a request in flight: (tgid, its state).
+    pub fn in_flight(&self) -> Vec<(u32, Conn)> {
+        self.conns
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, c)| matches!(c.phase, phase::READING | phase::RESPONDING))
+            .map(|(k, c)| (k.tgid, c))
             .collect()
     }
 

@@ -254,6 +254,9 @@ struct WorkerLife {
     /// The last signal sent to it that kills by default.
     last_fatal: Option<i32>,
     oom: bool,
+    /// Booted before we saw it (adopted at attach) or since: its next first
+    /// heartbeat in the kernel's eyes is no post_worker_init.
+    booted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -271,7 +274,7 @@ impl Lifecycle {
 
     /// A worker found at attach.
     pub fn adopt_worker(&mut self, pid: u32, master: u32) {
-        self.workers.entry(pid).or_insert_with(|| WorkerLife { master, ..WorkerLife::default() });
+        self.workers.entry(pid).or_insert_with(|| WorkerLife { master, booted: true, ..WorkerLife::default() });
     }
 
     #[cfg(test)]
@@ -289,8 +292,10 @@ impl Lifecycle {
             event::FORK => self.fork(ev.pid, ev.other, &mut out),
             event::EXEC => self.exec(ev.pid, ev.other, &mut out),
             event::BOOTED => {
-                if let Some(w) = self.workers.get(&ev.pid) {
-                    out.hooks.push(occurrence(Hook::PostWorkerInit, w.master, Some(ev.pid)));
+                if let Some(w) = self.workers.get_mut(&ev.pid) {
+                    if !std::mem::replace(&mut w.booted, true) {
+                        out.hooks.push(occurrence(Hook::PostWorkerInit, w.master, Some(ev.pid)));
+                    }
                 }
             }
             event::SIGNAL => self.signal(ev.pid, ev.other, ev.value),
@@ -519,6 +524,15 @@ mod tests {
         assert_eq!(hooks(&out), ["worker_exit"]);
         assert_eq!(exit_reason(&out), Some(Reason::MaxRequests));
         assert_eq!(hooks(&l.on(&ev(event::REAP, M, 3, 0, 0))), ["child_exit"]);
+    }
+
+    #[test]
+    fn workers_found_at_attach_do_not_boot_again() {
+        let mut l = watched();
+        assert!(l.on(&ev(event::BOOTED, 1, M, 0, 0)).hooks.is_empty());
+        l.on(&ev(event::FORK, 3, M, 0, 0));
+        assert_eq!(hooks(&l.on(&ev(event::BOOTED, 3, M, 0, 0))), ["post_worker_init"]);
+        assert!(l.on(&ev(event::BOOTED, 3, M, 0, 0)).hooks.is_empty(), "once");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! mapping) -> state (metrics), logs and user actions.
 
 mod actions;
+mod backlog;
 mod cli;
 mod collector;
 mod events;
@@ -16,6 +17,7 @@ mod lifecycle;
 mod logging;
 mod preflight;
 mod procs;
+mod resources;
 mod server;
 mod state;
 mod target;
@@ -92,6 +94,7 @@ fn run(options: Options) -> anyhow::Result<()> {
     let state = Arc::new(Mutex::new(state));
     let registry = prometheus::Registry::new();
     registry.register(Box::new(Exporter::new(state.clone())?))?;
+    registry.register(Box::new(resources::Resources::new(state.clone())?))?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -145,8 +145,9 @@ impl State {
 
     /// A worker is gone: finish what it left in flight, start its grace period.
     fn exited(&mut self, pid: u32, in_flight: u8) {
+        let now_ns = crate::procs::monotonic_ns();
         for conn in self.kernel.drain_conns(pid) {
-            if let Some(done) = conn.on_close() {
+            if let Some(done) = conn.on_close(now_ns) {
                 let cause = if done.status == 0 { in_flight } else { cause::NONE };
                 let key = MetricKey { tgid: pid, status: done.status, method: done.method, cause };
                 self.swept.entry(key).or_default().record(&done, &self.bounds);

@@ -12,7 +12,7 @@ pub enum TargetError {
     NoProcess(u32),
     #[error("PID {pid} is not a gunicorn process (command line `{cmdline}`): pass the gunicorn master's PID")]
     NotGunicorn { pid: u32, cmdline: String },
-    #[error("cannot read pidfile {path}: {source}")]
+    #[error("cannot read pidfile {path}")]
     PidfileUnreadable { path: PathBuf, source: std::io::Error },
     #[error("pidfile {path} does not hold a PID (it holds `{content}`)")]
     PidfileInvalid { path: PathBuf, content: String },

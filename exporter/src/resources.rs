@@ -1,0 +1,471 @@
+//! Resources of the master(s) and workers, from /proc, and the listen
+//! backlogs of the master's sockets, read fresh at every scrape.
+//!
+//! The State lock is held only to copy the pids; /proc and the kernel's
+//! sock_diag are read after it is released. A process that is gone (or whose
+//! pid now names another process) by the time it is read is skipped.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fs::File,
+    io::Read as _,
+    sync::{Arc, Mutex},
+};
+
+use prometheus::{
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+
+use crate::{
+    backlog,
+    exposition::{self as x, Labels},
+    state::State,
+};
+
+/// (name, help, variable labels) of every family, for the registry's descs.
+const FAMILIES: [(&str, &str, &[&str]); 16] = [
+    (x::WORKER_MEMORY, "Resident memory (RSS) of the worker process, in bytes.", &["worker_id", "pid"]),
+    (x::MASTER_MEMORY, "Resident memory (RSS) of the gunicorn master process, in bytes.", &["pid"]),
+    (x::WORKER_CPU, "CPU time the worker process used (user plus system, all its threads), in seconds.", &["worker_id", "pid"]),
+    (x::MASTER_CPU, "CPU time the gunicorn master process used (user plus system, all its threads), in seconds.", &["pid"]),
+    (x::WORKER_CPU_PERCENT, "CPU use of the worker process since the exporter's previous scrape of it (at the first: since it started); 100 = one core busy.", &["worker_id", "pid"]),
+    (x::MASTER_CPU_PERCENT, "CPU use of the gunicorn master process since the exporter's previous scrape of it (at the first: since it started); 100 = one core busy.", &["pid"]),
+    (x::WORKER_UPTIME, "Seconds since the worker process started.", &["worker_id", "pid"]),
+    (x::MASTER_UPTIME, "Seconds since the gunicorn master process started.", &["pid"]),
+    (x::WORKER_THREADS, "Threads of the worker process.", &["worker_id", "pid"]),
+    (x::MASTER_THREADS, "Threads of the gunicorn master process.", &["pid"]),
+    (x::WORKER_OPEN_FDS, "Open file descriptors of the worker process (sockets and connections included).", &["worker_id", "pid"]),
+    (x::MASTER_OPEN_FDS, "Open file descriptors of the gunicorn master process.", &["pid"]),
+    (x::WORKER_CONTEXT_SWITCHES, "Context switches of the worker's threads, by kind: voluntary (a thread waited: I/O, lock, sleep) or involuntary (preempted). Threads that ended between scrapes are counted up to the last scrape that saw them.", &["worker_id", "pid", "kind"]),
+    (x::MASTER_CONTEXT_SWITCHES, "Context switches of the gunicorn master's threads, by kind: voluntary or involuntary.", &["pid", "kind"]),
+    (x::LISTEN_BACKLOG, "Connections waiting in the accept queue of a socket gunicorn listens on (accepted by the kernel, not yet by a worker).", &["listener"]),
+    (x::LISTEN_BACKLOG_LIMIT, "Most connections the accept queue of the listener can hold: gunicorn's --backlog capped by net.core.somaxconn. When it is full, new TCP connections stall (handshake packets dropped and retried) and new unix-socket connections wait or fail with EAGAIN.", &["listener"]),
+];
+
+// --------------------------------------------------------------- /proc parsing
+
+/// What /proc/<pid>/stat says about a process (its whole thread group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub state: char,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+    pub threads: u64,
+    /// Start time in clock ticks since boot.
+    pub start_ticks: u64,
+    pub rss_pages: u64,
+}
+
+/// Parses /proc/<pid>/stat. The command name (field 2) may hold spaces and
+/// parentheses: fields are counted after its last ')'.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().take(22).collect();
+    if f.len() < 22 {
+        return None;
+    }
+    // f[0] is field 3 (state); field n is f[n - 3].
+    let num = |field: usize| f[field - 3].parse::<u64>().ok();
+    Some(Stat {
+        state: f[0].chars().next()?,
+        cpu_ticks: num(14)? + num(15)?,
+        threads: num(20)?,
+        start_ticks: num(22)?,
+        // Signed in the kernel's format; never negative in practice.
+        rss_pages: f[24 - 3].parse::<i64>().ok()?.max(0) as u64,
+    })
+}
+
+/// Context switch counts of one thread (or their sum).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl Switches {
+    fn add(self, o: Switches) -> Switches {
+        Switches { voluntary: self.voluntary + o.voluntary, involuntary: self.involuntary + o.involuntary }
+    }
+}
+
+/// The switch counts of /proc/<pid>/task/<tid>/status (they are per thread).
+pub fn parse_switches(status: &str) -> Option<Switches> {
+    let (mut voluntary, mut involuntary) = (None, None);
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+            voluntary = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+            involuntary = v.trim().parse().ok();
+        }
+    }
+    Some(Switches { voluntary: voluntary?, involuntary: involuntary? })
+}
+
+/// Sums a process's per-thread switch counts into counters that do not go
+/// down when a thread ends: an ended thread's last seen counts are kept.
+#[derive(Debug, Default)]
+pub struct SwitchTally {
+    last: BTreeMap<u32, Switches>,
+    gone: Switches,
+}
+
+impl SwitchTally {
+    pub fn update(&mut self, now: BTreeMap<u32, Switches>) -> Switches {
+        for (tid, old) in &self.last {
+            match now.get(tid) {
+                // Same thread (counts never go down).
+                Some(new) if new.voluntary >= old.voluntary && new.involuntary >= old.involuntary => {}
+                // Ended, or its tid now names a new thread.
+                _ => self.gone = self.gone.add(*old),
+            }
+        }
+        let total = now.values().fold(self.gone, |sum, s| sum.add(*s));
+        self.last = now;
+        total
+    }
+}
+
+/// CPU ticks used by a process at a moment (seconds since boot).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuMark {
+    pub ticks: u64,
+    pub at_secs: f64,
+}
+
+/// CPU use between two marks, in percent of one core.
+pub fn cpu_percent(prev: CpuMark, now: CpuMark, ticks_per_sec: f64) -> f64 {
+    let wall = now.at_secs - prev.at_secs;
+    if wall <= 0.0 {
+        return 0.0;
+    }
+    now.ticks.saturating_sub(prev.ticks) as f64 / ticks_per_sec / wall * 100.0
+}
+
+// ----------------------------------------------------------------- reading
+
+/// CLOCK_BOOTTIME in seconds: the clock of /proc/<pid>/stat's start time.
+fn boot_secs() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// Reads a small /proc file into `buf` (reused between reads).
+fn read_into(path: &str, buf: &mut String) -> Option<()> {
+    buf.clear();
+    File::open(path).ok()?.read_to_string(buf).ok()?;
+    Some(())
+}
+
+fn count_entries(path: &str) -> Option<u64> {
+    Some(std::fs::read_dir(path).ok()?.count() as u64)
+}
+
+/// The switch counts of each thread of `pid` (`threads` from its stat).
+fn thread_switches(pid: u32, threads: u64, buf: &mut String) -> Option<BTreeMap<u32, Switches>> {
+    if threads <= 1 {
+        read_into(&format!("/proc/{pid}/status"), buf)?;
+        return Some(BTreeMap::from([(pid, parse_switches(buf)?)]));
+    }
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        // A thread that ended meanwhile is skipped.
+        if let Some(s) = read_into(&format!("/proc/{pid}/task/{tid}/status"), buf).and_then(|()| parse_switches(buf)) {
+            out.insert(tid, s);
+        }
+    }
+    Some(out)
+}
+
+/// One process's numbers at a scrape.
+#[derive(Clone, Debug, PartialEq)]
+struct Reading {
+    rss_bytes: u64,
+    cpu_seconds: f64,
+    cpu_percent: f64,
+    uptime_secs: f64,
+    threads: u64,
+    open_fds: Option<u64>,
+    switches: Option<Switches>,
+}
+
+/// What the collector remembers of a process between scrapes.
+#[derive(Debug)]
+struct Remembered {
+    cpu: CpuMark,
+    switches: SwitchTally,
+}
+
+/// What the collector remembers between scrapes.
+#[derive(Debug, Default)]
+struct Memory {
+    /// By (pid, start ticks): a reused pid starts afresh.
+    procs: HashMap<(u32, u64), Remembered>,
+    /// The listener inodes a worker was last seen holding.
+    served: BTreeSet<u64>,
+    /// Problems already logged (each is logged once).
+    logged: BTreeSet<String>,
+}
+
+/// A process to read, copied out of the State.
+struct Target {
+    pid: u32,
+    start_ticks: Option<u64>,
+    /// The worker's id; None for a master.
+    worker_id: Option<String>,
+}
+
+pub struct Resources {
+    state: Arc<Mutex<State>>,
+    descs: Vec<Desc>,
+    memory: Mutex<Memory>,
+    page_size: u64,
+    ticks_per_sec: f64,
+}
+
+impl Resources {
+    pub fn new(state: Arc<Mutex<State>>) -> prometheus::Result<Resources> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, labels)| {
+                Desc::new(name.to_string(), help.to_string(), labels.iter().map(|l| l.to_string()).collect(), Default::default())
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Resources {
+            state,
+            descs,
+            memory: Mutex::default(),
+            page_size: procfs::page_size(),
+            ticks_per_sec: procfs::ticks_per_second().max(1) as f64,
+        })
+    }
+
+    fn help(name: &str) -> &'static str {
+        FAMILIES.iter().find(|f| f.0 == name).map_or("", |f| f.1)
+    }
+
+    /// Reads one process; None if it is gone, a zombie, or no longer the
+    /// process that had `start_ticks`.
+    fn read(&self, t: &Target, memory: &mut Memory, seen: &mut BTreeSet<(u32, u64)>, buf: &mut String) -> Option<Reading> {
+        let pid = t.pid;
+        read_into(&format!("/proc/{pid}/stat"), buf)?;
+        let now = boot_secs();
+        let stat = parse_stat(buf)?;
+        if matches!(stat.state, 'Z' | 'X' | 'x') || t.start_ticks.is_some_and(|s| s != stat.start_ticks) {
+            return None;
+        }
+        let started = stat.start_ticks as f64 / self.ticks_per_sec;
+        let key = (pid, stat.start_ticks);
+        seen.insert(key);
+        let remembered = memory.procs.entry(key).or_insert_with(|| Remembered {
+            cpu: CpuMark { ticks: 0, at_secs: started },
+            switches: SwitchTally::default(),
+        });
+        let mark = CpuMark { ticks: stat.cpu_ticks, at_secs: now };
+        let percent = cpu_percent(remembered.cpu, mark, self.ticks_per_sec);
+        remembered.cpu = mark;
+        let switches = thread_switches(pid, stat.threads, buf).map(|now| remembered.switches.update(now));
+        Some(Reading {
+            rss_bytes: stat.rss_pages * self.page_size,
+            cpu_seconds: stat.cpu_ticks as f64 / self.ticks_per_sec,
+            cpu_percent: percent,
+            uptime_secs: (now - started).max(0.0),
+            threads: stat.threads,
+            open_fds: count_entries(&format!("/proc/{pid}/fd")),
+            switches,
+        })
+    }
+
+    /// The served listeners' backlogs, read from the first master's view.
+    fn backlogs(&self, masters: &[u32], workers: &[u32], memory: &mut Memory) -> Vec<backlog::Listener> {
+        let Some(&first) = masters.first() else { return Vec::new() };
+        let master_fds: Vec<(u32, u64)> = masters.iter().flat_map(|&m| backlog::socket_fds(m)).collect();
+        if master_fds.is_empty() {
+            return Vec::new();
+        }
+        let inodes: BTreeSet<u64> = master_fds.iter().map(|&(_, inode)| inode).collect();
+        let found = backlog::listeners(first, &inodes);
+        // A master that exited meanwhile is no problem to report.
+        let gone = !std::path::Path::new(&format!("/proc/{first}")).exists();
+        for problem in found.problems {
+            if !gone && memory.logged.insert(problem.clone()) {
+                log::warn!("listen backlog: {problem}");
+            }
+        }
+        let listening: BTreeSet<u64> = found.listeners.iter().map(|l| l.inode).collect();
+        let candidates: Vec<(u32, u64)> = master_fds.into_iter().filter(|(_, inode)| listening.contains(inode)).collect();
+        let served = match backlog::served_by_workers(&candidates, workers, backlog::fd_socket_inode) {
+            Some(served) => {
+                memory.served = served.clone();
+                served
+            }
+            // No worker to ask: what workers held last, or else everything.
+            None => {
+                let before: BTreeSet<u64> = memory.served.intersection(&listening).copied().collect();
+                if before.is_empty() { listening } else { before }
+            }
+        };
+        found.listeners.into_iter().filter(|l| served.contains(&l.inode)).collect()
+    }
+}
+
+impl Collector for Resources {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (masters, workers): (Vec<Target>, Vec<Target>) = {
+            let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let masters = state
+                .masters
+                .iter()
+                .filter(|(_, m)| m.alive)
+                .map(|(&pid, m)| Target { pid, start_ticks: (m.start_ticks != 0).then_some(m.start_ticks), worker_id: None })
+                .collect();
+            let workers =
+                state.workers.alive().map(|w| Target { pid: w.pid, start_ticks: w.start_ticks, worker_id: Some(w.id()) }).collect();
+            (masters, workers)
+        };
+
+        let mut memory = self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen = BTreeSet::new();
+        let mut buf = String::with_capacity(4096);
+        let mut read = |targets: &[Target], memory: &mut Memory| -> Vec<(Labels, Reading)> {
+            targets
+                .iter()
+                .filter_map(|t| {
+                    let reading = self.read(t, memory, &mut seen, &mut buf)?;
+                    let mut labels = Vec::with_capacity(2);
+                    if let Some(id) = &t.worker_id {
+                        labels.push(("worker_id", id.clone()));
+                    }
+                    labels.push(("pid", t.pid.to_string()));
+                    Some((labels, reading))
+                })
+                .collect()
+        };
+        let master_rows = read(&masters, &mut memory);
+        let worker_rows = read(&workers, &mut memory);
+        memory.procs.retain(|key, _| seen.contains(key));
+        let master_pids: Vec<u32> = masters.iter().map(|t| t.pid).collect();
+        let worker_pids: Vec<u32> = workers.iter().map(|t| t.pid).collect();
+        let listeners = self.backlogs(&master_pids, &worker_pids, &mut memory);
+        drop(memory);
+
+        let mut families = Vec::with_capacity(FAMILIES.len());
+        for (rows, [memory, cpu, percent, uptime, threads, fds, switches]) in [
+            (
+                &worker_rows,
+                [x::WORKER_MEMORY, x::WORKER_CPU, x::WORKER_CPU_PERCENT, x::WORKER_UPTIME, x::WORKER_THREADS, x::WORKER_OPEN_FDS, x::WORKER_CONTEXT_SWITCHES],
+            ),
+            (
+                &master_rows,
+                [x::MASTER_MEMORY, x::MASTER_CPU, x::MASTER_CPU_PERCENT, x::MASTER_UPTIME, x::MASTER_THREADS, x::MASTER_OPEN_FDS, x::MASTER_CONTEXT_SWITCHES],
+            ),
+        ] {
+            let each = |f: fn(&Reading) -> Option<f64>| rows.iter().filter_map(move |(l, r)| Some((l.clone(), f(r)?)));
+            families.push(x::gauge(memory, Self::help(memory), each(|r| Some(r.rss_bytes as f64))));
+            families.push(x::counter(cpu, Self::help(cpu), each(|r| Some(r.cpu_seconds))));
+            families.push(x::gauge(percent, Self::help(percent), each(|r| Some(r.cpu_percent))));
+            families.push(x::gauge(uptime, Self::help(uptime), each(|r| Some(r.uptime_secs))));
+            families.push(x::gauge(threads, Self::help(threads), each(|r| Some(r.threads as f64))));
+            families.push(x::gauge(fds, Self::help(fds), each(|r| r.open_fds.map(|n| n as f64))));
+            let by_kind = rows.iter().flat_map(|(l, r)| {
+                r.switches.into_iter().flat_map(move |s| {
+                    [("voluntary", s.voluntary), ("involuntary", s.involuntary)].map(|(kind, n)| {
+                        let mut labels = l.clone();
+                        labels.push(("kind", kind.to_string()));
+                        (labels, n as f64)
+                    })
+                })
+            });
+            families.push(x::counter(switches, Self::help(switches), by_kind));
+        }
+        let label = |l: &backlog::Listener| vec![("listener", l.label.clone())];
+        families.push(x::gauge(
+            x::LISTEN_BACKLOG,
+            Self::help(x::LISTEN_BACKLOG),
+            listeners.iter().map(|l| (label(l), l.backlog as f64)),
+        ));
+        families.push(x::gauge(
+            x::LISTEN_BACKLOG_LIMIT,
+            Self::help(x::LISTEN_BACKLOG_LIMIT),
+            listeners.iter().filter_map(|l| Some((label(l), l.limit? as f64))),
+        ));
+        families.into_iter().filter(|f| !f.get_metric().is_empty()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "4242 (gunicorn: wor) (ker) S 4200 4200 4200 0 -1 4194368 1234 0 0 0 150 37 0 0 20 0 3 0 987654 123456789 2560 18446744073709551615 1 1 0 0 0 0 0 16781312 17639 0 0 0 17 1 0 0 0 0 0\n";
+
+    #[test]
+    fn parses_stat_with_odd_names() {
+        let s = parse_stat(STAT).unwrap();
+        assert_eq!(s, Stat { state: 'S', cpu_ticks: 187, threads: 3, start_ticks: 987654, rss_pages: 2560 });
+        assert_eq!(parse_stat("1 (x) S 0 0"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn parses_own_stat() {
+        let text = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let s = parse_stat(&text).unwrap();
+        assert!(s.threads >= 1 && s.rss_pages > 0 && s.start_ticks > 0, "{s:?}");
+    }
+
+    #[test]
+    fn parses_switches() {
+        let status = "Name:\tpython\nThreads:\t1\nvoluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_switches(status), Some(Switches { voluntary: 150, involuntary: 7 }));
+        assert_eq!(parse_switches("Name:\tx\n"), None);
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(parse_switches(&own).is_some());
+    }
+
+    fn sw(v: u64, i: u64) -> Switches {
+        Switches { voluntary: v, involuntary: i }
+    }
+
+    #[test]
+    fn switch_counts_survive_ended_threads() {
+        let mut t = SwitchTally::default();
+        assert_eq!(t.update(BTreeMap::from([(1, sw(10, 1)), (2, sw(5, 2))])), sw(15, 3));
+        assert_eq!(t.update(BTreeMap::from([(1, sw(12, 1)), (2, sw(6, 2))])), sw(18, 3));
+        // Thread 2 ended: its last counts stay.
+        assert_eq!(t.update(BTreeMap::from([(1, sw(13, 1))])), sw(19, 3));
+        // Thread 3 appeared.
+        assert_eq!(t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(1, 0))])), sw(20, 3));
+        // Tid 3 reused by a new thread (its counts went down).
+        assert_eq!(t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(0, 0))])), sw(20, 3));
+        assert_eq!(t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(4, 0))])), sw(24, 3));
+    }
+
+    #[test]
+    fn cpu_percent_over_the_interval() {
+        let hz = 100.0;
+        let a = CpuMark { ticks: 100, at_secs: 10.0 };
+        assert_eq!(cpu_percent(a, CpuMark { ticks: 150, at_secs: 11.0 }, hz), 50.0);
+        assert_eq!(cpu_percent(a, CpuMark { ticks: 500, at_secs: 12.0 }, hz), 200.0);
+        assert_eq!(cpu_percent(a, CpuMark { ticks: 100, at_secs: 10.0 }, hz), 0.0, "no time passed");
+        assert_eq!(cpu_percent(a, CpuMark { ticks: 90, at_secs: 11.0 }, hz), 0.0, "never negative");
+    }
+
+    #[test]
+    fn own_thread_switches() {
+        let mut buf = String::new();
+        let me = std::process::id();
+        let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
+        let threads = thread_switches(me, stat.threads, &mut buf).unwrap();
+        assert!(threads.contains_key(&me), "{threads:?}");
+        assert!(count_entries("/proc/self/fd").unwrap() >= 3);
+    }
+}
