@@ -15,9 +15,14 @@ Routes:
     *    /cpu?ms=N           burns N ms of process CPU time, 200 "done"
     *    /alloc?mb=N&hold=S  allocates N MB (every page touched) and holds it S seconds
                              (released by a timer, and by the next request once
-                             expired) or, without hold, until /free
+                             expired) or, without hold, until /free;
+                             200 "allocated pid=<worker pid>"
     *    /free               drops held allocations, 200 "freed"
     *    /crash              os.abort(): the worker dies of SIGABRT
+    *    /segv               reads address 0 through ctypes: the worker dies of SIGSEGV
+    *    /block?ms=N&until=P holds the GIL for N ms, or until file P exists: the
+                             whole worker stalls, heartbeat included, whatever the
+                             worker class; 200 "blocked"
 """
 
 import os
@@ -207,7 +212,7 @@ def _alloc(environ, start_response):
         timer = threading.Timer(hold + 0.05, _sweep)
         timer.daemon = True
         timer.start()
-    return _respond(start_response, "200 OK", "allocated")
+    return _respond(start_response, "200 OK", "allocated pid=%d" % os.getpid())
 
 
 def _free(environ, start_response):
@@ -225,6 +230,32 @@ def _segv(environ, start_response):
     ctypes.string_at(0)
 
 
+def _block(environ, start_response):
+    # Stalls the whole worker process, heartbeat included, whatever the worker
+    # class (a gthread worker's main thread keeps heartbeating while a pool
+    # thread merely sleeps): libc calls through PyDLL keep the GIL, and a huge
+    # switch interval keeps other threads from taking it between calls (so no
+    # os.* call here: they release it). Ends after ms, or as soon as the file
+    # named by `until` exists.
+    import ctypes
+    import sys
+    query = _query(environ)
+    ms = _float_param(query, "ms", 0.0)
+    until = query.get("until", [""])[0].encode()
+    libc = ctypes.PyDLL(None)
+    libc.usleep.argtypes = [ctypes.c_uint]
+    libc.access.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    deadline = time.monotonic() + ms / 1000.0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        while time.monotonic() < deadline and not (until and libc.access(until, 0) == 0):
+            libc.usleep(10000)
+    finally:
+        sys.setswitchinterval(interval)
+    return _respond(start_response, "200 OK", "blocked")
+
+
 ROUTES = {
     "/ok": _ok,
     "/boom": _boom,
@@ -238,6 +269,7 @@ ROUTES = {
     "/free": _free,
     "/crash": _crash,
     "/segv": _segv,
+    "/block": _block,
 }
 
 

@@ -1,0 +1,409 @@
+//! A small parser for the Prometheus text exposition format (0.0.4), with the
+//! queries the tests need: sums over label predicates, group-by, histograms and
+//! the difference of two scrapes.
+
+use std::collections::BTreeMap;
+
+pub type Labels = BTreeMap<String, String>;
+
+/// One sample line: `name{labels} value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// A parsed scrape, with its text kept for failure messages.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    pub text: String,
+}
+
+/// One histogram series (`<base>_bucket`/`_sum`/`_count` with the same labels
+/// apart from `le`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    /// The series' labels, without `le`.
+    pub labels: Labels,
+    /// `(le, cumulative count)`, sorted by `le`; the last is `+Inf` when exported.
+    pub buckets: Vec<(f64, f64)>,
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl Metrics {
+    /// Parses exposition text; any malformed line is an error naming it.
+    pub fn parse(text: &str) -> Result<Metrics, String> {
+        let mut samples = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let sample = parse_line(line).map_err(|e| format!("line {}: {e}: {line:?}", i + 1))?;
+            samples.push(sample);
+        }
+        Ok(Metrics {
+            samples,
+            text: text.to_string(),
+        })
+    }
+
+    /// Samples named exactly `name`.
+    pub fn get<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| s.name == name)
+    }
+
+    /// The value of the sample `name` whose labels are exactly `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: Labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.get(name).find(|s| s.labels == want).map(|s| s.value)
+    }
+
+    /// Sum of the samples `name` whose labels satisfy `pred`.
+    pub fn sum(&self, name: &str, pred: impl Fn(&Labels) -> bool) -> f64 {
+        self.get(name)
+            .filter(|s| pred(&s.labels))
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// Sum of all samples `name`.
+    pub fn sum_all(&self, name: &str) -> f64 {
+        self.sum(name, |_| true)
+    }
+
+    /// Sums of the samples `name`, keyed by the values of `by` (missing labels
+    /// give "").
+    pub fn group_by(&self, name: &str, by: &[&str]) -> BTreeMap<Vec<String>, f64> {
+        let mut out = BTreeMap::new();
+        for s in self.get(name) {
+            let key: Vec<String> = by
+                .iter()
+                .map(|l| s.labels.get(*l).cloned().unwrap_or_default())
+                .collect();
+            *out.entry(key).or_insert(0.0) += s.value;
+        }
+        out
+    }
+
+    /// The histogram series of metric `base` (without the `_bucket` suffix).
+    pub fn histograms(&self, base: &str) -> Vec<Histogram> {
+        let bucket = format!("{base}_bucket");
+        let sum = format!("{base}_sum");
+        let count = format!("{base}_count");
+        let mut series: BTreeMap<Vec<(String, String)>, Histogram> = BTreeMap::new();
+        for s in &self.samples {
+            if s.name == bucket {
+                let le = s
+                    .labels
+                    .get("le")
+                    .and_then(|v| parse_value(v).ok())
+                    .unwrap_or(f64::NAN);
+                slot(&mut series, &s.labels).buckets.push((le, s.value));
+            } else if s.name == sum {
+                slot(&mut series, &s.labels).sum = s.value;
+            } else if s.name == count {
+                slot(&mut series, &s.labels).count = s.value;
+            }
+        }
+        let mut out: Vec<Histogram> = series.into_values().collect();
+        for h in &mut out {
+            h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        out
+    }
+
+    /// The exposition lines whose metric name starts with one of `prefixes`, for
+    /// failure messages.
+    pub fn lines(&self, prefixes: &[&str]) -> String {
+        let mut out = String::new();
+        for line in self.text.lines() {
+            if !line.starts_with('#') && prefixes.iter().any(|p| line.starts_with(p)) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if out.is_empty() {
+            out.push_str(&format!("(no lines starting with {prefixes:?})\n"));
+        }
+        out
+    }
+}
+
+impl Histogram {
+    /// Cumulative count of the bucket whose upper bound is `le` (None if absent).
+    pub fn bucket(&self, le: f64) -> Option<f64> {
+        self.buckets.iter().find(|(b, _)| *b == le).map(|(_, c)| *c)
+    }
+
+    /// Observations in `(low, high]`, from the cumulative buckets.
+    pub fn between(&self, low: f64, high: f64) -> Option<f64> {
+        Some(self.bucket(high)? - self.bucket(low)?)
+    }
+
+    /// This histogram minus an earlier scrape of the same series (or itself when
+    /// the series did not exist then). Buckets are matched by bound.
+    pub fn minus(&self, earlier: Option<&Histogram>) -> Histogram {
+        let Some(e) = earlier else {
+            return self.clone();
+        };
+        Histogram {
+            labels: self.labels.clone(),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, c)| (*le, c - e.bucket(*le).unwrap_or(0.0)))
+                .collect(),
+            sum: self.sum - e.sum,
+            count: self.count - e.count,
+        }
+    }
+
+    /// Label values as `k="v",...` for messages.
+    pub fn describe(&self) -> String {
+        describe_labels(&self.labels)
+    }
+}
+
+/// The element-wise sum of histograms with the same buckets (e.g. all series of a
+/// metric). Buckets present in only some series are dropped.
+pub fn total(histograms: &[Histogram]) -> Option<Histogram> {
+    let first = histograms.first()?;
+    let mut out = Histogram {
+        labels: Labels::new(),
+        buckets: first.buckets.iter().map(|(le, _)| (*le, 0.0)).collect(),
+        sum: 0.0,
+        count: 0.0,
+    };
+    for h in histograms {
+        out.sum += h.sum;
+        out.count += h.count;
+        out.buckets.retain(|(le, _)| h.bucket(*le).is_some());
+        for (le, c) in &mut out.buckets {
+            *c += h.bucket(*le).unwrap_or(0.0);
+        }
+    }
+    Some(out)
+}
+
+/// The histogram of `series` with `labels` (ignoring `le`), created empty.
+fn slot<'a>(
+    series: &'a mut BTreeMap<Vec<(String, String)>, Histogram>,
+    labels: &Labels,
+) -> &'a mut Histogram {
+    let mut labels = labels.clone();
+    labels.remove("le");
+    let key: Vec<(String, String)> = labels.clone().into_iter().collect();
+    series.entry(key).or_insert_with(|| Histogram {
+        labels,
+        buckets: Vec::new(),
+        sum: f64::NAN,
+        count: f64::NAN,
+    })
+}
+
+/// `k="v",...` in key order.
+pub fn describe_labels(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_line(line: &str) -> Result<Sample, String> {
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .ok_or("no value")?;
+    let name = &line[..name_end];
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        return Err(format!("bad metric name {name:?}"));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Labels::new();
+    if let Some(r) = rest.strip_prefix('{') {
+        let (l, after) = parse_labels(r)?;
+        labels = l;
+        rest = after;
+    }
+    let mut fields = rest.split_whitespace();
+    let value = fields.next().ok_or("no value")?;
+    let value = parse_value(value)?;
+    // An optional timestamp may follow; nothing else.
+    if let Some(ts) = fields.next() {
+        ts.parse::<i64>()
+            .map_err(|_| format!("bad timestamp {ts:?}"))?;
+    }
+    if fields.next().is_some() {
+        return Err("trailing fields".into());
+    }
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+/// Parses `k="v",...}` (after the `{`); returns the labels and the rest.
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
+    let mut labels = Labels::new();
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix('}') {
+            return Ok((labels, rest));
+        }
+        let eq = s.find('=').ok_or("label without '='")?;
+        let key = s[..eq].trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("bad label name {key:?}"));
+        }
+        s = s[eq + 1..].trim_start();
+        s = s.strip_prefix('"').ok_or("label value without quotes")?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err("unterminated label value".into()),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    other => return Err(format!("bad escape {other:?}")),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        if labels.insert(key.to_string(), value).is_some() {
+            return Err(format!("duplicate label {key:?}"));
+        }
+        s = s[end + 1..].trim_start();
+        if let Some(rest) = s.strip_prefix(',') {
+            s = rest;
+        } else if !s.starts_with('}') {
+            return Err("expected ',' or '}' after a label".into());
+        }
+    }
+}
+
+/// A sample value: a float, `+Inf`, `-Inf` or `NaN`.
+pub fn parse_value(v: &str) -> Result<f64, String> {
+    match v {
+        "+Inf" | "Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        _ => v.parse::<f64>().map_err(|_| format!("bad value {v:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP gunicorn_worker_requests_total Requests.
+# TYPE gunicorn_worker_requests_total counter
+gunicorn_worker_requests_total{worker_id="worker_1_100",pid="10",method="GET",status="200"} 3
+gunicorn_worker_requests_total{worker_id="worker_1_100",pid="10",method="POST",status="200"} 2
+gunicorn_worker_requests_total{worker_id="worker_2_100",pid="11",method="GET",status="404"} 1
+gunicorn_workers 2
+d_bucket{pid="10",le="0.05"} 1
+d_bucket{pid="10",le="0.1"} 4
+d_bucket{pid="10",le="+Inf"} 5
+d_sum{pid="10"} 0.75
+d_count{pid="10"} 5
+d_bucket{pid="11",le="0.1"} 0
+d_bucket{pid="11",le="0.05"} 0
+d_bucket{pid="11",le="+Inf"} 2
+d_sum{pid="11"} 3
+d_count{pid="11"} 2
+weird{a="x\"y\\z\nw",b=""} NaN 1700000000000
+"#;
+
+    #[test]
+    fn parses_samples_and_labels() {
+        let m = Metrics::parse(TEXT).unwrap();
+        assert_eq!(m.samples.len(), 15);
+        assert_eq!(m.value("gunicorn_workers", &[]), Some(2.0));
+        let w = m.get("weird").next().unwrap();
+        assert_eq!(w.labels["a"], "x\"y\\z\nw");
+        assert_eq!(w.labels["b"], "");
+        assert!(w.value.is_nan());
+    }
+
+    #[test]
+    fn sums_and_groups() {
+        let m = Metrics::parse(TEXT).unwrap();
+        assert_eq!(m.sum_all("gunicorn_worker_requests_total"), 6.0);
+        assert_eq!(
+            m.sum("gunicorn_worker_requests_total", |l| l["method"] == "GET"),
+            4.0
+        );
+        let g = m.group_by("gunicorn_worker_requests_total", &["pid", "method"]);
+        assert_eq!(g[&vec!["10".to_string(), "GET".to_string()]], 3.0);
+        assert_eq!(g[&vec!["10".to_string(), "POST".to_string()]], 2.0);
+        assert_eq!(g[&vec!["11".to_string(), "GET".to_string()]], 1.0);
+        assert_eq!(g.len(), 3);
+    }
+
+    #[test]
+    fn histograms_sorted_and_diffed() {
+        let m = Metrics::parse(TEXT).unwrap();
+        let hs = m.histograms("d");
+        assert_eq!(hs.len(), 2);
+        let h11 = hs.iter().find(|h| h.labels["pid"] == "11").unwrap();
+        assert_eq!(
+            h11.buckets,
+            vec![(0.05, 0.0), (0.1, 0.0), (f64::INFINITY, 2.0)]
+        );
+        let h10 = hs.iter().find(|h| h.labels["pid"] == "10").unwrap();
+        assert_eq!(h10.between(0.05, 0.1), Some(3.0));
+        let earlier = Histogram {
+            labels: h10.labels.clone(),
+            buckets: vec![(0.05, 1.0), (0.1, 1.0), (f64::INFINITY, 1.0)],
+            sum: 0.25,
+            count: 1.0,
+        };
+        let d = h10.minus(Some(&earlier));
+        assert_eq!(
+            d.buckets,
+            vec![(0.05, 0.0), (0.1, 3.0), (f64::INFINITY, 4.0)]
+        );
+        assert_eq!((d.sum, d.count), (0.5, 4.0));
+        let t = total(&hs).unwrap();
+        assert_eq!(t.count, 7.0);
+        assert_eq!(t.bucket(f64::INFINITY), Some(7.0));
+        assert_eq!(t.bucket(0.1), Some(4.0));
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        for bad in [
+            "x{a=\"1\" 2",
+            "x{a=1} 2",
+            "x 1 2 3",
+            "x{a=\"1\",a=\"2\"} 1",
+            "x abc",
+            "x{a=\"\\q\"} 1",
+            "x",
+        ] {
+            assert!(Metrics::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn lines_filters_by_prefix() {
+        let m = Metrics::parse(TEXT).unwrap();
+        let l = m.lines(&["gunicorn_workers"]);
+        assert_eq!(l, "gunicorn_workers 2\n");
+    }
+}
