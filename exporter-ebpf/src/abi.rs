@@ -25,6 +25,12 @@ pub mod map {
     pub const HEARTBEAT: &str = "HEARTBEAT";
     /// tid -> 1 while a worker thread has logged a request error it has not answered yet.
     pub const EXC_PENDING: &str = "EXC_PENDING";
+    /// TCP port (host order) -> 1 for the ports the masters listen on.
+    pub const LISTEN_PORTS: &str = "LISTEN_PORTS";
+    /// [`super::Peer`] -> when its handshake completed (LRU: never-accepted ones age out).
+    pub const HANDSHAKES: &str = "HANDSHAKES";
+    /// [`super::Queue`], per CPU: time from handshake to accept.
+    pub const QUEUE: &str = "QUEUE";
 }
 
 /// Roles in [`Proc::role`].
@@ -79,6 +85,8 @@ pub mod io {
     pub const SENDMSG: u32 = 7;
     /// wait4 in a master: `buf` is the status address.
     pub const WAIT: u32 = 8;
+    /// accept/accept4 in a worker: `buf` is the peer sockaddr.
+    pub const ACCEPT: u32 = 9;
 }
 
 /// Arguments of a syscall in progress on one thread.
@@ -107,6 +115,69 @@ pub struct MetricKey {
     pub status: u16,
     pub method: u8,
     pub cause: u8,
+}
+
+/// A client as a listening socket's queue sees it: family, its port (host
+/// order) and its address (IPv4 in the first 4 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+/// AF_INET and AF_INET6.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+impl Peer {
+    /// The peer of a `struct sockaddr_in`/`sockaddr_in6` as accept(2) fills it.
+    pub fn from_sockaddr(sa: &[u8; 24]) -> Option<Peer> {
+        let family = u16::from_ne_bytes([sa[0], sa[1]]);
+        let port = u16::from_be_bytes([sa[2], sa[3]]);
+        let mut addr = [0u8; 16];
+        match family {
+            AF_INET => addr[..4].copy_from_slice(&sa[4..8]),
+            AF_INET6 => addr.copy_from_slice(&sa[8..24]),
+            _ => return None,
+        }
+        Some(Peer { family, port, addr })
+    }
+}
+
+/// Time from the TCP handshake completing to a worker accepting the connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queue {
+    pub count: u64,
+    pub sum_ns: u64,
+    pub buckets: [u64; DURATION_SLOTS],
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { count: 0, sum_ns: 0, buckets: [0; DURATION_SLOTS] }
+    }
+}
+
+impl Queue {
+    #[inline(always)]
+    pub fn record(&mut self, wait_ns: u64, bounds: &[u64; DURATION_SLOTS]) {
+        self.count += 1;
+        self.sum_ns += wait_ns;
+        if let Some(slot) = self.buckets.get_mut(bucket_index(bounds, wait_ns)) {
+            *slot += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Queue) {
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+    }
 }
 
 /// Slots of the duration histogram: up to 31 finite bounds and `+Inf`.
@@ -317,6 +388,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Aggregate {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Peer {}
+    unsafe impl aya::Pod for super::Queue {}
     unsafe impl aya::Pod for crate::request::Conn {}
 }
 
@@ -345,6 +418,23 @@ mod tests {
         let mut b = a;
         b.merge(&a);
         assert_eq!((b.count, b.duration_sum_ns, b.duration[1], b.resp_bytes_sum), (2, 4_000, 2, 130));
+    }
+
+    #[test]
+    fn peers_from_sockaddrs() {
+        let mut v4 = [0u8; 24];
+        v4[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let p = Peer::from_sockaddr(&v4).unwrap();
+        assert_eq!((p.family, p.port, &p.addr[..4], p.addr[4]), (AF_INET, 8080, &[127u8, 0, 0, 1][..], 0));
+        let mut v6 = [0u8; 24];
+        v6[..2].copy_from_slice(&AF_INET6.to_ne_bytes());
+        v6[2..4].copy_from_slice(&443u16.to_be_bytes());
+        v6[23] = 1;
+        assert_eq!(Peer::from_sockaddr(&v6).map(|p| (p.port, p.addr[15])), Some((443, 1)));
+        let unix = [1u8, 0, b'/', b't', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(Peer::from_sockaddr(&unix), None);
     }
 
     #[test]

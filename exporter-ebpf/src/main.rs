@@ -9,6 +9,8 @@ mod net;
 #[cfg(target_arch = "bpf")]
 mod procs;
 #[cfg(target_arch = "bpf")]
+mod queue;
+#[cfg(target_arch = "bpf")]
 mod signals;
 
 #[cfg(target_arch = "bpf")]

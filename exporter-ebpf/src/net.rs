@@ -47,13 +47,24 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[tracepoint]
+pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::ACCEPT)
+}
+
+#[tracepoint]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    stash(&ctx, io::ACCEPT)
+}
+
 #[inline(always)]
 fn on_accept(ctx: &TracePointContext) {
-    let (_, tgid) = pid_tgid();
+    let Some((tgid, stash)) = take(io::ACCEPT) else { return };
     let fd = ret(ctx);
-    if fd < 0 || !is_worker(tgid) {
+    if fd < 0 {
         return;
     }
+    crate::queue::accepted(&stash);
     let key = ConnKey { tgid, fd: fd as u32 };
     // Still here: its close was never seen (dup2, close_range, exit). It ended.
     if let Some(old) = CONNS.get_ptr(&key) {

@@ -32,6 +32,21 @@ pub const DELIVER_SA_HANDLER: usize = 24;
 /// oom:mark_victim `pid`.
 pub const OOM_PID: usize = 8;
 
+/// sock:inet_sock_set_state fields.
+pub const SOCK_OLDSTATE: usize = 16;
+pub const SOCK_NEWSTATE: usize = 20;
+pub const SOCK_SPORT: usize = 24;
+pub const SOCK_DPORT: usize = 26;
+pub const SOCK_FAMILY: usize = 28;
+pub const SOCK_PROTOCOL: usize = 30;
+pub const SOCK_DADDR: usize = 36;
+pub const SOCK_DADDR_V6: usize = 56;
+/// TCP states.
+pub const TCP_ESTABLISHED: i32 = 1;
+pub const TCP_SYN_RECV: i32 = 3;
+/// IPPROTO_TCP.
+pub const IPPROTO_TCP: u16 = 6;
+
 /// `CLONE_THREAD`: the new task is a thread, not a process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
 
@@ -63,6 +78,15 @@ pub fn expected_fields() -> &'static [(&'static str, &'static str, usize)] {
         ("signal/signal_deliver", "sig", DELIVER_SIG),
         ("signal/signal_deliver", "sa_handler", DELIVER_SA_HANDLER),
         ("oom/mark_victim", "pid", OOM_PID),
+        ("syscalls/sys_enter_accept4", "upeer_sockaddr", ARG1),
+        ("sock/inet_sock_set_state", "oldstate", SOCK_OLDSTATE),
+        ("sock/inet_sock_set_state", "newstate", SOCK_NEWSTATE),
+        ("sock/inet_sock_set_state", "sport", SOCK_SPORT),
+        ("sock/inet_sock_set_state", "dport", SOCK_DPORT),
+        ("sock/inet_sock_set_state", "family", SOCK_FAMILY),
+        ("sock/inet_sock_set_state", "protocol", SOCK_PROTOCOL),
+        ("sock/inet_sock_set_state", "daddr", SOCK_DADDR),
+        ("sock/inet_sock_set_state", "daddr_v6", SOCK_DADDR_V6),
     ]
 }
 

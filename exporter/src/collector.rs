@@ -34,7 +34,7 @@ pub struct Exporter {
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [(&str, &str, &[&str]); 19] = [
+const FAMILIES: [(&str, &str, &[&str]); 20] = [
     (x::REQUESTS, "Completed HTTP responses, by method and status code.", &["worker_id", "pid", "method", "status"]),
     (x::DURATION, "Request duration: from the first read of the request to the last write of its response.", &["worker_id", "pid", "method", "status_class"]),
     (x::REQUEST_SIZE, "Bytes read from the client per request (request line, headers, body).", &["worker_id", "pid", "method"]),
@@ -42,6 +42,7 @@ const FAMILIES: [(&str, &str, &[&str]); 19] = [
     (x::FAILED, "Failed requests, by error_type: the Python exception class of an app exception gunicorn answered with a 500, http_5xx (any other 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).", &["worker_id", "pid", "method", "error_type"]),
     (x::WORKER_STATE, "1 for the worker's current state: running, quitting (SIGQUIT/SIGINT/SIGTERM received) or aborting (SIGABRT from the master received).", &["worker_id", "pid", "state"]),
     (x::BUSY, "Requests in flight in the worker now: read, response not yet complete (at most 1 for sync workers, up to --threads for gthread).", &["worker_id", "pid"]),
+    (x::QUEUE, "Time from a client's TCP handshake completing to a worker accepting the connection: the wait in the listen queue (TCP listeners only).", &[]),
     (x::WORKERS_BUSY, "Workers with at least one request in flight now.", &[]),
     (x::BUSY_SECONDS, "Request-seconds spent in flight in the worker (the sum of its requests' durations, in-flight ones included): rate() is its utilisation (divide by --threads for gthread).", &["worker_id", "pid"]),
     (x::HEARTBEAT_AGE, "Seconds since the worker last touched its heartbeat file; gunicorn aborts it when this passes --timeout.", &["worker_id", "pid"]),
@@ -205,6 +206,18 @@ impl Collector for Exporter {
             .into_iter()
             .map(|((hook, result), n)| (vec![("hook", hook.name().to_string()), ("result", result.to_string())], n as f64));
 
+        let queue = state.kernel.read_queue().unwrap_or_else(|e| {
+            log::warn!("reading the queue histogram failed: {e}");
+            self.collect_errors.fetch_add(1, Ordering::Relaxed);
+            Default::default()
+        });
+        let queue_row = HistogramRow {
+            labels: vec![],
+            bounds: &duration_secs,
+            counts: &queue.buckets[..duration_slots],
+            sum: queue.sum_ns as f64 / 1e9,
+        };
+
         let families = vec![
             x::counter(x::REQUESTS, Self::help(x::REQUESTS), requests),
             x::histogram(x::DURATION, Self::help(x::DURATION), durations),
@@ -214,6 +227,7 @@ impl Collector for Exporter {
             x::gauge(x::WORKER_STATE, Self::help(x::WORKER_STATE), states),
             x::gauge(x::HEARTBEAT_AGE, Self::help(x::HEARTBEAT_AGE), heartbeat_age),
             x::gauge(x::BUSY, Self::help(x::BUSY), busy_now),
+            x::histogram(x::QUEUE, Self::help(x::QUEUE), [queue_row]),
             x::gauge(x::WORKERS_BUSY, Self::help(x::WORKERS_BUSY), [(vec![], workers_busy as f64)]),
             x::counter(x::BUSY_SECONDS, Self::help(x::BUSY_SECONDS), busy_seconds),
             x::gauge(x::WORKERS, Self::help(x::WORKERS), [(vec![], alive.len() as f64)]),

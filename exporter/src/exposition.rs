@@ -12,6 +12,7 @@ pub const FAILED: &str = "gunicorn_worker_failed_requests_total";
 pub const WORKERS: &str = "gunicorn_workers";
 pub const WORKER_STATE: &str = "gunicorn_worker_state";
 pub const BUSY: &str = "gunicorn_worker_busy";
+pub const QUEUE: &str = "gunicorn_request_queue_seconds";
 pub const WORKERS_BUSY: &str = "gunicorn_workers_busy";
 pub const BUSY_SECONDS: &str = "gunicorn_worker_busy_seconds_total";
 pub const HEARTBEAT_AGE: &str = "gunicorn_worker_heartbeat_age_seconds";

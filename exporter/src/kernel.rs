@@ -7,7 +7,7 @@ use aya::{
     programs::{ProgramError, TracePoint},
 };
 use exporter_ebpf::{
-    abi::{error, map, Aggregate, Config, ConnKey, MetricKey, Proc, DURATION_SLOTS},
+    abi::{error, map, Aggregate, Config, ConnKey, MetricKey, Proc, Queue, DURATION_SLOTS},
     request::{phase, Conn},
 };
 use thiserror::Error;
@@ -49,7 +49,7 @@ const PROCESS: [Attachment; 11] = [
     ("signal_deliver", "signal", "signal_deliver"),
     ("mark_victim", "oom", "mark_victim"),
 ];
-const GUNICORN_IO: [Attachment; 11] = [
+const GUNICORN_IO: [Attachment; 14] = [
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
     ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
@@ -61,6 +61,9 @@ const GUNICORN_IO: [Attachment; 11] = [
     ("sys_enter_shutdown", "syscalls", "sys_enter_shutdown"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("sys_enter_epoll_ctl", "syscalls", "sys_enter_epoll_ctl"),
+    ("sys_enter_accept4", "syscalls", "sys_enter_accept4"),
+    ("sys_enter_accept", "syscalls", "sys_enter_accept"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
 ];
 /// The exception class behind an app-exception 500 (--no-exception-classes drops it).
 const ERROR_LOG: [Attachment; 1] = [("error_log_write", "syscalls", "sys_enter_write")];
@@ -92,6 +95,8 @@ pub struct Kernel {
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
     errors: PerCpuArray<MapData, u64>,
     heartbeats: HashMap<MapData, u32, u64>,
+    listen_ports: HashMap<MapData, u16, u8>,
+    queue: PerCpuArray<MapData, Queue>,
     events: Option<RingBuf<MapData>>,
     attached: Vec<&'static str>,
     /// Owns the programs and their links: dropping it detaches everything.
@@ -120,6 +125,8 @@ impl Kernel {
             metrics: take(&mut ebpf, map::METRICS)?,
             errors: take(&mut ebpf, map::ERRORS)?,
             heartbeats: take(&mut ebpf, map::HEARTBEAT)?,
+            listen_ports: take(&mut ebpf, map::LISTEN_PORTS)?,
+            queue: take(&mut ebpf, map::QUEUE)?,
             events: Some(take(&mut ebpf, map::EVENTS)?),
             attached: Vec::new(),
             _ebpf: ebpf,
@@ -203,6 +210,26 @@ impl Kernel {
         for key in keys {
             let _ = self.metrics.remove(&key);
         }
+    }
+
+    /// Makes the TCP ports the masters listen on the ones whose queue is timed.
+    pub fn set_listen_ports(&mut self, ports: &std::collections::BTreeSet<u16>) {
+        let old: Vec<u16> = self.listen_ports.keys().filter_map(Result::ok).collect();
+        for port in old.iter().filter(|p| !ports.contains(p)) {
+            let _ = self.listen_ports.remove(port);
+        }
+        for port in ports.iter().filter(|p| !old.contains(p)) {
+            if let Err(e) = self.listen_ports.insert(port, 1, 0) {
+                log::warn!("cannot time the accept queue of port {port}: {e}");
+            }
+        }
+    }
+
+    /// The accept-queue wait histogram, summed over CPUs.
+    pub fn read_queue(&self) -> Result<Queue, MapError> {
+        let mut total = Queue::default();
+        self.queue.get(&0, 0)?.iter().for_each(|q| total.merge(q));
+        Ok(total)
     }
 
     /// tgid -> monotonic ns of its last heartbeat.

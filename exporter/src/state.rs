@@ -71,6 +71,12 @@ impl State {
     /// Tracks a master and the workers it already has. The programs are
     /// attached already, so a fork racing with this is seen by the kernel too.
     pub fn attach(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
+        let result = self.track(master);
+        self.kernel.set_listen_ports(&self.listen_ports());
+        result
+    }
+
+    fn track(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
         let pid = master.pid;
         self.kernel.track(pid, Proc { role: role::MASTER, master: pid, exit_code: 0, flags: 0 })?;
         self.masters.insert(pid, Master { start_ticks: master.start_ticks, alive: true });
@@ -181,9 +187,23 @@ impl State {
         if !self.up() {
             self.reattach();
         }
+        self.kernel.set_listen_ports(&self.listen_ports());
         for pid in self.workers.expire(Instant::now(), self.grace) {
             self.forget(pid);
         }
+    }
+
+    /// The TCP ports the masters listen on (from their sockets, via sock_diag).
+    fn listen_ports(&self) -> std::collections::BTreeSet<u16> {
+        self.masters
+            .keys()
+            .flat_map(|&pid| {
+                let inodes = crate::backlog::socket_fds(pid).into_iter().map(|(_, inode)| inode).collect();
+                crate::backlog::listeners(pid, &inodes).listeners
+            })
+            .filter(|l| !l.label.starts_with("unix:"))
+            .filter_map(|l| l.label.rsplit(':').next()?.parse().ok())
+            .collect()
     }
 
     /// With --pidfile, a master started again is attached again.
