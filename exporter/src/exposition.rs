@@ -76,32 +76,39 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
     family
 }
 
-pub fn counter(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) -> MetricFamily {
+/// A family of single-value series; `set` stores the value in a metric.
+fn scalar(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+    set: fn(&mut Metric, f64),
+) -> MetricFamily {
     let metrics = rows
         .into_iter()
         .map(|(pairs, value)| {
-            let mut counter = Counter::default();
-            counter.set_value(value);
             let mut metric = Metric::from_label(labels(pairs));
-            metric.set_counter(counter);
+            set(&mut metric, value);
             metric
         })
         .collect();
-    family(name, help, MetricType::COUNTER, metrics)
+    family(name, help, kind, metrics)
+}
+
+pub fn counter(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) -> MetricFamily {
+    scalar(name, help, MetricType::COUNTER, rows, |metric, value| {
+        let mut counter = Counter::default();
+        counter.set_value(value);
+        metric.set_counter(counter);
+    })
 }
 
 pub fn gauge(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) -> MetricFamily {
-    let metrics = rows
-        .into_iter()
-        .map(|(pairs, value)| {
-            let mut gauge = Gauge::default();
-            gauge.set_value(value);
-            let mut metric = Metric::from_label(labels(pairs));
-            metric.set_gauge(gauge);
-            metric
-        })
-        .collect();
-    family(name, help, MetricType::GAUGE, metrics)
+    scalar(name, help, MetricType::GAUGE, rows, |metric, value| {
+        let mut gauge = Gauge::default();
+        gauge.set_value(value);
+        metric.set_gauge(gauge);
+    })
 }
 
 pub fn histogram<'a>(name: &str, help: &str, rows: impl IntoIterator<Item = HistogramRow<'a>>) -> MetricFamily {
