@@ -6,7 +6,10 @@
 //! - `build`: setup, then the release exporter (its build.rs builds the eBPF object).
 //! - `demo`: run a sample Gunicorn with the exporter attached and show its metrics.
 //! - `test`: setup, build, then the unit and integration tests.
+//! - `bench`: setup, build, then measure what the exporter and the usual
+//!   alternatives cost gunicorn (not part of the tests; several minutes).
 
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -44,6 +47,10 @@ enum Task {
     Demo(demo::Options),
     /// Setup, build, then run the unit and integration tests.
     Test(test::Options),
+    /// Measure the cost and accuracy of the exporter against plain gunicorn and
+    /// the alternatives (statsd, gunicorn-prometheus-exporter); writes
+    /// target/bench/report.md and chart.svg. Needs root; takes ~20 min.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
         Task::Build(opts) => build::run(opts),
         Task::Demo(opts) => demo::run(opts),
         Task::Test(opts) => test::run(opts),
+        Task::Bench(opts) => bench::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +109,32 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask", "test", "--", "--nocapture", "lifecycle"]).unwrap();
         match cli.task {
             Task::Test(opts) => assert_eq!(opts.extra, ["--nocapture", "lifecycle"]),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_options() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "bench",
+            "--quick",
+            "--app",
+            "trivial",
+            "--variant",
+            "ebpf,plugin-redis",
+        ])
+        .unwrap();
+        match cli.task {
+            Task::Bench(opts) => {
+                assert!(opts.quick);
+                assert_eq!(opts.reps, 5);
+                assert_eq!(opts.app, [bench::App::Trivial]);
+                assert_eq!(
+                    opts.variant,
+                    [bench::Variant::Ebpf, bench::Variant::PluginRedis]
+                );
+            }
             other => panic!("parsed {other:?}"),
         }
     }

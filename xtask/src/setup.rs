@@ -6,7 +6,11 @@
 //! 3. bpf-linker,
 //! 4. tracefs mounted on /sys/kernel/tracing (aya resolves tracepoint ids there),
 //! 5. wrk (tests and benchmarks),
-//! 6. the Python venvs with the pinned Gunicorn versions.
+//! 6. the Python venvs with the pinned Gunicorn versions;
+//!
+//! and with `--bench` (what `cargo xtask bench` runs first) also what only the
+//! benchmark needs: redis-server (the plugin's Redis mode), bpftool (BPF
+//! program names), and the gunicorn 23 + gunicorn-prometheus-exporter venv.
 
 use std::path::Path;
 
@@ -24,9 +28,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, Default, Args)]
-pub struct Options {}
+pub struct Options {
+    /// Also what `cargo xtask bench` needs: redis-server, bpftool, the plugin venv.
+    #[arg(long)]
+    pub bench: bool,
+}
 
-pub fn run(_opts: Options) -> Result<()> {
+pub fn run(opts: Options) -> Result<()> {
     let mut apt = Apt::default();
     nightly()?;
     llvm(&mut apt)?;
@@ -34,8 +42,32 @@ pub fn run(_opts: Options) -> Result<()> {
     tracefs()?;
     wrk(&mut apt)?;
     venv::run(venv::Options::default())?;
+    if opts.bench {
+        bench(&mut apt)?;
+    }
     println!("setup: done");
     Ok(())
+}
+
+/// Only what the benchmark adds to the rest of setup (`cargo xtask bench` runs
+/// the rest through `cargo xtask build` first).
+pub fn bench_only() -> Result<()> {
+    bench(&mut Apt::default())
+}
+
+/// The benchmark's own needs (after the rest of setup).
+fn bench(apt: &mut Apt) -> Result<()> {
+    // Debian's package may try to start a redis service on 6379; the bench
+    // starts its own redis-server on a free port and stops it after.
+    for (tool, package) in [("redis-server", "redis-server"), ("bpftool", "bpftool")] {
+        if util::succeeds(command(tool).arg("--version")) {
+            println!("setup: {tool}: present");
+        } else {
+            println!("setup: installing {package}...");
+            apt.install(&[package])?;
+        }
+    }
+    venv::ensure_bench(false)
 }
 
 /// apt-get, updating the package lists at most once per run.

@@ -1,5 +1,6 @@
 //! `cargo xtask venv`: Python venvs under `target/venvs/` with pinned Gunicorn
-//! versions and worker-class dependencies.
+//! versions and worker-class dependencies (`--bench`: also the benchmark's
+//! gunicorn 23 + gunicorn-prometheus-exporter venv).
 //!
 //! Every package of each venv is pinned (transitive ones too). A stamp file in
 //! the venv holds the interpreter version and the requirement list; a venv whose
@@ -58,17 +59,54 @@ pub const GUNICORN23: Venv = Venv {
 
 pub const VENVS: &[Venv] = &[GUNICORN27, GUNICORN23];
 
+/// Gunicorn 23 with gunicorn-prometheus-exporter 0.2.4 (the in-process plugin
+/// this project replaces; it starts only on gunicorn 23) and the Redis client
+/// for its Redis mode, for `cargo xtask bench`. Its plain gunicorn rows run
+/// from this same venv, so plugin and baseline share gunicorn and Python.
+pub const GUNICORN23_PLUGIN: Venv = Venv {
+    name: "gunicorn23-plugin",
+    gunicorn_version: "23.0.0",
+    requirements: &[
+        "gunicorn==23.0.0",
+        "packaging==26.3",
+        "gunicorn-prometheus-exporter==0.2.4",
+        "prometheus_client==0.26.0",
+        "psutil==7.2.2",
+        "PyYAML==6.0.3",
+        "redis==8.1.0",
+    ],
+};
+
+/// The venvs only the benchmark needs (`setup` makes the others); its
+/// gunicorn 27 rows use the tests' gunicorn27 venv.
+pub const BENCH_VENVS: &[Venv] = &[GUNICORN23_PLUGIN];
+
 #[derive(Debug, Default, Args)]
 pub struct Options {
     /// Rebuild the venvs even when they are up to date.
     #[arg(long)]
     pub force: bool,
+    /// Also the benchmark's venv (gunicorn 23 with gunicorn-prometheus-exporter).
+    #[arg(long)]
+    pub bench: bool,
 }
 
 pub fn run(opts: Options) -> Result<()> {
     let python = python_version()?;
     for venv in VENVS {
         ensure(venv, &python, opts.force)?;
+    }
+    if opts.bench {
+        ensure_bench(opts.force)?;
+    }
+    Ok(())
+}
+
+/// The benchmark-only venvs (made or checked, as the tests' are).
+pub fn ensure_bench(force: bool) -> Result<()> {
+    let python = python_version()?;
+    for venv in BENCH_VENVS {
+        ensure(venv, &python, force)?;
     }
     Ok(())
 }
