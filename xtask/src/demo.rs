@@ -37,7 +37,10 @@ pub struct Options {
 /// The metric lines shown after the first burst of traffic.
 const SHOWN_METRICS: &[&str] = &[
     "gunicorn_worker_requests_total",
+    "gunicorn_worker_failed_requests_total",
     "gunicorn_worker_request_duration_seconds_count",
+    "gunicorn_worker_busy_seconds_total",
+    "gunicorn_hook_events_total{hook=\"post_fork\"}",
     "gunicorn_workers",
 ];
 const GUNICORN_READY_TIMEOUT: Duration = Duration::from_secs(30);
