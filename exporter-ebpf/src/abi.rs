@@ -21,7 +21,7 @@ pub mod map {
     pub const ERRORS: &str = "ERRORS";
     /// Ring buffer of [`super::Event`]s.
     pub const EVENTS: &str = "EVENTS";
-    /// tgid -> `bpf_ktime_get_ns` of the worker's last heartbeat (utimensat).
+    /// tgid -> the worker's last [`super::Heartbeat`] (utimensat on its heartbeat file).
     pub const HEARTBEAT: &str = "HEARTBEAT";
     /// tid -> 1 while a worker thread has logged a request error it has not answered yet.
     pub const EXC_PENDING: &str = "EXC_PENDING";
@@ -324,6 +324,18 @@ pub mod event {
     /// That thread then answered a request with a 5xx. `other`: the thread;
     /// `value`: the method; `code`: the status.
     pub const EXCEPTION_ANSWERED: u32 = 11;
+    /// A worker closed its heartbeat file: gunicorn does that right before it
+    /// runs the worker_exit hook. `other`: its master.
+    pub const WORKER_EXITING: u32 = 12;
+}
+
+/// A worker's heartbeat: when, and on which fd (its heartbeat file).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub ts_ns: u64,
+    pub fd: u32,
+    pub _pad: u32,
 }
 
 /// An [`event::EXCEPTION`]: the header, then the record's last bytes.
@@ -389,6 +401,7 @@ mod pod {
     unsafe impl aya::Pod for super::Aggregate {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Peer {}
+    unsafe impl aya::Pod for super::Heartbeat {}
     unsafe impl aya::Pod for super::Queue {}
     unsafe impl aya::Pod for crate::request::Conn {}
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use exporter_ebpf::{
-    abi::{cause, error, flag, role, Aggregate, Config, ConnKey, Event, MetricKey, Proc, Stash},
+    abi::{cause, error, flag, role, Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, Stash},
     request::{Conn, Finished},
 };
 
@@ -31,7 +31,7 @@ pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(error::COUNT
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
-pub static HEARTBEAT: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+pub static HEARTBEAT: HashMap<u32, Heartbeat> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static EXC_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 

@@ -12,14 +12,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use exporter_ebpf::{
-    abi::{cause, error, event, io, ConnKey, ExceptionEvent, Stash},
+    abi::{cause, error, event, flag, io, ConnKey, ExceptionEvent, Stash},
     errlog::{is_request_error, ERRLOG_HEAD, ERRLOG_TAIL},
     http::{request_method, HEAD_LEN},
     request::{phase, Conn},
     tracepoint::{ARG0, ARG1, ARG2, RET},
 };
 
-use crate::maps::{count_error, emit, is_worker, now, pid_tgid, record, CONNS, EVENTS, EXC_PENDING, STASH};
+use crate::maps::{
+    count_error, emit, is_worker, now, pid_tgid, record, tracked, CONNS, EVENTS, EXC_PENDING, HEARTBEAT, STASH,
+};
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
@@ -196,8 +198,11 @@ fn on_write_exit(ctx: &TracePointContext, kind: u32) -> u32 {
     let c = unsafe { &mut *conn };
     if c.phase == phase::RESPONDING && c.status >= 500 && c.cause == cause::NONE {
         let (tid, _) = pid_tgid();
-        // This thread logged "Error handling request" and now answers 5xx.
-        if EXC_PENDING.remove(&tid).is_ok() {
+        // This thread logged "Error handling request" and now answers 5xx;
+        // unless its master is aborting it: then the "exception" is the
+        // timeout's SystemExit, and the request failed by timeout.
+        let aborting = matches!(tracked(tgid), Some(p) if p.flags & flag::ABORTING != 0);
+        if EXC_PENDING.remove(&tid).is_ok() && !aborting {
             c.cause = cause::APP_EXCEPTION;
             emit(event::EXCEPTION_ANSWERED, tgid, tid, c.method as i32, c.status as i32);
         }
@@ -276,13 +281,28 @@ pub fn sys_enter_epoll_ctl(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
     let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
-    let Some(conn) = CONNS.get_ptr(&key) else { return 0 };
+    let Some(conn) = CONNS.get_ptr(&key) else {
+        heartbeat_closed(tgid, key.fd);
+        return 0;
+    };
     // SAFETY: as in on_read_exit.
     if let Some(done) = unsafe { (*conn).on_close(now()) } {
         record(tgid, &done);
     }
     let _ = CONNS.remove(&key);
     0
+}
+
+/// A worker closing its heartbeat file is about to run worker_exit.
+#[inline(always)]
+fn heartbeat_closed(tgid: u32, fd: u32) {
+    // SAFETY: plain data.
+    let Some(beat) = HEARTBEAT.get_ptr(&tgid).map(|b| unsafe { *b }) else { return };
+    if beat.fd == fd {
+        if let Some(p) = tracked(tgid) {
+            emit(event::WORKER_EXITING, tgid, p.master, 0, 0);
+        }
+    }
 }
 
 // ---- the app exception behind a 500 ----------------------------------------

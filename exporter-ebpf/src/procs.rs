@@ -4,7 +4,7 @@
 
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use exporter_ebpf::{
-    abi::{error, event, flag, io, role, Proc, Stash, NO_EXIT_CODE},
+    abi::{error, event, flag, io, role, Heartbeat, Proc, Stash, NO_EXIT_CODE},
     tracepoint::{ARG0, ARG1, CLONE_THREAD, EXIT_GROUP_DEAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID, RET},
 };
 
@@ -149,7 +149,9 @@ pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let first = HEARTBEAT.get_ptr(&tgid).is_none();
-    if HEARTBEAT.insert(&tgid, &now(), 0).is_err() {
+    // SAFETY: as above.
+    let fd = unsafe { ctx.read_at::<u64>(ARG0).unwrap_or(u64::MAX) } as u32;
+    if HEARTBEAT.insert(&tgid, &Heartbeat { ts_ns: now(), fd, _pad: 0 }, 0).is_err() {
         count_error(error::TRACKED_FULL);
     }
     if first {

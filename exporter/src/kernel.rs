@@ -7,7 +7,7 @@ use aya::{
     programs::{ProgramError, TracePoint},
 };
 use exporter_ebpf::{
-    abi::{error, map, Aggregate, Config, ConnKey, MetricKey, Proc, Queue, DURATION_SLOTS},
+    abi::{error, map, Aggregate, Config, ConnKey, Heartbeat, MetricKey, Proc, Queue, DURATION_SLOTS},
     request::{phase, Conn},
 };
 use thiserror::Error;
@@ -94,7 +94,7 @@ pub struct Kernel {
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
     errors: PerCpuArray<MapData, u64>,
-    heartbeats: HashMap<MapData, u32, u64>,
+    heartbeats: HashMap<MapData, u32, Heartbeat>,
     listen_ports: HashMap<MapData, u16, u8>,
     queue: PerCpuArray<MapData, Queue>,
     events: Option<RingBuf<MapData>>,
@@ -234,7 +234,7 @@ impl Kernel {
 
     /// tgid -> monotonic ns of its last heartbeat.
     pub fn heartbeats(&self) -> Vec<(u32, u64)> {
-        self.heartbeats.iter().filter_map(Result::ok).collect()
+        self.heartbeats.iter().filter_map(Result::ok).map(|(pid, beat)| (pid, beat.ts_ns)).collect()
     }
 
     /// The kernel's failure counters, summed over CPUs, indexed by `abi::error`.

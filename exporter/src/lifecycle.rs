@@ -257,6 +257,9 @@ struct WorkerLife {
     /// Booted before we saw it (adopted at attach) or since: its next first
     /// heartbeat in the kernel's eyes is no post_worker_init.
     booted: bool,
+    /// It closed its heartbeat file: gunicorn is running worker_exit, even if
+    /// a signal kills it before exit_group.
+    exiting: bool,
 }
 
 #[derive(Debug, Default)]
@@ -300,6 +303,11 @@ impl Lifecycle {
             }
             event::SIGNAL => self.signal(ev.pid, ev.other, ev.value),
             event::DELIVER => self.deliver(ev.pid, ev.value, ev.code != 0, &mut out),
+            event::WORKER_EXITING => {
+                if let Some(w) = self.workers.get_mut(&ev.pid) {
+                    w.exiting = true;
+                }
+            }
             event::OOM => {
                 if let Some(w) = self.workers.get_mut(&ev.pid) {
                     w.oom = true;
@@ -436,9 +444,9 @@ impl Lifecycle {
         }
         let Some(w) = self.workers.remove(&pid) else { return };
         let reason = reason(&w, code);
-        if code != NO_EXIT_CODE {
+        if code != NO_EXIT_CODE || w.exiting {
             let mut o = occurrence(Hook::WorkerExit, w.master, Some(pid));
-            o.status = Some(code);
+            o.status = (code != NO_EXIT_CODE).then_some(code);
             o.reason = Some(reason);
             out.hooks.push(o);
         }
@@ -545,6 +553,19 @@ mod tests {
         assert!(out.hooks.is_empty(), "SIGTERM runs no worker hook");
         assert_eq!(out.changes, [Change::WorkerState { pid: 1, state: WorkerState::Quitting }]);
         assert_eq!(exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))), Some(Reason::Reload));
+    }
+
+    #[test]
+    fn worker_exit_runs_even_if_a_second_term_kills_the_worker() {
+        let mut l = watched();
+        l.on(&ev(event::DELIVER, M, M, sig::TTOU, 1));
+        l.on(&ev(event::SIGNAL, 1, M, sig::TERM, 0));
+        l.on(&ev(event::WORKER_EXITING, 1, M, 0, 0));
+        l.on(&ev(event::SIGNAL, 1, M, sig::TERM, 0));
+        let out = l.on(&ev(event::EXIT, 1, M, NO_EXIT_CODE, 0));
+        assert_eq!(hooks(&out), ["worker_exit"]);
+        assert_eq!(out.hooks[0].status, None);
+        assert_eq!(exit_reason(&out), Some(Reason::ScaleDown));
     }
 
     #[test]

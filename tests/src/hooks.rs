@@ -150,6 +150,17 @@ pub fn lifecycle_lines(m: &Metrics) -> String {
     ])
 }
 
+/// Whether `m` holds a request or failed-request series of one of `pids`.
+fn series_of(m: &Metrics, pids: &[u32]) -> bool {
+    m.samples.iter().any(|s| {
+        (s.name == FAILED || s.name == REQUESTS)
+            && s.labels
+                .get("pid")
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| pids.contains(&p))
+    })
+}
+
 /// A request the test holds open on its own socket, to find which worker took
 /// it (from /proc, not from the exporter) and to see how it ends.
 pub struct HeldRequest {
@@ -276,7 +287,6 @@ impl Rig {
         configure: impl FnOnce(&TestDir, ExporterBuilder) -> ExporterBuilder,
     ) -> Rig {
         let dir = TestDir::new("lifecycle");
-        if std::env::var_os("ZZ_PRE").is_some() { std::thread::sleep(Duration::from_secs(2)); } // DEV
         let marker_base = g.markers().len();
         let builder = match pidfile {
             Some(p) => Exporter::builder().pidfile(p),
@@ -284,6 +294,17 @@ impl Rig {
         };
         let builder = builder.arg("--series-grace").arg(GRACE_SECS.to_string());
         let e = configure(&dir, builder).start();
+        // What Gunicorn does while the exporter attaches may or may not be
+        // seen: the comparisons need it idle then.
+        let mut during = g.markers();
+        during.drain(..marker_base.min(during.len()));
+        assert!(
+            during.is_empty(),
+            "gunicorn was not idle while the exporter attached (an overloaded machine?): \
+             markers written meanwhile: {during:?}\n{}\n{}",
+            e.story(),
+            g.story()
+        );
         let mut rig = Rig {
             masters: vec![g.master_pid()],
             e,
@@ -524,15 +545,6 @@ impl Rig {
                 *v -= n;
             }
         }
-        // DEV-ONLY (remove): tolerate phantom post_worker_init of adopted workers.
-        if std::env::var_os("LC_DEV_TOLERATE_PWI").is_some() {
-            let mk = markers.get("post_worker_init").copied().unwrap_or(0.0);
-            if let Some(v) = hooks.get_mut("post_worker_init") {
-                if *v > mk && *v <= mk + 2.0 {
-                    *v = mk;
-                }
-            }
-        }
         let title = if self.hook_offset.is_empty() {
             "hook"
         } else {
@@ -642,22 +654,46 @@ impl Rig {
     /// died only last the grace period. See also [`Rig::recheck_requests`].
     pub fn check_requests(&self, pids: &[u32], failed: &[(u32, &str, f64)]) -> Metrics {
         let mut last = None;
+        // The last mismatch seen while the dead workers' series were still
+        // exported (after the grace period they are gone, which says nothing).
+        let mut last_present: Option<(String, Metrics)> = None;
         let r = wait::until(
             "the exporter's request counts of the dead workers",
             COUNT_TIMEOUT,
             || {
                 let m = self.e.try_scrape()?;
                 let verdict = self.requests_verdict(&m, pids, failed);
+                if let Err(e) = &verdict
+                    && series_of(&m, pids)
+                {
+                    last_present = Some((e.clone(), m.clone()));
+                }
                 last = Some(m);
                 verdict
             },
         );
         if let Err(e) = r {
-            panic!(
-                "after step {:?}: {e}\n{}",
-                self.steps.last(),
-                self.story(last.as_ref())
-            );
+            match last_present {
+                Some((mismatch, m)) if !series_of(last.as_ref().expect("a scrape"), pids) => {
+                    panic!(
+                        "after step {:?}: the exporter's request counts of {pids:?} never matched \
+                     while their series were exported; the last such scrape showed:{mismatch}\
+                     (their series are gone by now: the grace period is over)\n{}",
+                        self.steps.last(),
+                        self.story(Some(&m))
+                    )
+                }
+                Some(_) => panic!(
+                    "after step {:?}: {e}\n{}",
+                    self.steps.last(),
+                    self.story(last.as_ref())
+                ),
+                None => panic!(
+                    "after step {:?}: {e}\n(no request series of {pids:?} was ever seen)\n{}",
+                    self.steps.last(),
+                    self.story(last.as_ref())
+                ),
+            }
         }
         last.expect("a scrape")
     }
@@ -667,14 +703,7 @@ impl Rig {
     /// [`Rig::check_requests`] saw (nothing counted late, twice or otherwise).
     pub fn recheck_requests(&self, pids: &[u32], failed: &[(u32, &str, f64)]) {
         let m = self.e.scrape();
-        let present = m.samples.iter().any(|s| {
-            (s.name == FAILED || s.name == REQUESTS)
-                && s.labels
-                    .get("pid")
-                    .and_then(|p| p.parse::<u32>().ok())
-                    .is_some_and(|p| pids.contains(&p))
-        });
-        if present {
+        if series_of(&m, pids) {
             if let Err(e) = self.requests_verdict(&m, pids, failed) {
                 panic!(
                     "after step {:?}, once gunicorn settled, the request counts changed:{e}\n{}",
@@ -690,7 +719,12 @@ impl Rig {
         }
     }
 
-    fn requests_verdict(&self, m: &Metrics, pids: &[u32], failed: &[(u32, &str, f64)]) -> Result<(), String> {
+    fn requests_verdict(
+        &self,
+        m: &Metrics,
+        pids: &[u32],
+        failed: &[(u32, &str, f64)],
+    ) -> Result<(), String> {
         let want_failed: BTreeMap<String, f64> = failed
             .iter()
             .map(|(p, t, n)| (format!("pid={p} error_type={t}"), *n))
@@ -714,7 +748,13 @@ impl Rig {
             .filter(|(k, _)| k[0].parse::<u32>().is_ok_and(|p| pids.contains(&p)))
             .map(|(k, v)| (format!("pid={} status={}", k[0], k[1]), v))
             .collect();
-        let (same_f, tf) = table("failed request", "exporter", &got_failed, "expected", &want_failed);
+        let (same_f, tf) = table(
+            "failed request",
+            "exporter",
+            &got_failed,
+            "expected",
+            &want_failed,
+        );
         let (same_r, tr) = table("request", "exporter", &got_requests, "access log", &truth);
         if same_f && same_r {
             Ok(())
