@@ -10,11 +10,13 @@ use std::{
 use integration_tests::{Exporter, Gunicorn, Version, check};
 
 /// Sends `bytes` on a fresh connection to `addr` and returns what came back
-/// until the server closed (or 5 s passed).
+/// until the server closed (or 5 s passed). The server may close before it has
+/// read everything (that is how it refuses a huge header): a failed write is
+/// part of the exchange.
 fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("connecting");
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    s.write_all(bytes).expect("writing");
+    let _ = s.write_all(bytes);
     let _ = s.shutdown(Shutdown::Write);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);

@@ -45,7 +45,8 @@ pub fn run(opts: Options) -> Result<()> {
     steps.push(("exporter unit tests", cmd));
 
     let mut cmd = util::cargo();
-    cmd.args(["test", "--release", "-p", "integration-tests", "--"]);
+    // Every scenario file runs even when an earlier one fails, so a run shows all failures.
+    cmd.args(["test", "--release", "--no-fail-fast", "-p", "integration-tests", "--"]);
     if !opts.extra.iter().any(|a| a.starts_with("--test-threads")) {
         cmd.args(["--test-threads", TEST_THREADS]);
     }
