@@ -31,6 +31,11 @@ pub struct Exporter {
     state: Arc<Mutex<State>>,
     descs: Vec<Desc>,
     collect_errors: AtomicU64,
+    /// Busy ns last reported per worker. The metrics map and the connection
+    /// map are read one after the other, so a request finishing in between is
+    /// in neither: the sum can only undercount for a moment, and reporting
+    /// the running maximum keeps the counter monotonic without overstating.
+    busy_reported: Mutex<BTreeMap<u32, u64>>,
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
@@ -65,7 +70,7 @@ impl Exporter {
                 Desc::new(name.to_string(), help.to_string(), labels.iter().map(|l| l.to_string()).collect(), Default::default())
             })
             .collect::<prometheus::Result<_>>()?;
-        Ok(Exporter { state, descs, collect_errors: AtomicU64::new(0) })
+        Ok(Exporter { state, descs, collect_errors: AtomicU64::new(0), busy_reported: Mutex::default() })
     }
 
     fn help(name: &str) -> &'static str {
@@ -191,6 +196,15 @@ impl Collector for Exporter {
             }
         }
         let workers_busy = busy.values().filter(|b| b.0 > 0).count();
+        {
+            let mut reported = self.busy_reported.lock().unwrap_or_else(|p| p.into_inner());
+            reported.retain(|pid, _| busy.contains_key(pid));
+            for (pid, b) in busy.iter_mut() {
+                let last = reported.entry(*pid).or_default();
+                *last = (*last).max(b.1);
+                b.1 = *last;
+            }
+        }
         let busy_now = busy.iter().map(|(pid, b)| (worker(*pid), b.0 as f64));
         let busy_seconds = busy.iter().map(|(pid, b)| (worker(*pid), b.1 as f64 / 1e9));
         let heartbeats = state.kernel.heartbeats();

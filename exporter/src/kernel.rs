@@ -12,6 +12,9 @@ use exporter_ebpf::{
 };
 use thiserror::Error;
 
+/// Insert only if absent (a heartbeat the kernel saw meanwhile wins).
+const BPF_NOEXIST: u64 = 1;
+
 use crate::cli::IoSyscalls;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exporter-ebpf"));
@@ -230,6 +233,11 @@ impl Kernel {
         let mut total = Queue::default();
         self.queue.get(&0, 0)?.iter().for_each(|q| total.merge(q));
         Ok(total)
+    }
+
+    /// A heartbeat that happened before we attached (from the file's mtime).
+    pub fn seed_heartbeat(&mut self, pid: u32, fd: u32, at_ns: u64) {
+        let _ = self.heartbeats.insert(pid, Heartbeat { ts_ns: at_ns, fd, _pad: 0 }, BPF_NOEXIST);
     }
 
     /// tgid -> monotonic ns of its last heartbeat.

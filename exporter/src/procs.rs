@@ -59,6 +59,26 @@ pub fn start_unix_secs(start_ticks: u64) -> u64 {
     boot + start_ticks / ticks
 }
 
+/// A worker's heartbeat file (gunicorn's unlinked `wgunicorn-*` temp file)
+/// and its last touch: gunicorn sets its mtime to `time.monotonic()`, the
+/// clock of bpf_ktime_get_ns. `None` if not found or not monotonic-looking.
+pub fn heartbeat_file(pid: u32) -> Option<(u32, u64)> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    dir.filter_map(Result::ok).find_map(|entry| {
+        let target = std::fs::read_link(entry.path()).ok()?;
+        let name = target.to_string_lossy();
+        if !(name.contains("/wgunicorn-") && name.ends_with("(deleted)")) {
+            return None;
+        }
+        let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let meta = std::fs::metadata(entry.path()).ok()?;
+        let mtime = std::os::unix::fs::MetadataExt::mtime(&meta);
+        let mtime_ns = std::os::unix::fs::MetadataExt::mtime_nsec(&meta);
+        let at = u64::try_from(mtime).ok()? * 1_000_000_000 + u64::try_from(mtime_ns).ok()?;
+        (at <= monotonic_ns()).then_some((fd, at))
+    })
+}
+
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -83,6 +83,9 @@ impl State {
         self.lifecycle.adopt_master(pid);
         for child in procs::children(pid) {
             self.kernel.track(child.pid, Proc { role: role::WORKER, master: pid, exit_code: 0, flags: 0 })?;
+            if let Some((fd, at_ns)) = procs::heartbeat_file(child.pid) {
+                self.kernel.seed_heartbeat(child.pid, fd, at_ns);
+            }
             self.lifecycle.adopt_worker(child.pid, pid);
             self.workers.spawned(child.pid, procs::start_unix_secs(child.start_ticks), Some(child.start_ticks));
         }
