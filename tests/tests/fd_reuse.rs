@@ -1,7 +1,8 @@
 //! File-descriptor reuse: thousands of short connections make every worker reuse
 //! the same socket fd numbers over and over. Per-connection state kept by fd
 //! must never leak from one connection into the next: counts and bytes stay
-//! exact, and no request is timed longer than the slowest one Gunicorn logged.
+//! exact, and no request is timed longer than the slowest exchange a client saw
+//! (a stale timestamp inherited from an earlier connection would be).
 
 use std::sync::Arc;
 
@@ -36,8 +37,13 @@ fn short_connections_are_exact(g: Gunicorn) {
     }
     check::assert_no_kernel_errors(&g, &e, &m);
 
-    // No observation in a bucket above the one holding the slowest logged request.
-    let slowest = records.iter().map(|r| r.micros).max().unwrap_or(0) as f64 / 1e6;
+    // No observation in a bucket above the one holding the slowest exchange a
+    // client saw: a request's time in a worker (first read to last write) lies
+    // within its client's wait. Gunicorn's %(D)s is not a bound: it starts
+    // after the headers are parsed, so a worker preempted between the read
+    // and the parse is rightly timed a little longer than it logs.
+    let logged = records.iter().map(|r| r.micros).max().unwrap_or(0) as f64 / 1e6;
+    let slowest = traffic.slowest.as_secs_f64().max(logged);
     for h in m.histograms(DURATION) {
         let bound = h
             .buckets
@@ -52,9 +58,8 @@ fn short_connections_are_exact(g: Gunicorn) {
         assert!(
             above == 0.0,
             "{DURATION}{{{}}} has {above} observations above le={bound}, the bucket of the \
-             slowest request in the access log ({slowest} s): buckets {:?}\n\
-             (the client's slowest exchange, an upper bound of any request's time in a \
-             worker, took {:?})\nslowest access log lines:\n{}\n{}",
+             slowest exchange a client saw ({slowest} s): buckets {:?}\n\
+             (client's slowest {:?})\nslowest access log lines:\n{}\n{}",
             h.describe(),
             h.buckets,
             traffic.slowest,
@@ -65,7 +70,7 @@ fn short_connections_are_exact(g: Gunicorn) {
 }
 
 /// gunicorn 27 sync, 2 workers: 3000 one-request connections from 6 client
-/// threads; exact counts and bytes, no duration beyond the slowest logged.
+/// threads; exact counts and bytes, no duration beyond the slowest exchange.
 #[test]
 fn sync_27_short_connections() {
     short_connections_are_exact(Gunicorn::builder(Version::V27, "sync").workers(2).start());

@@ -1,8 +1,11 @@
 //! `cargo xtask test [-- ARGS]`: setup, build, then the test steps, stopping at
-//! the first failure. Ends with the plain line `N passed, M failed` (N and M
-//! count steps), which CI reads.
+//! the first failed step. Ends with the plain line `N passed, M failed`, the
+//! tests counted over every step's `test result:` lines, which CI reads.
 
-use std::process::Command;
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
 
 use anyhow::Result;
 use clap::Args;
@@ -57,27 +60,82 @@ pub fn run(opts: Options) -> Result<()> {
         .env("TEST_APPS_DIR", test_apps_dir());
     steps.push(("integration tests", cmd));
 
-    let (mut passed, mut failed) = (0, 0);
+    let mut tally = Tally::default();
     let mut failure = None;
     for (name, mut cmd) in steps {
         cmd.current_dir(&root);
         println!("test: {name}: {}", util::describe(&cmd));
-        match util::run(&mut cmd) {
-            Ok(()) => passed += 1,
-            Err(e) => {
-                failed += 1;
-                failure = Some(format!("{name}: {e:#}"));
-                break;
-            }
+        if let Err(e) = run_counting(&mut cmd, &mut tally) {
+            failure = Some(format!("{name}: {e:#}"));
+            break;
         }
+    }
+    if tally.passed == 0 && failure.is_none() {
+        failure = Some("no test ran".to_string());
     }
     if let Some(f) = &failure {
         eprintln!("xtask: error: {f}");
     }
-    // Last line of the output, for CI.
-    println!("{passed} passed, {failed} failed");
+    // Last line of the output, for CI: a failed step counts at least once
+    // even when it failed before any test ran (a build error).
+    let failed = tally.failed.max(failure.is_some() as u64);
+    println!("{} passed, {failed} failed", tally.passed);
     if failure.is_some() {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Tests counted from cargo's `test result: ok. N passed; M failed; ...` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cmd`, echoing its stdout while counting its test results.
+fn run_counting(cmd: &mut Command, tally: &mut Tally) -> Result<()> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            tally.add_line(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        anyhow::bail!("command failed ({status}): `{}`", util::describe(cmd));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_cargo_test_results() {
+        let mut t = Tally::default();
+        t.add_line("test result: ok. 35 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.05s");
+        t.add_line("test result: FAILED. 6 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 15.81s");
+        t.add_line("running 3 tests");
+        assert_eq!(t, Tally { passed: 41, failed: 2 });
+    }
 }
