@@ -31,6 +31,8 @@ pub mod map {
     pub const HANDSHAKES: &str = "HANDSHAKES";
     /// [`super::Queue`], per CPU: time from handshake to accept.
     pub const QUEUE: &str = "QUEUE";
+    /// Connections the workers accepted, per CPU (one slot).
+    pub const ACCEPTED: &str = "ACCEPTED";
 }
 
 /// Roles in [`Proc::role`].

@@ -34,6 +34,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 pub static HEARTBEAT: HashMap<u32, Heartbeat> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static EXC_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static ACCEPTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn pid_tgid() -> (u32, u32) {

@@ -20,7 +20,8 @@ use exporter_ebpf::{
 };
 
 use crate::maps::{
-    count_error, emit, is_worker, now, pid_tgid, record, tracked, CONNS, EVENTS, EXC_PENDING, HEARTBEAT, STASH,
+    count_error, emit, is_worker, now, pid_tgid, record, tracked, ACCEPTED, CONNS, EVENTS, EXC_PENDING, HEARTBEAT,
+    STASH,
 };
 
 #[inline(always)]
@@ -65,6 +66,10 @@ fn on_accept(ctx: &TracePointContext) {
     let fd = ret(ctx);
     if fd < 0 {
         return;
+    }
+    if let Some(accepted) = ACCEPTED.get_ptr_mut(0) {
+        // SAFETY: our CPU's slot.
+        unsafe { *accepted += 1 };
     }
     crate::queue::accepted(&stash);
     let key = ConnKey { tgid, fd: fd as u32 };

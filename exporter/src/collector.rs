@@ -39,7 +39,7 @@ pub struct Exporter {
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [(&str, &str, &[&str]); 20] = [
+const FAMILIES: [(&str, &str, &[&str]); 22] = [
     (x::REQUESTS, "Completed HTTP responses, by method and status code.", &["worker_id", "pid", "method", "status"]),
     (x::DURATION, "Request duration: from the first read of the request to the last write of its response.", &["worker_id", "pid", "method", "status_class"]),
     (x::REQUEST_SIZE, "Bytes read from the client per request (request line, headers, body).", &["worker_id", "pid", "method"]),
@@ -48,6 +48,8 @@ const FAMILIES: [(&str, &str, &[&str]); 20] = [
     (x::WORKER_STATE, "1 for the worker's current state: running, quitting (SIGQUIT/SIGINT/SIGTERM received) or aborting (SIGABRT from the master received).", &["worker_id", "pid", "state"]),
     (x::BUSY, "Requests in flight in the worker now: read, response not yet complete (at most 1 for sync workers, up to --threads for gthread).", &["worker_id", "pid"]),
     (x::QUEUE, "Time from a client's TCP handshake completing to a worker accepting the connection: the wait in the listen queue (TCP listeners only).", &[]),
+    (x::CONNECTIONS, "Client connections the workers accepted since the exporter attached.", &[]),
+    (x::CONNECTIONS_OPEN, "Client connections the workers hold open now (accepted, or seen carrying a request, and not closed).", &[]),
     (x::WORKERS_BUSY, "Workers with at least one request in flight now.", &[]),
     (x::BUSY_SECONDS, "Request-seconds spent in flight in the worker (the sum of its requests' durations, in-flight ones included): rate() is its utilisation (divide by --threads for gthread).", &["worker_id", "pid"]),
     (x::HEARTBEAT_AGE, "Seconds since the worker last touched its heartbeat file; gunicorn aborts it when this passes --timeout.", &["worker_id", "pid"]),
@@ -225,6 +227,12 @@ impl Collector for Exporter {
             self.collect_errors.fetch_add(1, Ordering::Relaxed);
             Default::default()
         });
+        let accepted = state.kernel.accepted().unwrap_or_else(|e| {
+            log::warn!("reading the accept counter failed: {e}");
+            self.collect_errors.fetch_add(1, Ordering::Relaxed);
+            0
+        });
+        let open = state.kernel.open_connections();
         let queue_row = HistogramRow {
             labels: vec![],
             bounds: &duration_secs,
@@ -242,6 +250,8 @@ impl Collector for Exporter {
             x::gauge(x::HEARTBEAT_AGE, Self::help(x::HEARTBEAT_AGE), heartbeat_age),
             x::gauge(x::BUSY, Self::help(x::BUSY), busy_now),
             x::histogram(x::QUEUE, Self::help(x::QUEUE), [queue_row]),
+            x::counter(x::CONNECTIONS, Self::help(x::CONNECTIONS), [(vec![], accepted as f64)]),
+            x::gauge(x::CONNECTIONS_OPEN, Self::help(x::CONNECTIONS_OPEN), [(vec![], open as f64)]),
             x::gauge(x::WORKERS_BUSY, Self::help(x::WORKERS_BUSY), [(vec![], workers_busy as f64)]),
             x::counter(x::BUSY_SECONDS, Self::help(x::BUSY_SECONDS), busy_seconds),
             x::gauge(x::WORKERS, Self::help(x::WORKERS), [(vec![], alive.len() as f64)]),

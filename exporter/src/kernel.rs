@@ -100,6 +100,7 @@ pub struct Kernel {
     heartbeats: HashMap<MapData, u32, Heartbeat>,
     listen_ports: HashMap<MapData, u16, u8>,
     queue: PerCpuArray<MapData, Queue>,
+    accepted: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     attached: Vec<&'static str>,
     /// Owns the programs and their links: dropping it detaches everything.
@@ -130,6 +131,7 @@ impl Kernel {
             heartbeats: take(&mut ebpf, map::HEARTBEAT)?,
             listen_ports: take(&mut ebpf, map::LISTEN_PORTS)?,
             queue: take(&mut ebpf, map::QUEUE)?,
+            accepted: take(&mut ebpf, map::ACCEPTED)?,
             events: Some(take(&mut ebpf, map::EVENTS)?),
             attached: Vec::new(),
             _ebpf: ebpf,
@@ -226,6 +228,16 @@ impl Kernel {
                 log::warn!("cannot time the accept queue of port {port}: {e}");
             }
         }
+    }
+
+    /// Connections accepted by workers since attach.
+    pub fn accepted(&self) -> Result<u64, MapError> {
+        Ok(self.accepted.get(&0, 0)?.iter().sum())
+    }
+
+    /// Client connections the workers hold open (every tracked one).
+    pub fn open_connections(&self) -> usize {
+        self.conns.keys().filter(Result::is_ok).count()
     }
 
     /// The accept-queue wait histogram, summed over CPUs.

@@ -476,6 +476,14 @@ fn one_sync_worker_saturates_and_connections_queue() {
         fail_story(&g, &e, &m)
     );
     check::assert_requests_match(&g, &e, &m, &records);
+    let accepted = m.sum_all("gunicorn_connections_total") - m0.sum_all("gunicorn_connections_total");
+    assert_eq!(
+        (accepted, m.sum_all("gunicorn_connections_open")),
+        (connections, 0.0),
+        "gunicorn_connections_total rose by one per connection the clients made, and none is \
+         left open after the load\n{}",
+        fail_story(&g, &e, &m)
+    );
 
     let logged: f64 = records.iter().map(|r| r.micros as f64 / 1e6).sum();
     let total_busy = of_pid(&m, BUSY_SECONDS, worker).unwrap_or(f64::NAN)
@@ -932,6 +940,12 @@ fn gthread_keep_alive_requests_are_counted_while_the_connection_is_open() {
             (of_pid(&m, BUSY, worker), workers_busy(&m)),
             (Some(0.0), 0.0),
             "an idle keep-alive connection holds no request in flight\n{}",
+            fail_story(g, e, &m)
+        );
+        assert_eq!(
+            (m.sum_all("gunicorn_connections_open"), m.sum_all("gunicorn_connections_total")),
+            (1.0, 1.0),
+            "the one keep-alive connection is accepted once and open\n{}",
             fail_story(g, e, &m)
         );
         m
