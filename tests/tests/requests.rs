@@ -229,3 +229,19 @@ fn without_exception_classes_5xx_are_http_5xx() {
     let (m, records) = mix_checks(&g, &e);
     check::assert_5xx_match(&g, &e, &m, &records);
 }
+
+/// With `--io-syscalls all` (read/write/readv/writev/recvmsg/sendmsg traced
+/// too, beside what gunicorn uses), gthread workers, whose wake-up pipe and
+/// log files see read/write, are still counted exactly: no request twice,
+/// none lost, bytes and failures exact.
+#[test]
+fn all_io_syscalls_still_count_exactly() {
+    let g = Gunicorn::builder(Version::V27, "gthread").workers(2).threads(4).start();
+    let e = Exporter::builder()
+        .pid(g.master_pid())
+        .arg("--io-syscalls")
+        .arg("all")
+        .start();
+    let (m, records) = mix_checks(&g, &e);
+    check::assert_failures_match(&g, &e, &m, &records);
+}
