@@ -282,12 +282,15 @@ pub fn sys_enter_epoll_ctl(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// close(2) runs on every process of the host: one lookup turns the
+/// untracked ones away.
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
+    let Some(proc_) = tracked(tgid) else { return 0 };
     let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
     let Some(conn) = CONNS.get_ptr(&key) else {
-        heartbeat_closed(tgid, key.fd);
+        heartbeat_closed(tgid, key.fd, proc_.master);
         return 0;
     };
     // SAFETY: as in on_read_exit.
@@ -300,13 +303,11 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 
 /// A worker closing its heartbeat file is about to run worker_exit.
 #[inline(always)]
-fn heartbeat_closed(tgid: u32, fd: u32) {
+fn heartbeat_closed(tgid: u32, fd: u32, master: u32) {
     // SAFETY: plain data.
     let Some(beat) = HEARTBEAT.get_ptr(&tgid).map(|b| unsafe { *b }) else { return };
     if beat.fd == fd {
-        if let Some(p) = tracked(tgid) {
-            emit(event::WORKER_EXITING, tgid, p.master, 0, 0);
-        }
+        emit(event::WORKER_EXITING, tgid, master, 0, 0);
     }
 }
 
