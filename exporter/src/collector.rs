@@ -134,7 +134,7 @@ impl Collector for Exporter {
         }
         for (k, a) in &series {
             let kind = match (k.status, k.cause) {
-                // Counted by exception class below.
+                // Counted by exception class, above.
                 (_, cause::APP_EXCEPTION) => continue,
                 (_, cause::WORKER_TIMEOUT) => "worker_timeout",
                 (_, cause::WORKER_CRASH) => "worker_crash",
