@@ -129,8 +129,11 @@ fn nightly() -> Result<()> {
     util::run(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
+/// One file of each LLVM package bpf-linker builds against.
+const LLVM_FILES: &[&str] = &["bin/llvm-config", "lib/libLLVM.so", "lib/libPolly.a", "include/clang"];
+
 fn llvm(apt: &mut Apt) -> Result<()> {
-    if Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {
+    if LLVM_FILES.iter().all(|f| Path::new(LLVM_PREFIX).join(f).exists()) {
         println!("setup: LLVM 22 ({LLVM_PREFIX}): present");
         return Ok(());
     }
