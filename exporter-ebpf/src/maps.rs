@@ -1,10 +1,12 @@
 //! The maps, and the few operations every program shares.
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::TracePointContext,
 };
 use exporter_ebpf::{
     abi::{cause, error, flag, role, Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, Stash},
@@ -36,6 +38,17 @@ pub static HEARTBEAT: HashMap<u32, Heartbeat> = HashMap::with_max_entries(4096, 
 pub static EXC_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static ACCEPTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A tracepoint field, loaded straight from the context: tracepoint programs
+/// may read their record at offsets aligned to the load size, which saves a
+/// bpf_probe_read helper call per field.
+#[inline(always)]
+pub fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: offsets come from the tracepoint formats (userspace checks them
+    // against the running kernel before loading) and are aligned to their
+    // field; the verifier rejects any access outside the record.
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
+}
 
 #[inline(always)]
 pub fn pid_tgid() -> (u32, u32) {
@@ -92,6 +105,21 @@ pub fn record(tgid: u32, done: &Finished) {
     };
     // SAFETY: our CPU's copy of the value; CONFIG is written once before attach.
     unsafe { (*aggregate).record(done, &(*config).duration_bounds_ns) };
+}
+
+/// Stores this thread's syscall arguments: in place when it has an entry (no
+/// element allocated per syscall), inserted the first time.
+#[inline(always)]
+pub fn put_stash(tid: u32, stash: Stash) {
+    match STASH.get_ptr_mut(&tid) {
+        // SAFETY: this thread's own entry; only its exit (sched_process_exit) removes it.
+        Some(slot) => unsafe { *slot = stash },
+        None => {
+            if STASH.insert(&tid, &stash, 0).is_err() {
+                count_error(error::STASH_FULL);
+            }
+        }
+    }
 }
 
 /// Sends a lifecycle event to userspace (see `abi::event` for the fields).

@@ -20,20 +20,18 @@ use exporter_ebpf::{
 };
 
 use crate::maps::{
-    count_error, emit, is_worker, now, pid_tgid, record, tracked, ACCEPTED, CONNS, EVENTS, EXC_PENDING, HEARTBEAT,
+    count_error, field, put_stash, emit, is_worker, now, pid_tgid, record, tracked, ACCEPTED, CONNS, EVENTS, EXC_PENDING, HEARTBEAT,
     STASH,
 };
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
-    // SAFETY: offsets from the syscall tracepoint layout, checked by userspace at load.
-    unsafe { ctx.read_at::<u64>(offset).unwrap_or(0) }
+    field::<u64>(ctx, offset)
 }
 
 #[inline(always)]
 fn ret(ctx: &TracePointContext) -> i64 {
-    // SAFETY: as above.
-    unsafe { ctx.read_at::<i64>(RET).unwrap_or(-1) }
+    field::<i64>(ctx, RET)
 }
 
 // ---- accept: a new connection starts clean --------------------------------
@@ -93,10 +91,7 @@ fn stash(ctx: &TracePointContext, kind: u32) -> u32 {
     if !is_worker(tgid) {
         return 0;
     }
-    let stash = Stash { buf: arg(ctx, ARG1), fd: arg(ctx, ARG0) as u32, kind };
-    if STASH.insert(&tid, &stash, 0).is_err() {
-        count_error(error::STASH_FULL);
-    }
+    put_stash(tid, Stash { buf: arg(ctx, ARG1), fd: arg(ctx, ARG0) as u32, kind });
     0
 }
 

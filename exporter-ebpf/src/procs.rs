@@ -8,7 +8,7 @@ use exporter_ebpf::{
     tracepoint::{ARG0, ARG1, CLONE_THREAD, EXIT_GROUP_DEAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID, RET},
 };
 
-use crate::maps::{count_error, emit, now, pid_tgid, tracked, HEARTBEAT, STASH, TRACKED};
+use crate::maps::{field, put_stash, count_error, emit, now, pid_tgid, tracked, HEARTBEAT, STASH, TRACKED};
 
 #[inline(always)]
 fn is_master(tgid: u32) -> bool {
@@ -23,10 +23,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     if !is_master(parent) {
         return 0;
     }
-    // SAFETY: offsets from the tracepoint's format, checked by userspace at load.
-    let (flags, child) = unsafe {
-        (ctx.read_at::<u64>(NEWTASK_CLONE_FLAGS).unwrap_or(CLONE_THREAD), ctx.read_at::<i32>(NEWTASK_PID).unwrap_or(0))
-    };
+    let (flags, child) = (field::<u64>(&ctx, NEWTASK_CLONE_FLAGS), field::<i32>(&ctx, NEWTASK_PID));
     if flags & CLONE_THREAD != 0 || child <= 0 {
         return 0;
     }
@@ -60,7 +57,7 @@ pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
     if let Some(p) = TRACKED.get_ptr_mut(&tgid) {
         // SAFETY: offset from the syscall layout; a map value of this type.
         unsafe {
-            (*p).exit_code = ctx.read_at::<u64>(ARG0).unwrap_or(0) as i32;
+            (*p).exit_code = field::<u64>(&ctx, ARG0) as i32;
             (*p).flags |= flag::EXITED;
         }
     }
@@ -73,8 +70,7 @@ pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let (tid, tgid) = pid_tgid();
     let _ = STASH.remove(&tid);
-    // SAFETY: as above.
-    let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD).unwrap_or(0) };
+    let group_dead = field::<u8>(&ctx, EXIT_GROUP_DEAD);
     if group_dead == 0 {
         return 0;
     }
@@ -93,11 +89,8 @@ pub fn sys_enter_wait4(ctx: TracePointContext) -> u32 {
     if !is_master(tgid) {
         return 0;
     }
-    // SAFETY: as above.
-    let status = unsafe { ctx.read_at::<u64>(ARG1).unwrap_or(0) };
-    if STASH.insert(&tid, &Stash { buf: status, fd: 0, kind: io::WAIT }, 0).is_err() {
-        count_error(error::STASH_FULL);
-    }
+    let status = field::<u64>(&ctx, ARG1);
+    put_stash(tid, Stash { buf: status, fd: 0, kind: io::WAIT });
     0
 }
 
@@ -109,8 +102,7 @@ pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
     if stash.kind != io::WAIT {
         return 0;
     }
-    // SAFETY: as above.
-    let child = unsafe { ctx.read_at::<i64>(RET).unwrap_or(-1) };
+    let child = field::<i64>(&ctx, RET);
     if child <= 0 {
         return 0;
     }
@@ -139,8 +131,7 @@ pub fn sys_enter_listen(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
-    // SAFETY: as above.
-    let path = unsafe { ctx.read_at::<u64>(ARG1).unwrap_or(1) };
+    let path = field::<u64>(&ctx, ARG1);
     if path != 0 {
         return 0;
     }
@@ -148,22 +139,23 @@ pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
     if p.role != role::WORKER {
         return 0;
     }
-    let first = HEARTBEAT.get_ptr(&tgid).is_none();
-    // SAFETY: as above.
-    let fd = unsafe { ctx.read_at::<u64>(ARG0).unwrap_or(u64::MAX) } as u32;
-    if HEARTBEAT.insert(&tgid, &Heartbeat { ts_ns: now(), fd, _pad: 0 }, 0).is_err() {
-        count_error(error::TRACKED_FULL);
-    }
-    if first {
-        emit(event::BOOTED, tgid, p.master, 0, 0);
+    let beat = Heartbeat { ts_ns: now(), fd: field::<u64>(&ctx, ARG0) as u32, _pad: 0 };
+    match HEARTBEAT.get_ptr_mut(&tgid) {
+        // SAFETY: this worker's entry; removed only when it exits.
+        Some(slot) => unsafe { *slot = beat },
+        None => {
+            if HEARTBEAT.insert(&tgid, &beat, 0).is_err() {
+                count_error(error::TRACKED_FULL);
+            }
+            emit(event::BOOTED, tgid, p.master, 0, 0);
+        }
     }
     0
 }
 
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
-    // SAFETY: as above.
-    let pid = unsafe { ctx.read_at::<i32>(OOM_PID).unwrap_or(0) } as u32;
+    let pid = field::<i32>(&ctx, OOM_PID) as u32;
     if let Some(p) = tracked(pid) {
         emit(event::OOM, pid, p.master, 0, 0);
     }

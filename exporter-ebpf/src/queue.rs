@@ -16,7 +16,7 @@ use exporter_ebpf::{
     },
 };
 
-use crate::maps::{now, CONFIG};
+use crate::maps::{field, now, CONFIG};
 
 /// Written by userspace: the TCP ports the masters listen on.
 #[map]
@@ -31,12 +31,8 @@ pub static QUEUE: PerCpuArray<Queue> = PerCpuArray::with_max_entries(1, 0);
 /// connection is in the accept queue now. Runs in softirq; `sport` is ours.
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    // SAFETY: offsets from the tracepoint's format, checked by userspace at load.
-    let read16 = |offset| unsafe { ctx.read_at::<u16>(offset).unwrap_or(0) };
-    // SAFETY: as above.
-    let (old, new) = unsafe {
-        (ctx.read_at::<i32>(SOCK_OLDSTATE).unwrap_or(0), ctx.read_at::<i32>(SOCK_NEWSTATE).unwrap_or(0))
-    };
+    let read16 = |offset| field::<u16>(&ctx, offset);
+    let (old, new) = (field::<i32>(&ctx, SOCK_OLDSTATE), field::<i32>(&ctx, SOCK_NEWSTATE));
     if old != TCP_SYN_RECV || new != TCP_ESTABLISHED || read16(SOCK_PROTOCOL) != IPPROTO_TCP {
         return 0;
     }
@@ -45,14 +41,13 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
     let family = read16(SOCK_FAMILY);
     let mut peer = Peer { family, port: read16(SOCK_DPORT), addr: [0; 16] };
-    // SAFETY: as above.
-    unsafe {
-        if family == AF_INET {
-            let v4 = ctx.read_at::<[u8; 4]>(SOCK_DADDR).unwrap_or([0; 4]);
-            peer.addr[..4].copy_from_slice(&v4);
-        } else {
-            peer.addr = ctx.read_at::<[u8; 16]>(SOCK_DADDR_V6).unwrap_or([0; 16]);
-        }
+    // Whole-word loads: the verifier only allows ctx reads at a constant
+    // offset from the unmodified context pointer (no byte-copy loop).
+    if family == AF_INET {
+        peer.addr[..4].copy_from_slice(&field::<u32>(&ctx, SOCK_DADDR).to_ne_bytes());
+    } else {
+        peer.addr[..8].copy_from_slice(&field::<u64>(&ctx, SOCK_DADDR_V6).to_ne_bytes());
+        peer.addr[8..].copy_from_slice(&field::<u64>(&ctx, SOCK_DADDR_V6 + 8).to_ne_bytes());
     }
     let _ = HANDSHAKES.insert(&peer, &now(), 0);
     0

@@ -7,7 +7,7 @@ use exporter_ebpf::{
     tracepoint::{DELIVER_SA_HANDLER, DELIVER_SIG, GENERATE_CODE, GENERATE_PID, GENERATE_SIG},
 };
 
-use crate::maps::{emit, pid_tgid, set_flags, tracked};
+use crate::maps::{field, emit, pid_tgid, set_flags, tracked};
 
 const SIGABRT: i32 = 6;
 /// `sa_handler` values that are not a handler: SIG_DFL, SIG_IGN.
@@ -17,14 +17,11 @@ const SIG_IGN: u64 = 1;
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
     let (_, sender) = pid_tgid();
-    // SAFETY: offsets from the tracepoint's format, checked by userspace at load.
-    let (sig, code, target) = unsafe {
-        (
-            ctx.read_at::<i32>(GENERATE_SIG).unwrap_or(0),
-            ctx.read_at::<i32>(GENERATE_CODE).unwrap_or(0),
-            ctx.read_at::<i32>(GENERATE_PID).unwrap_or(0) as u32,
-        )
-    };
+    let (sig, code, target) = (
+            field::<i32>(&ctx, GENERATE_SIG),
+            field::<i32>(&ctx, GENERATE_CODE),
+            field::<i32>(&ctx, GENERATE_PID) as u32,
+        );
     let to = tracked(target);
     if to.is_none() && tracked(sender).is_none() {
         return 0;
@@ -46,10 +43,7 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     if tracked(tgid).is_none() {
         return 0;
     }
-    // SAFETY: as above.
-    let (sig, handler) = unsafe {
-        (ctx.read_at::<i32>(DELIVER_SIG).unwrap_or(0), ctx.read_at::<u64>(DELIVER_SA_HANDLER).unwrap_or(0))
-    };
+    let (sig, handler) = (field::<i32>(&ctx, DELIVER_SIG), field::<u64>(&ctx, DELIVER_SA_HANDLER));
     emit(event::DELIVER, tgid, tgid, sig, (handler > SIG_IGN) as i32);
     0
 }
