@@ -62,9 +62,10 @@ pub fn accepted(stash: &Stash) {
     // SAFETY: the user's sockaddr buffer, just filled by accept; faults safely.
     let Ok(sockaddr) = (unsafe { bpf_probe_read_user(stash.buf as *const [u8; 24]) }) else { return };
     let Some(peer) = Peer::from_sockaddr(&sockaddr) else { return };
-    // SAFETY: a u64 map value.
+    // SAFETY: a u64 map value. Not removed: the next handshake from this
+    // peer overwrites it before its accept, and the LRU ages it out (a
+    // delete would cost more than the whole lookup).
     let Some(started) = HANDSHAKES.get_ptr(&peer).map(|t| unsafe { *t }) else { return };
-    let _ = HANDSHAKES.remove(&peer);
     let (Some(config), Some(queue)) = (CONFIG.get_ptr(0), QUEUE.get_ptr_mut(0)) else { return };
     // SAFETY: our CPU's slot; CONFIG is written once before attach.
     unsafe { (*queue).record(now().saturating_sub(started), &(*config).duration_bounds_ns) };
