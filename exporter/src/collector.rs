@@ -92,39 +92,47 @@ fn merged<K: Ord>(rows: impl Iterator<Item = (K, Aggregate)>) -> BTreeMap<K, Agg
     out
 }
 
-impl Collector for Exporter {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
+/// `worker_id` and `pid` of a worker's series.
+fn worker(state: &State, pid: u32) -> Labels {
+    let id = state.workers.get(pid).map_or_else(|| "worker_unknown".to_string(), |w| w.id());
+    vec![("worker_id", id), ("pid", pid.to_string())]
+}
+
+fn with(mut labels: Labels, more: &[(&'static str, String)]) -> Labels {
+    labels.extend_from_slice(more);
+    labels
+}
+
+/// The duration histogram's finite bounds in seconds and its used slots.
+struct DurationBuckets {
+    seconds: Vec<f64>,
+    slots: usize,
+}
+
+impl DurationBuckets {
+    fn of(state: &State) -> DurationBuckets {
+        let bounds = state.duration_bounds_ns();
+        let slots = used_slots(bounds);
+        DurationBuckets { seconds: bounds[..slots - 1].iter().map(|&ns| ns as f64 / 1e9).collect(), slots }
+    }
+}
+
+impl Exporter {
+    /// Logs and counts a failed map read; the scrape goes on with `fallback`.
+    fn or_count<T>(&self, what: &str, read: Result<T, aya::maps::MapError>, fallback: T) -> T {
+        read.unwrap_or_else(|e| {
+            log::warn!("reading {what} failed: {e}");
+            self.collect_errors.fetch_add(1, Ordering::Relaxed);
+            fallback
+        })
     }
 
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.refresh();
-        let series: BTreeMap<MetricKey, Aggregate> = state.series().unwrap_or_else(|e| {
-            log::warn!("reading the metrics map failed: {e}");
-            self.collect_errors.fetch_add(1, Ordering::Relaxed);
-            BTreeMap::new()
-        });
-        let kernel_errors = state.kernel.read_errors().unwrap_or_else(|e| {
-            log::warn!("reading the error counters failed: {e}");
-            self.collect_errors.fetch_add(1, Ordering::Relaxed);
-            [0; error::COUNT as usize]
-        });
-        for key in series.keys() {
-            state.ensure_worker(key.tgid);
-        }
-        let worker = |pid: u32| -> Labels {
-            let id = state.workers.get(pid).map_or_else(|| "worker_unknown".to_string(), |w| w.id());
-            vec![("worker_id", id), ("pid", pid.to_string())]
-        };
-        let with = |mut labels: Labels, more: &[(&'static str, String)]| {
-            labels.extend_from_slice(more);
-            labels
-        };
-
+    /// Requests, failures, durations and sizes, per worker.
+    fn request_families(&self, state: &State, series: &BTreeMap<MetricKey, Aggregate>, buckets: &DurationBuckets) -> Vec<MetricFamily> {
         let answered = || series.iter().filter(|(k, _)| k.status != ABORTED);
         let requests = answered().map(|(k, a)| {
-            let labels = with(worker(k.tgid), &[("method", method::name(k.method).into()), ("status", k.status.to_string())]);
+            let labels =
+                with(worker(state, k.tgid), &[("method", method::name(k.method).into()), ("status", k.status.to_string())]);
             (labels, a.count as f64)
         });
 
@@ -132,7 +140,7 @@ impl Collector for Exporter {
         for ((pid, m, class), n) in state.exceptions.counts() {
             *failed.entry((*pid, *m, class.as_str())).or_default() += n;
         }
-        for (k, a) in &series {
+        for (k, a) in series {
             let kind = match (k.status, k.cause) {
                 // Counted by exception class, above.
                 (_, cause::APP_EXCEPTION) => continue,
@@ -146,46 +154,49 @@ impl Collector for Exporter {
             *failed.entry((k.tgid, k.method, kind)).or_default() += a.count;
         }
         let failed = failed.into_iter().map(|((pid, m, kind), n)| {
-            (with(worker(pid), &[("method", method::name(m).into()), ("error_type", kind.into())]), n as f64)
+            (with(worker(state, pid), &[("method", method::name(m).into()), ("error_type", kind.into())]), n as f64)
         });
 
-        let duration_bounds = state.duration_bounds_ns();
-        let duration_slots = used_slots(duration_bounds);
-        let duration_secs: Vec<f64> = duration_bounds[..duration_slots - 1].iter().map(|&ns| ns as f64 / 1e9).collect();
         let by_class = merged(answered().map(|(k, a)| ((k.tgid, k.method, class(k.status)), *a)));
-        let durations: Vec<HistogramRow> = by_class
-            .iter()
-            .map(|((pid, m, c), a)| HistogramRow {
-                labels: with(worker(*pid), &[("method", method::name(*m).into()), ("status_class", c.clone())]),
-                bounds: &duration_secs,
-                counts: &a.duration[..duration_slots],
-                sum: a.duration_sum_ns as f64 / 1e9,
-            })
-            .collect();
+        let durations = by_class.iter().map(|((pid, m, c), a)| HistogramRow {
+            labels: with(worker(state, *pid), &[("method", method::name(*m).into()), ("status_class", c.clone())]),
+            bounds: &buckets.seconds,
+            counts: &a.duration[..buckets.slots],
+            sum: a.duration_sum_ns as f64 / 1e9,
+        });
 
         let size_slots = used_slots(&SIZE_BOUNDS);
         let size_bounds: Vec<f64> = SIZE_BOUNDS[..size_slots - 1].iter().map(|&b| b as f64).collect();
         let by_method = merged(series.iter().map(|(k, a)| ((k.tgid, k.method), *a)));
-        let sizes = |response: bool| -> Vec<HistogramRow> {
-            by_method
-                .iter()
-                .map(|((pid, m), a)| HistogramRow {
-                    labels: with(worker(*pid), &[("method", method::name(*m).into())]),
-                    bounds: &size_bounds,
-                    counts: if response { &a.resp_size[..size_slots] } else { &a.req_size[..size_slots] },
-                    sum: if response { a.resp_bytes_sum } else { a.req_bytes_sum } as f64,
-                })
-                .collect()
+        let size_bounds = &size_bounds;
+        let sizes = |response: bool| {
+            by_method.iter().map(move |((pid, m), a)| HistogramRow {
+                labels: with(worker(state, *pid), &[("method", method::name(*m).into())]),
+                bounds: size_bounds,
+                counts: if response { &a.resp_size[..size_slots] } else { &a.req_size[..size_slots] },
+                sum: if response { a.resp_bytes_sum } else { a.req_bytes_sum } as f64,
+            })
         };
 
+        vec![
+            x::counter(x::REQUESTS, Self::help(x::REQUESTS), requests),
+            x::histogram(x::DURATION, Self::help(x::DURATION), durations),
+            x::histogram(x::REQUEST_SIZE, Self::help(x::REQUEST_SIZE), sizes(false)),
+            x::histogram(x::RESPONSE_SIZE, Self::help(x::RESPONSE_SIZE), sizes(true)),
+            x::counter(x::FAILED, Self::help(x::FAILED), failed),
+        ]
+    }
+
+    /// State, saturation and heartbeat of the live workers.
+    fn worker_families(&self, state: &State, series: &BTreeMap<MetricKey, Aggregate>) -> Vec<MetricFamily> {
         let alive: Vec<(u32, WorkerState)> = state.workers.alive().map(|w| (w.pid, w.state)).collect();
         let states = alive.iter().flat_map(|&(pid, current)| {
-            WorkerState::ALL.map(|s| (with(worker(pid), &[("state", s.name().into())]), (s == current) as u8 as f64))
+            WorkerState::ALL.map(|s| (with(worker(state, pid), &[("state", s.name().into())]), (s == current) as u8 as f64))
         });
         let now_ns = crate::procs::monotonic_ns();
         // Busy: in-flight requests now, and request-seconds including their elapsed part.
         let mut busy: BTreeMap<u32, (u64, u64)> = alive.iter().map(|(pid, _)| (*pid, (0, 0))).collect();
-        for (k, a) in &series {
+        for (k, a) in series {
             if let Some(b) = busy.get_mut(&k.tgid) {
                 b.1 += a.duration_sum_ns;
             }
@@ -197,7 +208,6 @@ impl Collector for Exporter {
                 b.1 += end.saturating_sub(conn.start_ns);
             }
         }
-        let workers_busy = busy.values().filter(|b| b.0 > 0).count();
         {
             let mut reported = self.busy_reported.lock().unwrap_or_else(|p| p.into_inner());
             reported.retain(|pid, _| busy.contains_key(pid));
@@ -207,59 +217,67 @@ impl Collector for Exporter {
                 b.1 = *last;
             }
         }
-        let busy_now = busy.iter().map(|(pid, b)| (worker(*pid), b.0 as f64));
-        let busy_seconds = busy.iter().map(|(pid, b)| (worker(*pid), b.1 as f64 / 1e9));
-        let heartbeats = state.kernel.heartbeats();
-        let heartbeat_age = heartbeats
-            .iter()
-            .filter(|(pid, _)| alive.iter().any(|(p, _)| p == pid))
-            .map(|&(pid, at)| (worker(pid), now_ns.saturating_sub(at) as f64 / 1e9));
-        let hooks = Hook::ALL.map(|h| (vec![("hook", h.name().to_string())], *state.counts.hooks.get(&h).unwrap_or(&0) as f64));
-        let restarts = Reason::ALL.map(|r| (vec![("reason", r.name().to_string())], *state.counts.restarts.get(&r).unwrap_or(&0) as f64));
-        let signals = state.counts.master_signals.iter().map(|(s, n)| (vec![("signal", s.clone())], *n as f64));
-        let actions = state
-            .action_counts()
+        let workers_busy = busy.values().filter(|b| b.0 > 0).count();
+        let busy_now = busy.iter().map(|(pid, b)| (worker(state, *pid), b.0 as f64));
+        let busy_seconds = busy.iter().map(|(pid, b)| (worker(state, *pid), b.1 as f64 / 1e9));
+        let heartbeat_age = state
+            .kernel
+            .heartbeats()
             .into_iter()
-            .map(|((hook, result), n)| (vec![("hook", hook.name().to_string()), ("result", result.to_string())], n as f64));
+            .filter(|(pid, _)| alive.iter().any(|(p, _)| p == pid))
+            .map(|(pid, at)| (worker(state, pid), now_ns.saturating_sub(at) as f64 / 1e9));
 
-        let queue = state.kernel.read_queue().unwrap_or_else(|e| {
-            log::warn!("reading the queue histogram failed: {e}");
-            self.collect_errors.fetch_add(1, Ordering::Relaxed);
-            Default::default()
-        });
-        let accepted = state.kernel.accepted().unwrap_or_else(|e| {
-            log::warn!("reading the accept counter failed: {e}");
-            self.collect_errors.fetch_add(1, Ordering::Relaxed);
-            0
-        });
-        let open = state.kernel.open_connections();
-        let queue_row = HistogramRow {
-            labels: vec![],
-            bounds: &duration_secs,
-            counts: &queue.buckets[..duration_slots],
-            sum: queue.sum_ns as f64 / 1e9,
-        };
-
-        let families = vec![
-            x::counter(x::REQUESTS, Self::help(x::REQUESTS), requests),
-            x::histogram(x::DURATION, Self::help(x::DURATION), durations),
-            x::histogram(x::REQUEST_SIZE, Self::help(x::REQUEST_SIZE), sizes(false)),
-            x::histogram(x::RESPONSE_SIZE, Self::help(x::RESPONSE_SIZE), sizes(true)),
-            x::counter(x::FAILED, Self::help(x::FAILED), failed),
+        vec![
             x::gauge(x::WORKER_STATE, Self::help(x::WORKER_STATE), states),
             x::gauge(x::HEARTBEAT_AGE, Self::help(x::HEARTBEAT_AGE), heartbeat_age),
             x::gauge(x::BUSY, Self::help(x::BUSY), busy_now),
-            x::histogram(x::QUEUE, Self::help(x::QUEUE), [queue_row]),
-            x::counter(x::CONNECTIONS, Self::help(x::CONNECTIONS), [(vec![], accepted as f64)]),
-            x::gauge(x::CONNECTIONS_OPEN, Self::help(x::CONNECTIONS_OPEN), [(vec![], open as f64)]),
             x::gauge(x::WORKERS_BUSY, Self::help(x::WORKERS_BUSY), [(vec![], workers_busy as f64)]),
             x::counter(x::BUSY_SECONDS, Self::help(x::BUSY_SECONDS), busy_seconds),
             x::gauge(x::WORKERS, Self::help(x::WORKERS), [(vec![], alive.len() as f64)]),
             x::gauge(x::UP, Self::help(x::UP), [(vec![], if state.up() { 1.0 } else { 0.0 })]),
+        ]
+    }
+
+    /// Queueing and connections.
+    fn connection_families(&self, state: &State, buckets: &DurationBuckets) -> Vec<MetricFamily> {
+        let queue = self.or_count("the queue histogram", state.kernel.read_queue(), Default::default());
+        let accepted = self.or_count("the accept counter", state.kernel.accepted(), 0);
+        let queue_row = HistogramRow {
+            labels: vec![],
+            bounds: &buckets.seconds,
+            counts: &queue.buckets[..buckets.slots],
+            sum: queue.sum_ns as f64 / 1e9,
+        };
+        vec![
+            x::histogram(x::QUEUE, Self::help(x::QUEUE), [queue_row]),
+            x::counter(x::CONNECTIONS, Self::help(x::CONNECTIONS), [(vec![], accepted as f64)]),
+            x::gauge(x::CONNECTIONS_OPEN, Self::help(x::CONNECTIONS_OPEN), [(vec![], state.kernel.open_connections() as f64)]),
+        ]
+    }
+
+    /// Hooks, restarts, the master's signals and hook actions.
+    fn lifecycle_families(&self, state: &State) -> Vec<MetricFamily> {
+        let counts = &state.counts;
+        let hooks = Hook::ALL.map(|h| (vec![("hook", h.name().to_string())], *counts.hooks.get(&h).unwrap_or(&0) as f64));
+        let restarts =
+            Reason::ALL.map(|r| (vec![("reason", r.name().to_string())], *counts.restarts.get(&r).unwrap_or(&0) as f64));
+        let signals = counts.master_signals.iter().map(|(s, n)| (vec![("signal", s.clone())], *n as f64));
+        let actions = state
+            .action_counts()
+            .into_iter()
+            .map(|((hook, result), n)| (vec![("hook", hook.name().to_string()), ("result", result.to_string())], n as f64));
+        vec![
             x::counter(x::HOOKS, Self::help(x::HOOKS), hooks),
             x::counter(x::RESTARTS, Self::help(x::RESTARTS), restarts),
             x::counter(x::MASTER_SIGNALS, Self::help(x::MASTER_SIGNALS), signals),
             x::counter(x::HOOK_ACTIONS, Self::help(x::HOOK_ACTIONS), actions),
+        ]
+    }
+
+    /// The exporter's own health.
+    fn exporter_families(&self, state: &State) -> Vec<MetricFamily> {
+        let kernel_errors = self.or_count("the error counters", state.kernel.read_errors(), [0; error::COUNT as usize]);
+        vec![
             x::counter(
                 x::KERNEL_ERRORS,
                 Self::help(x::KERNEL_ERRORS),
@@ -267,7 +285,29 @@ impl Collector for Exporter {
             ),
             x::counter(x::COLLECT_ERRORS, Self::help(x::COLLECT_ERRORS), [(vec![], self.collect_errors.load(Ordering::Relaxed) as f64)]),
             x::gauge(x::BUILD_INFO, Self::help(x::BUILD_INFO), [(vec![("version", env!("CARGO_PKG_VERSION").to_string())], 1.0)]),
-        ];
+        ]
+    }
+}
+
+impl Collector for Exporter {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.refresh();
+        let series = self.or_count("the metrics map", state.series(), BTreeMap::new());
+        for key in series.keys() {
+            state.ensure_worker(key.tgid);
+        }
+        let state = &*state;
+        let buckets = DurationBuckets::of(state);
+        let mut families = self.request_families(state, &series, &buckets);
+        families.extend(self.worker_families(state, &series));
+        families.extend(self.connection_families(state, &buckets));
+        families.extend(self.lifecycle_families(state));
+        families.extend(self.exporter_families(state));
         families.into_iter().filter(|f| !f.get_metric().is_empty()).collect()
     }
 }
