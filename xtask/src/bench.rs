@@ -39,11 +39,11 @@ use clap::Args;
 pub use self::scenario::{App, Variant, Workers};
 use self::{
     measure::{BpfStats, ProgStats, StatsdSink, WrkParams},
-    procs::{Proc, ProcId},
+    procs::ProcId,
     report::{Accuracy, ExporterRun, ProgDelta, Results, Run},
     scenario::{Cell, Launch, WORKERS},
 };
-use crate::{build, exporter_bin, setup, target_dir, util, workspace_root};
+use crate::{build, child::{self, Proc}, exporter_bin, setup, target_dir, util, workspace_root};
 
 #[derive(Debug, Args)]
 pub struct Options {
@@ -527,7 +527,7 @@ impl Instance {
                 Ok(()) => return Ok(inst),
                 Err(e) => {
                     check_stop()?;
-                    let tail = procs::tail(&dir.join("error.log"), 15);
+                    let tail = child::tail(&dir.join("error.log"), 15);
                     eprintln!(
                         "bench: {name} did not start (attempt {}): {e:#}\n{tail}",
                         attempt + 1

@@ -5,12 +5,9 @@
 //! output goes to files under target/demo/ so the terminal stays readable.
 
 use std::{
-    fs::{self, File},
-    io::{self, Read as _, Write as _},
+    fs::{self},
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
@@ -19,7 +16,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use crate::{build, exporter_bin, target_dir, test_apps_dir, util, venv, venv_dir};
+use crate::{build, child::Proc, exporter_bin, target_dir, test_apps_dir, util, venv, venv_dir};
 
 #[derive(Debug, Args)]
 pub struct Options {
@@ -95,12 +92,8 @@ pub fn run(opts: Options) -> Result<()> {
         .arg(demo_dir.join("gunicorn.ctl"))
         .arg("app:app");
     println!("demo: starting gunicorn: {}", util::describe(&cmd));
-    let mut gunicorn = Proc::spawn(
-        "gunicorn",
-        cmd,
-        demo_dir.join("gunicorn.out"),
-        vec![error_log.clone()],
-    )?;
+    let mut gunicorn =
+        Proc::spawn("gunicorn", cmd, demo_dir.join("gunicorn.out"), libc::SIGTERM)?.with_logs([error_log.clone()]);
     wait_until(
         "gunicorn",
         GUNICORN_READY_TIMEOUT,
@@ -111,7 +104,7 @@ pub fn run(opts: Options) -> Result<()> {
         println!("demo: interrupted");
         return Ok(());
     }
-    let master_pid = gunicorn.child.id();
+    let master_pid = gunicorn.pid();
     println!("demo: gunicorn answers on http://{app_addr} (master pid {master_pid})");
 
     let mut cmd = util::command(exporter_bin());
@@ -120,7 +113,7 @@ pub fn run(opts: Options) -> Result<()> {
         .args(["--bind", "127.0.0.1", "--port"])
         .arg(opts.port.to_string());
     println!("demo: starting the exporter: {}", util::describe(&cmd));
-    let mut exporter = Proc::spawn("exporter", cmd, demo_dir.join("exporter.log"), vec![])?;
+    let mut exporter = Proc::spawn("exporter", cmd, demo_dir.join("exporter.log"), libc::SIGTERM)?;
     wait_until(
         "the exporter's /metrics",
         EXPORTER_READY_TIMEOUT,
@@ -203,7 +196,7 @@ fn wait_until(
             return Ok(());
         }
         if start.elapsed() > timeout {
-            let tails: Vec<String> = procs.iter().map(|p| p.tails()).collect();
+            let tails: Vec<String> = procs.iter().map(|p| p.tail()).collect();
             bail!(
                 "{what} not ready after {} s\n{}",
                 timeout.as_secs(),
@@ -211,123 +204,6 @@ fn wait_until(
             );
         }
         thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A child process in its own process group (so the terminal's Ctrl-C reaches
-/// only xtask, which stops it in order), sent SIGTERM if xtask dies, and
-/// stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    /// Files whose tails explain an early death: its stdout+stderr first.
-    logs: Vec<PathBuf>,
-    exited: bool,
-}
-
-impl Proc {
-    fn spawn(
-        name: &'static str,
-        mut cmd: Command,
-        output: PathBuf,
-        mut more_logs: Vec<PathBuf>,
-    ) -> Result<Self> {
-        let out =
-            File::create(&output).with_context(|| format!("creating {}", output.display()))?;
-        let err = out.try_clone()?;
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
-        let mut logs = vec![output];
-        logs.append(&mut more_logs);
-        Ok(Self {
-            name,
-            child,
-            logs,
-            exited: false,
-        })
-    }
-
-    fn tails(&self) -> String {
-        let mut text = String::new();
-        for log in &self.logs {
-            text.push_str(&format!(
-                "--- {} (last lines of {}):\n",
-                self.name,
-                log.display()
-            ));
-            text.push_str(&tail(log, 20));
-        }
-        text
-    }
-
-    /// Fail, showing the tails of its logs, if it has exited.
-    fn check_alive(&mut self) -> Result<()> {
-        if self.exited {
-            bail!("{} is not running", self.name);
-        }
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => {
-                self.exited = true;
-                bail!("{} exited early ({status})\n{}", self.name, self.tails())
-            }
-            Err(e) => Err(e).with_context(|| format!("waiting for {}", self.name)),
-        }
-    }
-
-    fn stop(&mut self) {
-        if self.exited || !matches!(self.child.try_wait(), Ok(None)) {
-            self.exited = true;
-            return;
-        }
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: plain syscall on our own, not yet reaped, child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                self.exited = true;
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("demo: {} ignored SIGTERM for 10 s; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.exited = true;
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let mut out = all[all.len().saturating_sub(lines)..].join("\n");
-            out.push('\n');
-            out
-        }
-        Err(e) => format!("(cannot read: {e})\n"),
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod bench;
 mod build;
+mod child;
 mod demo;
 mod setup;
 mod test;

@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::procs;
-use crate::util;
+use crate::{child, util};
 
 // ---------------------------------------------------------------- wrk
 
@@ -83,7 +83,7 @@ pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
         .stdout(Stdio::piped())
         .stderr(err)
         .process_group(0);
-    procs::set_pdeathsig(&mut cmd);
+    child::set_pdeathsig(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{described}`"))?;
@@ -106,7 +106,7 @@ pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
         bail!(
             "`{described}` failed (wait status {status})\n{}{}",
             out,
-            procs::tail(p.stderr, 10)
+            child::tail(p.stderr, 10)
         );
     }
     let mut result = parse_wrk(&out).with_context(|| format!("output of `{described}`"))?;

@@ -1,0 +1,132 @@
+//! Long-running children of xtask (gunicorn masters, the exporter,
+//! redis-server), shared by the demo and the bench.
+
+use std::{
+    fs::{self, File},
+    io,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util;
+
+/// A child in its own process group, so the terminal's Ctrl-C reaches only
+/// xtask, which stops its children itself; sent SIGTERM by the kernel if
+/// xtask dies; stopped when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    /// Files whose tails explain an early death: its stdout+stderr first.
+    logs: Vec<PathBuf>,
+    /// Signal that stops it quickly (gunicorn: SIGINT or SIGTERM).
+    stop_signal: libc::c_int,
+    exited: bool,
+}
+
+impl Proc {
+    /// Starts `cmd` with its stdout and stderr in `output`.
+    pub fn spawn(name: impl Into<String>, mut cmd: Command, output: PathBuf, stop_signal: libc::c_int) -> Result<Self> {
+        let out = File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+        let err = out.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        set_pdeathsig(&mut cmd);
+        let child = cmd.spawn().with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+        Ok(Self { name: name.into(), child, logs: vec![output], stop_signal, exited: false })
+    }
+
+    /// More files (its own log files) to show when it dies early.
+    pub fn with_logs(mut self, more: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.logs.extend(more);
+        self
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of its output and logs, for error messages.
+    pub fn tail(&self) -> String {
+        self.logs
+            .iter()
+            .map(|log| format!("--- {} (last lines of {}):\n{}", self.name, log.display(), tail(log, 25)))
+            .collect()
+    }
+
+    /// Fail, showing its output, if it has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if self.exited {
+            bail!("{} is not running", self.name);
+        }
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                self.exited = true;
+                bail!("{} exited early ({status})\n{}", self.name, self.tail())
+            }
+            Err(e) => Err(e).with_context(|| format!("waiting for {}", self.name)),
+        }
+    }
+
+    /// Its stop signal, then SIGKILL to its process group after 10 s; waits for it.
+    pub fn stop(&mut self) {
+        if self.exited || !matches!(self.child.try_wait(), Ok(None)) {
+            self.exited = true;
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: plain syscall on our own, not yet reaped, child.
+        unsafe { libc::kill(pid, self.stop_signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                self.exited = true;
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("xtask: {} ignored its stop signal for 10 s; killing it", self.name);
+        // Its whole process group (gunicorn workers included).
+        // SAFETY: as above; the group is the one it leads.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        self.exited = true;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SIGTERM to the child when xtask dies, whatever kills it.
+pub fn set_pdeathsig(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let mut out = all[all.len().saturating_sub(lines)..].join("\n");
+            out.push('\n');
+            out
+        }
+        Err(e) => format!("(cannot read: {e})\n"),
+    }
+}
