@@ -541,6 +541,45 @@ pub fn pipelined(
     Ok(out)
 }
 
+/// One `GET target` with `Connection: close` over the unix socket at `path`:
+/// (status, body), the body checked against Content-Length when given.
+pub fn unix_get(path: &std::path::Path, target: &str, timeout: std::time::Duration) -> Result<(u16, Vec<u8>), String> {
+    let what = format!("GET {target} over unix:{}", path.display());
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("{what}: connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|_| s.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("{what}: {e}"))?;
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("{what}: write: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("{what}: read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{what}: no header end in {text:?}"))?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{what}: no status in {text:?}"))?;
+    let body = raw[head_end + 4..].to_vec();
+    let length = text[..head_end].lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    if length.is_some_and(|n| n != body.len()) {
+        return Err(format!(
+            "{what}: body of {} bytes, Content-Length {length:?}",
+            body.len()
+        ));
+    }
+    Ok((status, body))
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;

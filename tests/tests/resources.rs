@@ -5,8 +5,6 @@
 //! `--backlog` passed to Gunicorn, and the number of clients kept waiting.
 
 use std::{
-    io::{Read as _, Write as _},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -177,44 +175,6 @@ fn get_ok(g: &Gunicorn, target: &str) -> String {
 
 // ------------------------------------------------- HTTP over a unix socket
 
-/// One `GET target` with `Connection: close` over the unix socket at `path`:
-/// (status, body).
-fn unix_get(path: &Path, target: &str) -> Result<(u16, Vec<u8>), String> {
-    let what = format!("GET {target} over unix:{}", path.display());
-    let mut s = UnixStream::connect(path).map_err(|e| format!("{what}: connect: {e}"))?;
-    s.set_read_timeout(Some(REQUEST_TIMEOUT))
-        .and_then(|_| s.set_write_timeout(Some(REQUEST_TIMEOUT)))
-        .map_err(|e| format!("{what}: {e}"))?;
-    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("{what}: write: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("{what}: read: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{what}: no header end in {text:?}"))?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{what}: no status in {text:?}"))?;
-    let body = raw[head_end + 4..].to_vec();
-    let length = text[..head_end].lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())?
-    });
-    if length.is_some_and(|n| n != body.len()) {
-        return Err(format!(
-            "{what}: body of {} bytes, Content-Length {length:?}",
-            body.len()
-        ));
-    }
-    Ok((status, body))
-}
 
 /// `clients` threads each sending `target` over the unix socket in a loop
 /// (at most `per_client` requests) until stopped.
@@ -232,7 +192,7 @@ impl UnixLoad {
                 thread::spawn(move || {
                     let mut done = 0;
                     while done < per_client && !stop.load(Ordering::SeqCst) {
-                        let (status, _) = unix_get(&path, &target)?;
+                        let (status, _) = http::unix_get(&path, &target, REQUEST_TIMEOUT)?;
                         if status != 200 {
                             return Err(format!("GET {target} over unix: status {status}"));
                         }
@@ -463,7 +423,7 @@ fn unix_socket_listener_has_backlog_and_resources() {
     let label = format!("unix:{}", path.display());
 
     let (status, body) =
-        unix_get(&path, "/ok").unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
+        http::unix_get(&path, "/ok", REQUEST_TIMEOUT).unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
     assert_eq!(
         (status, body.as_slice()),
         (200, b"ok".as_slice()),

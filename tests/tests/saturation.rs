@@ -13,9 +13,7 @@
 
 use std::{
     cell::RefCell,
-    io::{Read as _, Write as _},
     net::SocketAddr,
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     sync::Arc,
     thread,
@@ -250,36 +248,10 @@ fn wait_logged(g: &Gunicorn, e: &Exporter, responses: u64) -> Vec<integration_te
 
 // ------------------------------------------------- HTTP over a unix socket
 
-/// One `GET target` with `Connection: close` over the unix socket at `path`:
-/// (status, body).
-fn unix_get(path: &Path, target: &str) -> Result<(u16, Vec<u8>), String> {
-    let what = format!("GET {target} over unix:{}", path.display());
-    let mut s = UnixStream::connect(path).map_err(|e| format!("{what}: connect: {e}"))?;
-    s.set_read_timeout(Some(REQUEST_TIMEOUT))
-        .and_then(|_| s.set_write_timeout(Some(REQUEST_TIMEOUT)))
-        .map_err(|e| format!("{what}: {e}"))?;
-    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("{what}: write: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("{what}: read: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{what}: no header end in {text:?}"))?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{what}: no status in {text:?}"))?;
-    Ok((status, raw[head_end + 4..].to_vec()))
-}
 
 /// `GET target` over the unix socket, expecting 200 and `body`.
 fn unix_get_ok(g: &Gunicorn, path: &Path, target: &str, body: &[u8]) {
-    let (status, got) = unix_get(path, target).unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
+    let (status, got) = http::unix_get(path, target, REQUEST_TIMEOUT).unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
     assert!(
         status == 200 && got == body,
         "GET {target} over unix:{}: status {status}, body {:?}\n{}",
@@ -975,7 +947,7 @@ fn unix_requests_counted_and_busy(g: &Gunicorn, e: &Exporter, path: &Path, n_ok:
 
     let sock = path.to_path_buf();
     let client = thread::spawn(move || {
-        let r = unix_get(&sock, "/sleep?ms=1500");
+        let r = http::unix_get(&sock, "/sleep?ms=1500", REQUEST_TIMEOUT);
         (r, Instant::now())
     });
     let seen = wait::until(
