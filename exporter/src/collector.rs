@@ -14,7 +14,10 @@ use exporter_ebpf::{
     abi::{cause, error, Aggregate, MetricKey, SIZE_BOUNDS},
     buckets::used_slots,
     http::method,
-    request::{phase::RESPONDING, ABORTED},
+    request::{
+        phase::{READING, RESPONDING},
+        Conn, ABORTED,
+    },
 };
 use prometheus::{
     core::{Collector, Desc},
@@ -188,7 +191,7 @@ impl Exporter {
     }
 
     /// State, saturation and heartbeat of the live workers.
-    fn worker_families(&self, state: &State, series: &BTreeMap<MetricKey, Aggregate>) -> Vec<MetricFamily> {
+    fn worker_families(&self, state: &State, series: &BTreeMap<MetricKey, Aggregate>, conns: &[(u32, Conn)]) -> Vec<MetricFamily> {
         let alive: Vec<(u32, WorkerState)> = state.workers.alive().map(|w| (w.pid, w.state)).collect();
         let states = alive.iter().flat_map(|&(pid, current)| {
             WorkerState::ALL.map(|s| (with(worker(state, pid), &[("state", s.name().into())]), (s == current) as u8 as f64))
@@ -201,8 +204,9 @@ impl Exporter {
                 b.1 += a.duration_sum_ns;
             }
         }
-        for (pid, conn) in state.kernel.in_flight() {
-            if let Some(b) = busy.get_mut(&pid) {
+        let in_flight = conns.iter().filter(|(_, c)| matches!(c.phase, READING | RESPONDING));
+        for (pid, conn) in in_flight {
+            if let Some(b) = busy.get_mut(pid) {
                 b.0 += 1;
                 let end = if conn.phase == RESPONDING { conn.last_write_ns } else { now_ns };
                 b.1 += end.saturating_sub(conn.start_ns);
@@ -239,7 +243,7 @@ impl Exporter {
     }
 
     /// Queueing and connections.
-    fn connection_families(&self, state: &State, buckets: &DurationBuckets) -> Vec<MetricFamily> {
+    fn connection_families(&self, state: &State, buckets: &DurationBuckets, conns: &[(u32, Conn)]) -> Vec<MetricFamily> {
         let queue = self.or_count("the queue histogram", state.kernel.read_queue(), Default::default());
         let accepted = self.or_count("the accept counter", state.kernel.accepted(), 0);
         let queue_row = HistogramRow {
@@ -251,7 +255,7 @@ impl Exporter {
         vec![
             x::histogram(x::QUEUE, Self::help(x::QUEUE), [queue_row]),
             x::counter(x::CONNECTIONS, Self::help(x::CONNECTIONS), [(vec![], accepted as f64)]),
-            x::gauge(x::CONNECTIONS_OPEN, Self::help(x::CONNECTIONS_OPEN), [(vec![], state.kernel.open_connections() as f64)]),
+            x::gauge(x::CONNECTIONS_OPEN, Self::help(x::CONNECTIONS_OPEN), [(vec![], conns.len() as f64)]),
         ]
     }
 
@@ -304,8 +308,9 @@ impl Collector for Exporter {
         let state = &*state;
         let buckets = DurationBuckets::of(state);
         let mut families = self.request_families(state, &series, &buckets);
-        families.extend(self.worker_families(state, &series));
-        families.extend(self.connection_families(state, &buckets));
+        let conns = state.kernel.connections();
+        families.extend(self.worker_families(state, &series, &conns));
+        families.extend(self.connection_families(state, &buckets, &conns));
         families.extend(self.lifecycle_families(state));
         families.extend(self.exporter_families(state));
         families.into_iter().filter(|f| !f.get_metric().is_empty()).collect()

@@ -8,7 +8,7 @@ use aya::{
 };
 use exporter_ebpf::{
     abi::{error, map, Aggregate, Config, ConnKey, Heartbeat, MetricKey, Proc, Queue, DURATION_SLOTS},
-    request::{phase, Conn},
+    request::Conn,
 };
 use thiserror::Error;
 
@@ -186,14 +186,9 @@ impl Kernel {
             .collect()
     }
 
-    /// The connections with a request in flight: (tgid, its state).
-    pub fn in_flight(&self) -> Vec<(u32, Conn)> {
-        self.conns
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, c)| matches!(c.phase, phase::READING | phase::RESPONDING))
-            .map(|(k, c)| (k.tgid, c))
-            .collect()
+    /// Every tracked client connection: (tgid, its state).
+    pub fn connections(&self) -> Vec<(u32, Conn)> {
+        self.conns.iter().filter_map(Result::ok).map(|(k, c)| (k.tgid, c)).collect()
     }
 
     /// Every series, its per-CPU values summed.
@@ -233,11 +228,6 @@ impl Kernel {
     /// Connections accepted by workers since attach.
     pub fn accepted(&self) -> Result<u64, MapError> {
         Ok(self.accepted.get(&0, 0)?.iter().sum())
-    }
-
-    /// Client connections the workers hold open (every tracked one).
-    pub fn open_connections(&self) -> usize {
-        self.conns.keys().filter(Result::is_ok).count()
     }
 
     /// The accept-queue wait histogram, summed over CPUs.
