@@ -27,7 +27,8 @@ pub mod map {
     pub const EXC_PENDING: &str = "EXC_PENDING";
     /// TCP port (host order) -> 1 for the ports the masters listen on.
     pub const LISTEN_PORTS: &str = "LISTEN_PORTS";
-    /// [`super::Peer`] -> when its handshake completed (LRU: never-accepted ones age out).
+    /// [`super::Handshake`]s by [`super::Peer::slot`]: connections waiting in
+    /// an accept queue (direct-mapped: a later handshake overwrites its slot).
     pub const HANDSHAKES: &str = "HANDSHAKES";
     /// [`super::Queue`], per CPU: time from handshake to accept.
     pub const QUEUE: &str = "QUEUE";
@@ -146,7 +147,33 @@ impl Peer {
         }
         Some(Peer { family, port, addr })
     }
+
+    /// The peer's slot in a direct-mapped table of `1 << bits` entries: a
+    /// multiplicative hash of port and address (Fibonacci hashing), so that
+    /// one client's consecutive ports spread over the table.
+    #[inline(always)]
+    pub fn slot(&self, bits: u32) -> u32 {
+        let word = |i: usize| u32::from_ne_bytes([self.addr[i], self.addr[i + 1], self.addr[i + 2], self.addr[i + 3]]);
+        let mixed = word(0) ^ word(4) ^ word(8) ^ word(12) ^ (self.port as u32) << 16 ^ self.port as u32;
+        mixed.wrapping_mul(0x9E37_79B1) >> (32 - bits)
+    }
 }
+
+/// A completed TCP handshake waiting for its accept: one slot of the
+/// HANDSHAKES array. `started_ns` 0 means the slot is free (consumed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    pub peer: Peer,
+    pub _pad: u32,
+    pub started_ns: u64,
+}
+
+/// log2 of the HANDSHAKES slots: 16384 x 32 B = 512 KiB, far more than the
+/// connections any accept queue holds at once, so collisions are rare; one
+/// costs the overwritten connection its queue-time sample (counted as an
+/// accept without a sample, never as a wrong time).
+pub const HANDSHAKE_BITS: u32 = 14;
 
 /// Time from the TCP handshake completing to a worker accepting the connection.
 #[repr(C)]
@@ -412,6 +439,18 @@ mod pod {
 mod tests {
     use super::*;
     use crate::buckets::padded;
+
+    #[test]
+    fn peer_slots_spread_one_clients_ports() {
+        let peer = |port| Peer { family: AF_INET, port, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
+        let slots: std::collections::HashSet<u32> = (40000..41024).map(|p| peer(p).slot(HANDSHAKE_BITS)).collect();
+        // 1024 consecutive ports of one client: almost all in distinct slots.
+        assert!(slots.len() > 1000, "{} distinct slots", slots.len());
+        assert!(slots.iter().all(|&s| s < 1 << HANDSHAKE_BITS));
+        let v6 = Peer { family: AF_INET6, port: 1, addr: [0xff; 16] };
+        assert!(v6.slot(HANDSHAKE_BITS) < 1 << HANDSHAKE_BITS);
+        assert_eq!(std::mem::size_of::<Handshake>(), 32);
+    }
 
     #[test]
     fn size_bounds_are_powers_of_four() {
