@@ -71,15 +71,18 @@ fn on_accept(ctx: &TracePointContext) {
     }
     crate::queue::accepted(&stash);
     let key = ConnKey { tgid, fd: fd as u32 };
-    // Still here: its close was never seen (dup2, close_range, exit). It ended.
-    if let Some(old) = CONNS.get_ptr(&key) {
+    match CONNS.get_ptr_mut(&key) {
         // SAFETY: a map value of this type; only this worker's threads touch it.
-        if let Some(done) = unsafe { (*old).on_close(now()) } {
-            record(tgid, &done);
+        Some(conn) => {
+            if let Some(done) = unsafe { (*conn).on_accept(now()) } {
+                record(tgid, &done);
+            }
         }
-    }
-    if CONNS.insert(&key, &Conn::default(), 0).is_err() {
-        count_error(error::CONNS_FULL);
+        None => {
+            if CONNS.insert(&key, &Conn::default(), 0).is_err() {
+                count_error(error::CONNS_FULL);
+            }
+        }
     }
 }
 
@@ -284,15 +287,15 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
     let Some(proc_) = tracked(tgid) else { return 0 };
     let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
-    let Some(conn) = CONNS.get_ptr(&key) else {
-        heartbeat_closed(tgid, key.fd, proc_.master);
-        return 0;
-    };
-    // SAFETY: as in on_read_exit.
-    if let Some(done) = unsafe { (*conn).on_close(now()) } {
-        record(tgid, &done);
+    match CONNS.get_ptr_mut(&key) {
+        // SAFETY: as in on_read_exit. The entry is kept (see phase::CLOSED).
+        Some(conn) if unsafe { (*conn).is_open() } => {
+            if let Some(done) = unsafe { (*conn).close(now()) } {
+                record(tgid, &done);
+            }
+        }
+        _ => heartbeat_closed(tgid, key.fd, proc_.master),
     }
-    let _ = CONNS.remove(&key);
     0
 }
 

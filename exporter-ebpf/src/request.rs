@@ -32,6 +32,9 @@ pub mod phase {
     pub const RESPONDING: u8 = 2;
     /// Shut down for writing: nothing more will be answered on it.
     pub const SHUT: u8 = 3;
+    /// Closed. The entry stays for the descriptor's next connection: resetting
+    /// it then costs less than a delete now and an insert at the next accept.
+    pub const CLOSED: u8 = 4;
 }
 
 /// Status of a request that ended without a response.
@@ -115,6 +118,13 @@ impl Conn {
                 self.req_bytes += n;
                 None
             }
+            // The descriptor now belongs to another socket, found mid-stream
+            // (accepted before we attached, or not by accept): a request line starts one.
+            phase::CLOSED => {
+                let method = http::request_method(head, len)?;
+                self.begin(now, n, method);
+                None
+            }
             phase::RESPONDING => match http::request_method(head, len) {
                 Some(method) => {
                     let done = self.finished_at(self.last_write_ns);
@@ -194,12 +204,35 @@ impl Conn {
     #[inline(always)]
     pub fn on_shutdown(&mut self, how: u64, now: u64) -> Option<Finished> {
         const SHUT_RD: u64 = 0;
-        if how == SHUT_RD || self.phase == phase::SHUT {
+        if how == SHUT_RD || self.phase >= phase::SHUT {
             return None;
         }
         let done = self.on_close(now);
         self.phase = phase::SHUT;
         done
+    }
+
+    /// accept(2) returned this descriptor: a new connection starts clean.
+    /// One still open here was never seen closing (dup2, close_range): it ended.
+    #[inline(always)]
+    pub fn on_accept(&mut self, now: u64) -> Option<Finished> {
+        let done = self.on_close(now);
+        *self = Conn::default();
+        done
+    }
+
+    /// close(2) of the descriptor: the request in flight ends here.
+    #[inline(always)]
+    pub fn close(&mut self, now: u64) -> Option<Finished> {
+        let done = self.on_close(now);
+        self.phase = phase::CLOSED;
+        done
+    }
+
+    /// Whether this is a live connection, not a closed entry kept for reuse.
+    #[inline(always)]
+    pub fn is_open(&self) -> bool {
+        self.phase != phase::CLOSED
     }
 
     /// The connection is gone at `now` (closed, fd reused, or its process
@@ -388,6 +421,39 @@ mod tests {
 
     /// Whatever the sequence, every final status line is counted exactly once
     /// and no duration exceeds the span of the events fed.
+    #[test]
+    fn a_closed_entry_waits_for_the_descriptors_next_connection() {
+        let mut c = Conn::default();
+        read(&mut c, 100, REQ);
+        write(&mut c, 150, OK);
+        let done = c.close(NOW).expect("the response ends at close");
+        assert_eq!((done.status, done.duration_ns), (200, 50));
+        assert!(!c.is_open());
+        // Nothing but a request line revives it: not a stray read or write,
+        // not a shutdown (which would make it look open again).
+        assert_eq!(read(&mut c, 200, b"\x16\x03\x01 tls"), None);
+        assert_eq!(write(&mut c, 210, OK), None);
+        assert_eq!(c.on_shutdown(1, 220), None);
+        assert!(!c.is_open());
+        assert_eq!(c.close(230), None);
+        // accept returning the descriptor starts a clean connection.
+        assert_eq!(c.on_accept(300), None);
+        assert_eq!(c, Conn::default());
+        assert!(c.is_open());
+        c.close(310);
+        assert_eq!(read(&mut c, 400, REQ), None);
+        assert_eq!((c.phase, c.method, c.start_ns), (phase::READING, GET, 400));
+    }
+
+    #[test]
+    fn accept_over_an_unclosed_connection_ends_its_request() {
+        let mut c = Conn::default();
+        read(&mut c, 100, REQ);
+        let done = c.on_accept(NOW).expect("in flight when the descriptor was reused");
+        assert_eq!(done.status, ABORTED);
+        assert_eq!(c, Conn::default());
+    }
+
     #[test]
     fn every_response_counted_once_under_random_sequences() {
         let mut seed = 0x2545F4914F6CDD1Du64;

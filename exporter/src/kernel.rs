@@ -186,9 +186,9 @@ impl Kernel {
             .collect()
     }
 
-    /// Every tracked client connection: (tgid, its state).
+    /// Every open client connection: (tgid, its state).
     pub fn connections(&self) -> Vec<(u32, Conn)> {
-        self.conns.iter().filter_map(Result::ok).map(|(k, c)| (k.tgid, c)).collect()
+        self.conns.iter().filter_map(Result::ok).filter(|(_, c)| c.is_open()).map(|(k, c)| (k.tgid, c)).collect()
     }
 
     /// Every series, its per-CPU values summed.
