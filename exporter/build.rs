@@ -23,12 +23,18 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     aya_build::build_ebpf(
-        [aya_build::Package { name: "exporter-ebpf", root_dir: root_dir.as_str(), ..Default::default() }],
+        [aya_build::Package {
+            name: "exporter-ebpf",
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
         Toolchain::default(),
     )
 }
 
 fn which_bpf_linker() -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join("bpf-linker")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("bpf-linker"))
+        .find(|p| p.is_file())
 }

@@ -1,9 +1,6 @@
 //! Records that cross the kernel boundary, and the names of the maps holding them.
 
-use crate::{
-    buckets::bucket_index,
-    request::Finished,
-};
+use crate::{buckets::bucket_index, request::Finished};
 
 /// Map names, shared so userspace opens exactly what the programs define.
 pub mod map {
@@ -153,8 +150,16 @@ impl Peer {
     /// one client's consecutive ports spread over the table.
     #[inline(always)]
     pub fn slot(&self, bits: u32) -> u32 {
-        let word = |i: usize| u32::from_ne_bytes([self.addr[i], self.addr[i + 1], self.addr[i + 2], self.addr[i + 3]]);
-        let mixed = word(0) ^ word(4) ^ word(8) ^ word(12) ^ (self.port as u32) << 16 ^ self.port as u32;
+        let word = |i: usize| {
+            u32::from_ne_bytes([
+                self.addr[i],
+                self.addr[i + 1],
+                self.addr[i + 2],
+                self.addr[i + 3],
+            ])
+        };
+        let mixed =
+            word(0) ^ word(4) ^ word(8) ^ word(12) ^ (self.port as u32) << 16 ^ self.port as u32;
         mixed.wrapping_mul(0x9E37_79B1) >> (32 - bits)
     }
 }
@@ -186,7 +191,11 @@ pub struct Queue {
 
 impl Default for Queue {
     fn default() -> Self {
-        Queue { count: 0, sum_ns: 0, buckets: [0; DURATION_SLOTS] }
+        Queue {
+            count: 0,
+            sum_ns: 0,
+            buckets: [0; DURATION_SLOTS],
+        }
     }
 }
 
@@ -270,13 +279,22 @@ impl Aggregate {
         self.duration_sum_ns += f.duration_ns;
         self.req_bytes_sum += f.req_bytes;
         self.resp_bytes_sum += f.resp_bytes;
-        if let Some(slot) = self.duration.get_mut(bucket_index(duration_bounds_ns, f.duration_ns)) {
+        if let Some(slot) = self
+            .duration
+            .get_mut(bucket_index(duration_bounds_ns, f.duration_ns))
+        {
             *slot += 1;
         }
-        if let Some(slot) = self.req_size.get_mut(bucket_index(&SIZE_BOUNDS, f.req_bytes)) {
+        if let Some(slot) = self
+            .req_size
+            .get_mut(bucket_index(&SIZE_BOUNDS, f.req_bytes))
+        {
             *slot += 1;
         }
-        if let Some(slot) = self.resp_size.get_mut(bucket_index(&SIZE_BOUNDS, f.resp_bytes)) {
+        if let Some(slot) = self
+            .resp_size
+            .get_mut(bucket_index(&SIZE_BOUNDS, f.resp_bytes))
+        {
             *slot += 1;
         }
     }
@@ -317,8 +335,14 @@ pub mod error {
     pub const COUNT: u32 = 6;
 
     /// The `kind` label of each counter.
-    pub const NAMES: [&str; COUNT as usize] =
-        ["metrics_map_full", "conns_map_full", "stash_map_full", "tracked_map_full", "events_lost", "buffer_read_failed"];
+    pub const NAMES: [&str; COUNT as usize] = [
+        "metrics_map_full",
+        "conns_map_full",
+        "stash_map_full",
+        "tracked_map_full",
+        "events_lost",
+        "buffer_read_failed",
+    ];
 }
 
 /// Lifecycle event kinds, and what [`Event`]'s fields hold for each.
@@ -442,12 +466,22 @@ mod tests {
 
     #[test]
     fn peer_slots_spread_one_clients_ports() {
-        let peer = |port| Peer { family: AF_INET, port, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] };
-        let slots: std::collections::HashSet<u32> = (40000..41024).map(|p| peer(p).slot(HANDSHAKE_BITS)).collect();
+        let peer = |port| Peer {
+            family: AF_INET,
+            port,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let slots: std::collections::HashSet<u32> = (40000..41024)
+            .map(|p| peer(p).slot(HANDSHAKE_BITS))
+            .collect();
         // 1024 consecutive ports of one client: almost all in distinct slots.
         assert!(slots.len() > 1000, "{} distinct slots", slots.len());
         assert!(slots.iter().all(|&s| s < 1 << HANDSHAKE_BITS));
-        let v6 = Peer { family: AF_INET6, port: 1, addr: [0xff; 16] };
+        let v6 = Peer {
+            family: AF_INET6,
+            port: 1,
+            addr: [0xff; 16],
+        };
         assert!(v6.slot(HANDSHAKE_BITS) < 1 << HANDSHAKE_BITS);
         assert_eq!(std::mem::size_of::<Handshake>(), 32);
     }
@@ -466,12 +500,25 @@ mod tests {
     fn record_and_merge() {
         let bounds: [u64; DURATION_SLOTS] = padded(&[1_000, 2_000]).unwrap();
         let mut a = Aggregate::default();
-        let f = Finished { method: 1, status: 200, duration_ns: 2_000, req_bytes: 64, resp_bytes: 65, cause: 0 };
+        let f = Finished {
+            method: 1,
+            status: 200,
+            duration_ns: 2_000,
+            req_bytes: 64,
+            resp_bytes: 65,
+            cause: 0,
+        };
         a.record(&f, &bounds);
-        assert_eq!((a.count, a.duration[1], a.req_size[0], a.resp_size[1]), (1, 1, 1, 1));
+        assert_eq!(
+            (a.count, a.duration[1], a.req_size[0], a.resp_size[1]),
+            (1, 1, 1, 1)
+        );
         let mut b = a;
         b.merge(&a);
-        assert_eq!((b.count, b.duration_sum_ns, b.duration[1], b.resp_bytes_sum), (2, 4_000, 2, 130));
+        assert_eq!(
+            (b.count, b.duration_sum_ns, b.duration[1], b.resp_bytes_sum),
+            (2, 4_000, 2, 130)
+        );
     }
 
     #[test]
@@ -481,19 +528,35 @@ mod tests {
         v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
         v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
         let p = Peer::from_sockaddr(&v4).unwrap();
-        assert_eq!((p.family, p.port, &p.addr[..4], p.addr[4]), (AF_INET, 8080, &[127u8, 0, 0, 1][..], 0));
+        assert_eq!(
+            (p.family, p.port, &p.addr[..4], p.addr[4]),
+            (AF_INET, 8080, &[127u8, 0, 0, 1][..], 0)
+        );
         let mut v6 = [0u8; 24];
         v6[..2].copy_from_slice(&AF_INET6.to_ne_bytes());
         v6[2..4].copy_from_slice(&443u16.to_be_bytes());
         v6[23] = 1;
-        assert_eq!(Peer::from_sockaddr(&v6).map(|p| (p.port, p.addr[15])), Some((443, 1)));
-        let unix = [1u8, 0, b'/', b't', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            Peer::from_sockaddr(&v6).map(|p| (p.port, p.addr[15])),
+            Some((443, 1))
+        );
+        let unix = [
+            1u8, 0, b'/', b't', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         assert_eq!(Peer::from_sockaddr(&unix), None);
     }
 
     #[test]
     fn events_decode() {
-        let e = Event { kind: event::EXIT, pid: 7, other: 1, value: 3, code: 0, _pad: 0, ts_ns: 99 };
+        let e = Event {
+            kind: event::EXIT,
+            pid: 7,
+            other: 1,
+            value: 3,
+            code: 0,
+            _pad: 0,
+            ts_ns: 99,
+        };
         // SAFETY: reading the bytes of a plain #[repr(C)] value.
         let bytes: [u8; 32] = unsafe { core::mem::transmute(e) };
         assert_eq!(Event::from_bytes(&bytes), Some(e));
@@ -510,6 +573,9 @@ mod tests {
         assert_eq!(size_of::<Event>(), 32);
         assert_eq!(size_of::<crate::request::Conn>(), 40);
         assert_eq!(size_of::<ExceptionEvent>(), 32 + crate::errlog::ERRLOG_TAIL);
-        assert_eq!(size_of::<Aggregate>(), 8 * (4 + DURATION_SLOTS + 2 * SIZE_SLOTS));
+        assert_eq!(
+            size_of::<Aggregate>(),
+            8 * (4 + DURATION_SLOTS + 2 * SIZE_SLOTS)
+        );
     }
 }

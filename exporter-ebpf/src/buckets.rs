@@ -39,7 +39,10 @@ pub fn padded<const N: usize>(finite: &[u64]) -> Option<[u64; N]> {
 
 /// The number of meaningful slots: the finite bounds plus `+Inf`.
 pub fn used_slots<const N: usize>(bounds: &[u64; N]) -> usize {
-    bounds.iter().position(|&b| b == u64::MAX).map_or(N, |i| i + 1)
+    bounds
+        .iter()
+        .position(|&b| b == u64::MAX)
+        .map_or(N, |i| i + 1)
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@ pub fn exception_class(tail: &[u8]) -> Option<&str> {
         && class.len() <= 128
         && class.split('.').all(|part| {
             let mut chars = part.chars();
-            chars.next().is_some_and(|c| c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_')
+            chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && chars.all(|c| c.is_alphanumeric() || c == '_')
         });
     valid.then_some(class)
 }
@@ -64,7 +65,9 @@ mod tests {
 
     #[test]
     fn finds_the_record() {
-        let (h, n) = head(b"[2026-11-22 03:51:19 +0000] [23304] [ERROR] Error handling request /boom\nTraceback");
+        let (h, n) = head(
+            b"[2026-11-22 03:51:19 +0000] [23304] [ERROR] Error handling request /boom\nTraceback",
+        );
         assert!(is_request_error(&h, n));
         let (h, n) = head(b"Error handling request /x");
         assert!(is_request_error(&h, n));
@@ -78,13 +81,29 @@ mod tests {
 
     #[test]
     fn classes() {
-        assert_eq!(exception_class(b"  File \"app.py\", line 3\nRuntimeError: boom\n"), Some("RuntimeError"));
-        assert_eq!(exception_class(b"raise\ndjango.db.utils.OperationalError: no such table\n\n"), Some("django.db.utils.OperationalError"));
-        assert_eq!(exception_class(b"x\nKeyboardInterrupt\n"), Some("KeyboardInterrupt"));
-        assert_eq!(exception_class(b"x\nZeroDivisionError: division by zero\r\n"), Some("ZeroDivisionError"));
+        assert_eq!(
+            exception_class(b"  File \"app.py\", line 3\nRuntimeError: boom\n"),
+            Some("RuntimeError")
+        );
+        assert_eq!(
+            exception_class(b"raise\ndjango.db.utils.OperationalError: no such table\n\n"),
+            Some("django.db.utils.OperationalError")
+        );
+        assert_eq!(
+            exception_class(b"x\nKeyboardInterrupt\n"),
+            Some("KeyboardInterrupt")
+        );
+        assert_eq!(
+            exception_class(b"x\nZeroDivisionError: division by zero\r\n"),
+            Some("ZeroDivisionError")
+        );
         assert_eq!(exception_class(b"x\n  weird line: with spaces\n"), None);
         assert_eq!(exception_class(b""), None);
-        assert_eq!(exception_class(b"\xa9\nValueError: caf\xc3\xa9\n"), Some("ValueError"), "starts mid-character");
+        assert_eq!(
+            exception_class(b"\xa9\nValueError: caf\xc3\xa9\n"),
+            Some("ValueError"),
+            "starts mid-character"
+        );
         assert_eq!(exception_class(b"x\n1bad: x\n"), None);
     }
 }

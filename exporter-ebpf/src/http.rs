@@ -227,7 +227,10 @@ mod tests {
             let b = b.get(..13)?;
             let prefix_ok = b.starts_with(b"HTTP/1.0 ") || b.starts_with(b"HTTP/1.1 ");
             let digits = &b[9..12];
-            if !prefix_ok || !digits.iter().all(u8::is_ascii_digit) || !(b[12] == b' ' || b[12] == b'\r') {
+            if !prefix_ok
+                || !digits.iter().all(u8::is_ascii_digit)
+                || !(b[12] == b' ' || b[12] == b'\r')
+            {
                 return None;
             }
             let code = digits.iter().fold(0u16, |n, d| n * 10 + (d - b'0') as u16);
@@ -236,7 +239,10 @@ mod tests {
         fn reference_method(b: &[u8]) -> Option<()> {
             let sp = b.iter().position(|&c| !c.is_ascii_uppercase())?;
             let target = *b.get(sp + 1)?;
-            (sp > 0 && b[sp] == b' ' && (target == b'/' || target == b'*' || target.is_ascii_alphabetic())).then_some(())
+            (sp > 0
+                && b[sp] == b' '
+                && (target == b'/' || target == b'*' || target.is_ascii_alphabetic()))
+            .then_some(())
         }
         let alphabet = b"GETPOSH/1. 0123456789\r\nHTTPxyz*";
         let mut seed = 0x9E3779B97F4A7C15u64;
@@ -248,14 +254,30 @@ mod tests {
             let mut h = [0u8; HEAD_LEN];
             let mut x = seed;
             for byte in h.iter_mut() {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                *byte = if x >> 60 == 0 { (x >> 32) as u8 } else { alphabet[(x >> 33) as usize % alphabet.len()] };
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                *byte = if x >> 60 == 0 {
+                    (x >> 32) as u8
+                } else {
+                    alphabet[(x >> 33) as usize % alphabet.len()]
+                };
             }
             if seed % 3 == 0 {
                 h[..9].copy_from_slice(b"HTTP/1.1 ");
             }
-            assert_eq!(response_status(&h, len), reference_status(&h[..len]), "{:?}", &h[..len]);
-            assert_eq!(request_method(&h, len).is_some(), reference_method(&h[..len]).is_some(), "{:?}", &h[..len]);
+            assert_eq!(
+                response_status(&h, len),
+                reference_status(&h[..len]),
+                "{:?}",
+                &h[..len]
+            );
+            assert_eq!(
+                request_method(&h, len).is_some(),
+                reference_method(&h[..len]).is_some(),
+                "{:?}",
+                &h[..len]
+            );
         }
     }
 

@@ -13,6 +13,14 @@ mod queue;
 #[cfg(target_arch = "bpf")]
 mod signals;
 
+/// Does nothing: `--empty-programs` attaches it everywhere to measure the
+/// cost floor of tracing itself.
+#[cfg(target_arch = "bpf")]
+#[aya_ebpf::macros::tracepoint]
+pub fn empty(_ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+    0
+}
+
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -9,7 +9,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use exporter_ebpf::{
-    abi::{cause, error, flag, role, Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, Stash},
+    abi::{
+        Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, Stash, cause, error, flag,
+        role,
+    },
     request::{Conn, Finished},
 };
 
@@ -86,11 +89,22 @@ pub fn is_worker(tgid: u32) -> bool {
 /// request of a worker its master is aborting failed by timeout.
 #[inline(always)]
 pub fn record(tgid: u32, done: &Finished) {
-    let Some(config) = CONFIG.get_ptr(0) else { return };
+    let Some(config) = CONFIG.get_ptr(0) else {
+        return;
+    };
     let failed = done.status >= 500 || done.status == 0;
     let aborting = failed && matches!(tracked(tgid), Some(p) if p.flags & flag::ABORTING != 0);
-    let cause = if aborting { cause::WORKER_TIMEOUT } else { done.cause };
-    let key = MetricKey { tgid, status: done.status, method: done.method, cause };
+    let cause = if aborting {
+        cause::WORKER_TIMEOUT
+    } else {
+        done.cause
+    };
+    let key = MetricKey {
+        tgid,
+        status: done.status,
+        method: done.method,
+        cause,
+    };
     let aggregate = match METRICS.get_ptr_mut(&key) {
         Some(a) => a,
         None => {
@@ -125,7 +139,15 @@ pub fn put_stash(tid: u32, stash: Stash) {
 /// Sends a lifecycle event to userspace (see `abi::event` for the fields).
 #[inline(always)]
 pub fn emit(kind: u32, pid: u32, other: u32, value: i32, code: i32) {
-    let event = Event { kind, pid, other, value, code, _pad: 0, ts_ns: now() };
+    let event = Event {
+        kind,
+        pid,
+        other,
+        value,
+        code,
+        _pad: 0,
+        ts_ns: now(),
+    };
     if EVENTS.output::<Event>(&event, 0).is_err() {
         count_error(error::EVENTS_LOST);
     }

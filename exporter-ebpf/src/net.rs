@@ -12,16 +12,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use exporter_ebpf::{
-    abi::{cause, error, event, flag, io, ConnKey, ExceptionEvent, Stash},
-    errlog::{is_request_error, ERRLOG_HEAD, ERRLOG_TAIL},
-    http::{request_method, HEAD_LEN},
-    request::{phase, Conn},
+    abi::{ConnKey, ExceptionEvent, Stash, cause, error, event, flag, io},
+    errlog::{ERRLOG_HEAD, ERRLOG_TAIL, is_request_error},
+    http::{HEAD_LEN, request_method},
+    request::{Conn, phase},
     tracepoint::{ARG0, ARG1, ARG2, RET},
 };
 
 use crate::maps::{
-    count_error, field, put_stash, emit, is_worker, now, pid_tgid, record, tracked, ACCEPTED, CONNS, EVENTS, EXC_PENDING, HEARTBEAT,
-    STASH,
+    ACCEPTED, CONNS, EVENTS, EXC_PENDING, HEARTBEAT, STASH, count_error, emit, field, is_worker,
+    now, pid_tgid, put_stash, record, tracked,
 };
 
 #[inline(always)]
@@ -60,7 +60,9 @@ pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_accept(ctx: &TracePointContext) {
-    let Some((tgid, stash)) = take(io::ACCEPT) else { return };
+    let Some((tgid, stash)) = take(io::ACCEPT) else {
+        return;
+    };
     let fd = ret(ctx);
     if fd < 0 {
         return;
@@ -70,7 +72,10 @@ fn on_accept(ctx: &TracePointContext) {
         unsafe { *accepted += 1 };
     }
     crate::queue::accepted(&stash);
-    let key = ConnKey { tgid, fd: fd as u32 };
+    let key = ConnKey {
+        tgid,
+        fd: fd as u32,
+    };
     match CONNS.get_ptr_mut(&key) {
         // SAFETY: a map value of this type; only this worker's threads touch it.
         Some(conn) => {
@@ -94,7 +99,14 @@ fn stash(ctx: &TracePointContext, kind: u32) -> u32 {
     if !is_worker(tgid) {
         return 0;
     }
-    put_stash(tid, Stash { buf: arg(ctx, ARG1), fd: arg(ctx, ARG0) as u32, kind });
+    put_stash(
+        tid,
+        Stash {
+            buf: arg(ctx, ARG1),
+            fd: arg(ctx, ARG0) as u32,
+            kind,
+        },
+    );
     0
 }
 
@@ -133,7 +145,11 @@ fn head(stash: &Stash, n: i64) -> Option<([u8; HEAD_LEN], usize)> {
         count_error(error::READ_FAILED);
         return None;
     }
-    let len = if n < HEAD_LEN as i64 { n as usize } else { HEAD_LEN };
+    let len = if n < HEAD_LEN as i64 {
+        n as usize
+    } else {
+        HEAD_LEN
+    };
     Some((head, len))
 }
 
@@ -152,7 +168,9 @@ fn idle(tgid: u32, fd: u32) {
 
 #[inline(always)]
 fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
-    let Some((tgid, stash)) = take(kind) else { return 0 };
+    let Some((tgid, stash)) = take(kind) else {
+        return 0;
+    };
     let n = ret(ctx);
     if n == EAGAIN {
         // gevent and eventlet try the next request's read at once.
@@ -162,7 +180,9 @@ fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
     if n <= 0 {
         return 0;
     }
-    let Some((head, len)) = head(&stash, n) else { return 0 };
+    let Some((head, len)) = head(&stash, n) else {
+        return 0;
+    };
     let key = ConnKey { tgid, fd: stash.fd };
     match CONNS.get_ptr_mut(&key) {
         // SAFETY: a map value; one worker's threads serialise on a connection.
@@ -174,7 +194,10 @@ fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
         // Accepted before we attached: track it from its next request line.
         None => {
             if let Some(method) = request_method(&head, len) {
-                if CONNS.insert(&key, &Conn::reading(now(), n as u64, method), 0).is_err() {
+                if CONNS
+                    .insert(&key, &Conn::reading(now(), n as u64, method), 0)
+                    .is_err()
+                {
                     count_error(error::CONNS_FULL);
                 }
             }
@@ -185,14 +208,20 @@ fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
 
 #[inline(always)]
 fn on_write_exit(ctx: &TracePointContext, kind: u32) -> u32 {
-    let Some((tgid, stash)) = take(kind) else { return 0 };
+    let Some((tgid, stash)) = take(kind) else {
+        return 0;
+    };
     let n = ret(ctx);
     if n <= 0 {
         return 0;
     }
     let key = ConnKey { tgid, fd: stash.fd };
-    let Some(conn) = CONNS.get_ptr_mut(&key) else { return 0 };
-    let Some((head, len)) = head(&stash, n) else { return 0 };
+    let Some(conn) = CONNS.get_ptr_mut(&key) else {
+        return 0;
+    };
+    let Some((head, len)) = head(&stash, n) else {
+        return 0;
+    };
     // SAFETY: as in on_read_exit.
     if let Some(done) = unsafe { (*conn).on_write(now(), n as u64, &head, len) } {
         record(tgid, &done);
@@ -207,7 +236,13 @@ fn on_write_exit(ctx: &TracePointContext, kind: u32) -> u32 {
         let aborting = matches!(tracked(tgid), Some(p) if p.flags & flag::ABORTING != 0);
         if EXC_PENDING.remove(&tid).is_ok() && !aborting {
             c.cause = cause::APP_EXCEPTION;
-            emit(event::EXCEPTION_ANSWERED, tgid, tid, c.method as i32, c.status as i32);
+            emit(
+                event::EXCEPTION_ANSWERED,
+                tgid,
+                tid,
+                c.method as i32,
+                c.status as i32,
+            );
         }
     }
     0
@@ -242,7 +277,9 @@ pub fn sys_enter_sendfile64(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_sendfile64(ctx: TracePointContext) -> u32 {
-    let Some((tgid, stash)) = take(io::SENDFILE) else { return 0 };
+    let Some((tgid, stash)) = take(io::SENDFILE) else {
+        return 0;
+    };
     let n = ret(&ctx);
     if n <= 0 {
         return 0;
@@ -257,7 +294,10 @@ pub fn sys_exit_sendfile64(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_shutdown(ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
-    let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
+    let key = ConnKey {
+        tgid,
+        fd: arg(&ctx, ARG0) as u32,
+    };
     if let Some(conn) = CONNS.get_ptr_mut(&key) {
         // SAFETY: as in on_read_exit.
         if let Some(done) = unsafe { (*conn).on_shutdown(arg(&ctx, ARG1), now()) } {
@@ -286,7 +326,10 @@ pub fn sys_enter_epoll_ctl(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
     let Some(proc_) = tracked(tgid) else { return 0 };
-    let key = ConnKey { tgid, fd: arg(&ctx, ARG0) as u32 };
+    let key = ConnKey {
+        tgid,
+        fd: arg(&ctx, ARG0) as u32,
+    };
     match CONNS.get_ptr_mut(&key) {
         // SAFETY: as in on_read_exit. The entry is kept (see phase::CLOSED).
         Some(conn) if unsafe { (*conn).is_open() } => {
@@ -303,7 +346,9 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn heartbeat_closed(tgid: u32, fd: u32, master: u32) {
     // SAFETY: plain data.
-    let Some(beat) = HEARTBEAT.get_ptr(&tgid).map(|b| unsafe { *b }) else { return };
+    let Some(beat) = HEARTBEAT.get_ptr(&tgid).map(|b| unsafe { *b }) else {
+        return;
+    };
     if beat.fd == fd {
         emit(event::WORKER_EXITING, tgid, master, 0, 0);
     }
@@ -336,7 +381,11 @@ pub fn error_log_write(ctx: TracePointContext) -> u32 {
         count_error(error::EVENTS_LOST);
         return 0;
     };
-    let valid = if len < ERRLOG_TAIL as u64 { len as usize } else { ERRLOG_TAIL };
+    let valid = if len < ERRLOG_TAIL as u64 {
+        len as usize
+    } else {
+        ERRLOG_TAIL
+    };
     let ptr = entry.as_mut_ptr();
     // SAFETY: reserved ring-buffer memory of this type; the record's last
     // `valid` bytes go to the start of the tail array.

@@ -4,11 +4,15 @@
 
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use exporter_ebpf::{
-    abi::{error, event, flag, io, role, Heartbeat, Proc, Stash, NO_EXIT_CODE},
-    tracepoint::{ARG0, ARG1, CLONE_THREAD, EXIT_GROUP_DEAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID, RET},
+    abi::{Heartbeat, NO_EXIT_CODE, Proc, Stash, error, event, flag, io, role},
+    tracepoint::{
+        ARG0, ARG1, CLONE_THREAD, EXIT_GROUP_DEAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID, RET,
+    },
 };
 
-use crate::maps::{field, put_stash, count_error, emit, now, pid_tgid, tracked, HEARTBEAT, STASH, TRACKED};
+use crate::maps::{
+    HEARTBEAT, STASH, TRACKED, count_error, emit, field, now, pid_tgid, put_stash, tracked,
+};
 
 #[inline(always)]
 fn is_master(tgid: u32) -> bool {
@@ -23,12 +27,20 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     if !is_master(parent) {
         return 0;
     }
-    let (flags, child) = (field::<u64>(&ctx, NEWTASK_CLONE_FLAGS), field::<i32>(&ctx, NEWTASK_PID));
+    let (flags, child) = (
+        field::<u64>(&ctx, NEWTASK_CLONE_FLAGS),
+        field::<i32>(&ctx, NEWTASK_PID),
+    );
     if flags & CLONE_THREAD != 0 || child <= 0 {
         return 0;
     }
     let child = child as u32;
-    let worker = Proc { role: role::WORKER, master: parent, exit_code: 0, flags: 0 };
+    let worker = Proc {
+        role: role::WORKER,
+        master: parent,
+        exit_code: 0,
+        flags: 0,
+    };
     if TRACKED.insert(&child, &worker, 0).is_err() {
         count_error(error::TRACKED_FULL);
     }
@@ -42,7 +54,12 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
     let Some(old) = tracked(tgid) else { return 0 };
-    let master = Proc { role: role::MASTER, master: tgid, exit_code: 0, flags: 0 };
+    let master = Proc {
+        role: role::MASTER,
+        master: tgid,
+        exit_code: 0,
+        flags: 0,
+    };
     if TRACKED.insert(&tgid, &master, 0).is_err() {
         count_error(error::TRACKED_FULL);
     }
@@ -77,7 +94,11 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let Some(p) = tracked(tgid) else { return 0 };
     let _ = TRACKED.remove(&tgid);
     let _ = HEARTBEAT.remove(&tgid);
-    let code = if p.flags & flag::EXITED != 0 { p.exit_code } else { NO_EXIT_CODE };
+    let code = if p.flags & flag::EXITED != 0 {
+        p.exit_code
+    } else {
+        NO_EXIT_CODE
+    };
     emit(event::EXIT, tgid, p.master, code, 0);
     0
 }
@@ -90,7 +111,14 @@ pub fn sys_enter_wait4(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let status = field::<u64>(&ctx, ARG1);
-    put_stash(tid, Stash { buf: status, fd: 0, kind: io::WAIT });
+    put_stash(
+        tid,
+        Stash {
+            buf: status,
+            fd: 0,
+            kind: io::WAIT,
+        },
+    );
     0
 }
 
@@ -98,7 +126,9 @@ pub fn sys_enter_wait4(ctx: TracePointContext) -> u32 {
 pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
     let (tid, tgid) = pid_tgid();
     // SAFETY: plain data written by this thread's enter program.
-    let Some(stash) = STASH.get_ptr(&tid).map(|s| unsafe { *s }) else { return 0 };
+    let Some(stash) = STASH.get_ptr(&tid).map(|s| unsafe { *s }) else {
+        return 0;
+    };
     if stash.kind != io::WAIT {
         return 0;
     }
@@ -139,7 +169,11 @@ pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
     if p.role != role::WORKER {
         return 0;
     }
-    let beat = Heartbeat { ts_ns: now(), fd: field::<u64>(&ctx, ARG0) as u32, _pad: 0 };
+    let beat = Heartbeat {
+        ts_ns: now(),
+        fd: field::<u64>(&ctx, ARG0) as u32,
+        _pad: 0,
+    };
     match HEARTBEAT.get_ptr_mut(&tgid) {
         // SAFETY: this worker's entry; removed only when it exits.
         Some(slot) => unsafe { *slot = beat },

@@ -13,14 +13,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use exporter_ebpf::{
-    abi::{Handshake, Peer, Queue, Stash, AF_INET, HANDSHAKE_BITS},
+    abi::{AF_INET, HANDSHAKE_BITS, Handshake, Peer, Queue, Stash},
     tracepoint::{
-        IPPROTO_TCP, SOCK_DADDR, SOCK_DADDR_V6, SOCK_DPORT, SOCK_FAMILY, SOCK_NEWSTATE, SOCK_OLDSTATE, SOCK_PROTOCOL,
-        SOCK_SPORT, TCP_ESTABLISHED, TCP_SYN_RECV,
+        IPPROTO_TCP, SOCK_DADDR, SOCK_DADDR_V6, SOCK_DPORT, SOCK_FAMILY, SOCK_NEWSTATE,
+        SOCK_OLDSTATE, SOCK_PROTOCOL, SOCK_SPORT, TCP_ESTABLISHED, TCP_SYN_RECV,
     },
 };
 
-use crate::maps::{field, now, CONFIG};
+use crate::maps::{CONFIG, field, now};
 
 /// Written by userspace: the TCP ports the masters listen on.
 #[map]
@@ -37,7 +37,10 @@ pub static QUEUE: PerCpuArray<Queue> = PerCpuArray::with_max_entries(1, 0);
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let read16 = |offset| field::<u16>(&ctx, offset);
-    let (old, new) = (field::<i32>(&ctx, SOCK_OLDSTATE), field::<i32>(&ctx, SOCK_NEWSTATE));
+    let (old, new) = (
+        field::<i32>(&ctx, SOCK_OLDSTATE),
+        field::<i32>(&ctx, SOCK_NEWSTATE),
+    );
     if old != TCP_SYN_RECV || new != TCP_ESTABLISHED || read16(SOCK_PROTOCOL) != IPPROTO_TCP {
         return 0;
     }
@@ -45,7 +48,11 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let family = read16(SOCK_FAMILY);
-    let mut peer = Peer { family, port: read16(SOCK_DPORT), addr: [0; 16] };
+    let mut peer = Peer {
+        family,
+        port: read16(SOCK_DPORT),
+        addr: [0; 16],
+    };
     // Whole-word loads: the verifier only allows ctx reads at a constant
     // offset from the unmodified context pointer (no byte-copy loop).
     if family == AF_INET {
@@ -74,16 +81,24 @@ pub fn accepted(stash: &Stash) {
         return;
     }
     // SAFETY: the user's sockaddr buffer, just filled by accept; faults safely.
-    let Ok(sockaddr) = (unsafe { bpf_probe_read_user(stash.buf as *const [u8; 24]) }) else { return };
-    let Some(peer) = Peer::from_sockaddr(&sockaddr) else { return };
-    let Some(slot) = HANDSHAKES.get_ptr_mut(peer.slot(HANDSHAKE_BITS)) else { return };
+    let Ok(sockaddr) = (unsafe { bpf_probe_read_user(stash.buf as *const [u8; 24]) }) else {
+        return;
+    };
+    let Some(peer) = Peer::from_sockaddr(&sockaddr) else {
+        return;
+    };
+    let Some(slot) = HANDSHAKES.get_ptr_mut(peer.slot(HANDSHAKE_BITS)) else {
+        return;
+    };
     // SAFETY: an array slot (see inet_sock_set_state for races).
     let slot = unsafe { &mut *slot };
     if slot.started_ns == 0 || slot.peer != peer {
         return;
     }
     let started = core::mem::take(&mut slot.started_ns);
-    let (Some(config), Some(queue)) = (CONFIG.get_ptr(0), QUEUE.get_ptr_mut(0)) else { return };
+    let (Some(config), Some(queue)) = (CONFIG.get_ptr(0), QUEUE.get_ptr_mut(0)) else {
+        return;
+    };
     // SAFETY: our CPU's slot; CONFIG is written once before attach.
     unsafe { (*queue).record(now().saturating_sub(started), &(*config).duration_bounds_ns) };
 }

@@ -107,7 +107,13 @@ impl Conn {
 
     /// A read that returned `n > 0` bytes starting with `head[..len]`.
     #[inline(always)]
-    pub fn on_read(&mut self, now: u64, n: u64, head: &[u8; HEAD_LEN], len: usize) -> Option<Finished> {
+    pub fn on_read(
+        &mut self,
+        now: u64,
+        n: u64,
+        head: &[u8; HEAD_LEN],
+        len: usize,
+    ) -> Option<Finished> {
         match self.phase {
             phase::IDLE => {
                 let method = http::request_method(head, len).unwrap_or(http::method::OTHER);
@@ -143,7 +149,13 @@ impl Conn {
 
     /// A write that sent `n > 0` bytes starting with `head[..len]`.
     #[inline(always)]
-    pub fn on_write(&mut self, now: u64, n: u64, head: &[u8; HEAD_LEN], len: usize) -> Option<Finished> {
+    pub fn on_write(
+        &mut self,
+        now: u64,
+        n: u64,
+        head: &[u8; HEAD_LEN],
+        len: usize,
+    ) -> Option<Finished> {
         let status = http::response_status(head, len);
         match (self.phase, status) {
             (phase::READING, Some(s)) if http::is_interim(s) => {
@@ -283,10 +295,21 @@ mod tests {
         let done = c.on_shutdown(1, NOW).expect("finished at shutdown");
         assert_eq!(
             done,
-            Finished { method: GET, status: 200, duration_ns: 60, req_bytes: REQ.len() as u64, resp_bytes: OK.len() as u64 + 2, cause: 0 }
+            Finished {
+                method: GET,
+                status: 200,
+                duration_ns: 60,
+                req_bytes: REQ.len() as u64,
+                resp_bytes: OK.len() as u64 + 2,
+                cause: 0
+            }
         );
         assert_eq!(c.on_close(NOW), None, "counted once");
-        assert_eq!(read(&mut c, 170, REQ), None, "reads after shutdown are ignored");
+        assert_eq!(
+            read(&mut c, 170, REQ),
+            None,
+            "reads after shutdown are ignored"
+        );
         assert_eq!(c.on_close(NOW), None);
     }
 
@@ -319,14 +342,25 @@ mod tests {
         let mut c = Conn::default();
         assert_eq!(c.on_idle(), None, "no request yet");
         read(&mut c, 0, REQ);
-        assert_eq!(c.on_idle(), None, "still reading: more request data may come");
+        assert_eq!(
+            c.on_idle(),
+            None,
+            "still reading: more request data may come"
+        );
         write(&mut c, 5, OK);
-        assert_eq!(c.on_idle().map(|f| (f.status, f.duration_ns)), Some((200, 5)));
+        assert_eq!(
+            c.on_idle().map(|f| (f.status, f.duration_ns)),
+            Some((200, 5))
+        );
         assert_eq!(c.on_idle(), None, "counted once");
         assert_eq!(c.on_close(NOW), None);
         read(&mut c, 100, REQ);
         write(&mut c, 103, OK);
-        assert_eq!(c.on_close(NOW).map(|f| f.duration_ns), Some(3), "next request starts clean");
+        assert_eq!(
+            c.on_close(NOW).map(|f| f.duration_ns),
+            Some(3),
+            "next request starts clean"
+        );
     }
 
     #[test]
@@ -337,17 +371,32 @@ mod tests {
         write(&mut c, 10, OK);
         write(&mut c, 11, b"hi");
         let first = write(&mut c, 20, OK).expect("second status line ends the first");
-        assert_eq!((first.status, first.duration_ns, first.req_bytes), (200, 11, two.len() as u64));
+        assert_eq!(
+            (first.status, first.duration_ns, first.req_bytes),
+            (200, 11, two.len() as u64)
+        );
         write(&mut c, 25, b"hi");
         let second = c.on_close(NOW).unwrap();
-        assert_eq!((second.method, second.status, second.duration_ns, second.req_bytes), (GET, 200, 14, 0));
+        assert_eq!(
+            (
+                second.method,
+                second.status,
+                second.duration_ns,
+                second.req_bytes
+            ),
+            (GET, 200, 14, 0)
+        );
     }
 
     #[test]
     fn chunked_and_sendfile_bodies() {
         let mut c = Conn::default();
         read(&mut c, 0, REQ);
-        write(&mut c, 1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        write(
+            &mut c,
+            1,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
         write(&mut c, 2, b"5\r\nhello\r\n");
         write(&mut c, 3, b"0\r\n\r\n");
         c.on_sendfile(9, 1000);
@@ -359,7 +408,11 @@ mod tests {
     #[test]
     fn interim_continue_is_not_a_response() {
         let mut c = Conn::default();
-        read(&mut c, 0, b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+        read(
+            &mut c,
+            0,
+            b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+        );
         assert_eq!(write(&mut c, 1, b"HTTP/1.1 100 Continue\r\n\r\n"), None);
         read(&mut c, 2, b"body");
         assert_eq!(write(&mut c, 3, OK), None);
@@ -372,8 +425,16 @@ mod tests {
         let mut c = Conn::default();
         read(&mut c, 0, REQ);
         let done = c.on_close(NOW).unwrap();
-        assert_eq!((done.status, done.duration_ns, done.method), (ABORTED, NOW, GET), "in flight until the close");
-        assert_eq!(Conn::default().on_close(NOW), None, "idle connections are not requests");
+        assert_eq!(
+            (done.status, done.duration_ns, done.method),
+            (ABORTED, NOW, GET),
+            "in flight until the close"
+        );
+        assert_eq!(
+            Conn::default().on_close(NOW),
+            None,
+            "idle connections are not requests"
+        );
     }
 
     #[test]
@@ -391,7 +452,10 @@ mod tests {
         let mut c = Conn::default();
         read(&mut c, 0, b"\x16\x03\x01garbage");
         write(&mut c, 1, b"HTTP/1.1 400 Bad Request\r\n");
-        assert_eq!(c.on_close(NOW).map(|f| (f.method, f.status)), Some((OTHER, 400)));
+        assert_eq!(
+            c.on_close(NOW).map(|f| (f.method, f.status)),
+            Some((OTHER, 400))
+        );
     }
 
     #[test]
@@ -449,7 +513,9 @@ mod tests {
     fn accept_over_an_unclosed_connection_ends_its_request() {
         let mut c = Conn::default();
         read(&mut c, 100, REQ);
-        let done = c.on_accept(NOW).expect("in flight when the descriptor was reused");
+        let done = c
+            .on_accept(NOW)
+            .expect("in flight when the descriptor was reused");
         assert_eq!(done.status, ABORTED);
         assert_eq!(c, Conn::default());
     }

@@ -7,7 +7,7 @@ use exporter_ebpf::{
     tracepoint::{DELIVER_SA_HANDLER, DELIVER_SIG, GENERATE_CODE, GENERATE_PID, GENERATE_SIG},
 };
 
-use crate::maps::{field, emit, pid_tgid, set_flags, tracked};
+use crate::maps::{emit, field, pid_tgid, set_flags, tracked};
 
 const SIGABRT: i32 = 6;
 /// `sa_handler` values that are not a handler: SIG_DFL, SIG_IGN.
@@ -18,10 +18,10 @@ const SIG_IGN: u64 = 1;
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
     let (_, sender) = pid_tgid();
     let (sig, code, target) = (
-            field::<i32>(&ctx, GENERATE_SIG),
-            field::<i32>(&ctx, GENERATE_CODE),
-            field::<i32>(&ctx, GENERATE_PID) as u32,
-        );
+        field::<i32>(&ctx, GENERATE_SIG),
+        field::<i32>(&ctx, GENERATE_CODE),
+        field::<i32>(&ctx, GENERATE_PID) as u32,
+    );
     let to = tracked(target);
     if to.is_none() && tracked(sender).is_none() {
         return 0;
@@ -43,7 +43,10 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     if tracked(tgid).is_none() {
         return 0;
     }
-    let (sig, handler) = (field::<i32>(&ctx, DELIVER_SIG), field::<u64>(&ctx, DELIVER_SA_HANDLER));
+    let (sig, handler) = (
+        field::<i32>(&ctx, DELIVER_SIG),
+        field::<u64>(&ctx, DELIVER_SA_HANDLER),
+    );
     emit(event::DELIVER, tgid, tgid, sig, (handler > SIG_IGN) as i32);
     0
 }

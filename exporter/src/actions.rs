@@ -11,7 +11,7 @@ use std::{
 };
 
 use thiserror::Error;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::lifecycle::{Hook, Occurrence};
 
@@ -23,7 +23,11 @@ pub enum ActionError {
     #[error("--on {0:?}: expected HOOK=COMMAND")]
     Syntax(String),
     #[error("--on {spec:?}: unknown hook `{hook}` (one of {known})")]
-    UnknownHook { spec: String, hook: String, known: String },
+    UnknownHook {
+        spec: String,
+        hook: String,
+        known: String,
+    },
 }
 
 type Counts = Arc<Mutex<BTreeMap<(Hook, &'static str), u64>>>;
@@ -42,7 +46,9 @@ pub struct Actions {
 
 /// Parses `HOOK=COMMAND`.
 pub fn parse(spec: &str) -> Result<(Hook, String), ActionError> {
-    let (hook, command) = spec.split_once('=').ok_or_else(|| ActionError::Syntax(spec.into()))?;
+    let (hook, command) = spec
+        .split_once('=')
+        .ok_or_else(|| ActionError::Syntax(spec.into()))?;
     if command.trim().is_empty() {
         return Err(ActionError::Syntax(spec.into()));
     }
@@ -70,16 +76,33 @@ impl Actions {
         let counts = Counts::default();
         let runner = run_jobs(rx, concurrency.max(1), timeout, counts.clone());
         let queue = (!commands.is_empty()).then_some(tx);
-        Ok((Actions { commands, queue, counts }, runner))
+        Ok((
+            Actions {
+                commands,
+                queue,
+                counts,
+            },
+            runner,
+        ))
     }
 
     /// Queues the commands registered for this hook; never blocks.
     pub fn run(&self, occurrence: &Occurrence) {
-        let (Some(queue), Some(commands)) = (&self.queue, self.commands.get(&occurrence.hook)) else { return };
+        let (Some(queue), Some(commands)) = (&self.queue, self.commands.get(&occurrence.hook))
+        else {
+            return;
+        };
         for command in commands {
-            let job = Job { hook: occurrence.hook, command: command.clone(), env: occurrence.env() };
+            let job = Job {
+                hook: occurrence.hook,
+                command: command.clone(),
+                env: occurrence.env(),
+            };
             if queue.try_send(job).is_err() {
-                log::warn!("hook action for {} dropped: {QUEUE} actions already waiting", occurrence.hook.name());
+                log::warn!(
+                    "hook action for {} dropped: {QUEUE} actions already waiting",
+                    occurrence.hook.name()
+                );
                 count(&self.counts, occurrence.hook, "dropped");
             }
         }
@@ -87,18 +110,34 @@ impl Actions {
 
     /// (hook, result) -> number of actions, result one of ok, failed, timeout, dropped.
     pub fn counts(&self) -> Vec<((Hook, &'static str), u64)> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, *v)).collect()
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
     }
 }
 
 fn count(counts: &Counts, hook: Hook, result: &'static str) {
-    *counts.lock().unwrap_or_else(|p| p.into_inner()).entry((hook, result)).or_default() += 1;
+    *counts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((hook, result))
+        .or_default() += 1;
 }
 
-async fn run_jobs(mut queue: mpsc::Receiver<Job>, concurrency: usize, timeout: Duration, counts: Counts) {
+async fn run_jobs(
+    mut queue: mpsc::Receiver<Job>,
+    concurrency: usize,
+    timeout: Duration,
+    counts: Counts,
+) {
     let slots = Arc::new(Semaphore::new(concurrency));
     while let Some(job) = queue.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let counts = counts.clone();
         tokio::spawn(async move {
             let result = run_one(&job, timeout).await;
@@ -119,22 +158,38 @@ async fn run_one(job: &Job, timeout: Duration) -> &'static str {
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
-            log::warn!("hook action for {} could not start `{}`: {e}", job.hook.name(), job.command);
+            log::warn!(
+                "hook action for {} could not start `{}`: {e}",
+                job.hook.name(),
+                job.command
+            );
             return "failed";
         }
     };
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => "ok",
         Ok(Ok(status)) => {
-            log::warn!("hook action for {} `{}` failed: {status}", job.hook.name(), job.command);
+            log::warn!(
+                "hook action for {} `{}` failed: {status}",
+                job.hook.name(),
+                job.command
+            );
             "failed"
         }
         Ok(Err(e)) => {
-            log::warn!("hook action for {} `{}` failed: {e}", job.hook.name(), job.command);
+            log::warn!(
+                "hook action for {} `{}` failed: {e}",
+                job.hook.name(),
+                job.command
+            );
             "failed"
         }
         Err(_) => {
-            log::warn!("hook action for {} `{}` timed out after {timeout:?}; killed", job.hook.name(), job.command);
+            log::warn!(
+                "hook action for {} `{}` timed out after {timeout:?}; killed",
+                job.hook.name(),
+                job.command
+            );
             let _ = child.kill().await;
             "timeout"
         }
@@ -147,9 +202,15 @@ mod tests {
 
     #[test]
     fn parses_specs() {
-        assert_eq!(parse("post_fork=echo hi").unwrap(), (Hook::PostFork, "echo hi".to_string()));
+        assert_eq!(
+            parse("post_fork=echo hi").unwrap(),
+            (Hook::PostFork, "echo hi".to_string())
+        );
         assert_eq!(parse("child_exit=a=b").unwrap().1, "a=b");
-        assert!(matches!(parse("nope=x"), Err(ActionError::UnknownHook { .. })));
+        assert!(matches!(
+            parse("nope=x"),
+            Err(ActionError::UnknownHook { .. })
+        ));
         assert!(matches!(parse("post_fork"), Err(ActionError::Syntax(_))));
         assert!(matches!(parse("post_fork= "), Err(ActionError::Syntax(_))));
     }
@@ -160,7 +221,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("out");
         let specs = vec![
-            format!("worker_exit=echo $GUNICORN_HOOK $GUNICORN_WORKER_PID $GUNICORN_REASON > {}", out.display()),
+            format!(
+                "worker_exit=echo $GUNICORN_HOOK $GUNICORN_WORKER_PID $GUNICORN_REASON > {}",
+                out.display()
+            ),
             "worker_exit=exit 3".to_string(),
             "worker_exit=sleep 5".to_string(),
         ];
@@ -177,14 +241,21 @@ mod tests {
         actions.run(&occurrence);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while actions.counts().iter().map(|(_, n)| n).sum::<u64>() < 3 {
-            assert!(std::time::Instant::now() < deadline, "actions did not finish: {:?}", actions.counts());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "actions did not finish: {:?}",
+                actions.counts()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let counts: BTreeMap<_, _> = actions.counts().into_iter().collect();
         assert_eq!(counts.get(&(Hook::WorkerExit, "ok")), Some(&1));
         assert_eq!(counts.get(&(Hook::WorkerExit, "failed")), Some(&1));
         assert_eq!(counts.get(&(Hook::WorkerExit, "timeout")), Some(&1));
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "worker_exit 42 max_requests\n");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "worker_exit 42 max_requests\n"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -49,15 +49,23 @@ pub struct Sock {
 
 /// The inode of a `socket:[123]` descriptor link.
 pub fn socket_inode(link: &[u8]) -> Option<u64> {
-    std::str::from_utf8(link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?).ok()?.parse().ok()
+    std::str::from_utf8(link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// `(fd, socket inode)` of every socket `pid` holds; empty if it is gone.
 pub fn socket_fds(pid: u32) -> Vec<(u32, u64)> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
     dir.filter_map(|entry| {
         let entry = entry.ok()?;
-        let fd = std::str::from_utf8(entry.file_name().as_bytes()).ok()?.parse().ok()?;
+        let fd = std::str::from_utf8(entry.file_name().as_bytes())
+            .ok()?
+            .parse()
+            .ok()?;
         let link = std::fs::read_link(entry.path()).ok()?;
         Some((fd, socket_inode(link.as_os_str().as_bytes())?))
     })
@@ -82,8 +90,11 @@ pub fn served_by_workers(
     mut fd_inode: impl FnMut(u32, u32) -> Option<u64>,
 ) -> Option<BTreeSet<u64>> {
     workers.iter().find_map(|&w| {
-        let held: BTreeSet<u64> =
-            masters.iter().filter(|&&(fd, inode)| fd_inode(w, fd) == Some(inode)).map(|&(_, inode)| inode).collect();
+        let held: BTreeSet<u64> = masters
+            .iter()
+            .filter(|&&(fd, inode)| fd_inode(w, fd) == Some(inode))
+            .map(|&(_, inode)| inode)
+            .collect();
         (!held.is_empty()).then_some(held)
     })
 }
@@ -109,15 +120,27 @@ pub const TCP_LISTEN: u8 = 0x0A;
 fn proc_addr(field: &str) -> Option<SocketAddr> {
     let (addr, port) = field.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok().map(u32::to_ne_bytes);
+    let word = |i: usize| {
+        u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16)
+            .ok()
+            .map(u32::to_ne_bytes)
+    };
     match addr.len() {
-        8 => Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(word(0)?), port))),
+        8 => Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(word(0)?),
+            port,
+        ))),
         32 => {
             let mut bytes = [0u8; 16];
             for i in 0..4 {
                 bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
             }
-            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(bytes), port, 0, 0)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(bytes),
+                port,
+                0,
+                0,
+            )))
         }
         _ => None,
     }
@@ -134,9 +157,18 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<TcpRow> {
             let _remote = f.next()?;
             let state = u8::from_str_radix(f.next()?, 16).ok()?;
             let (tx, rx) = f.next()?.split_once(':')?;
-            let (tx_queue, rx_queue) = (u32::from_str_radix(tx, 16).ok()?, u32::from_str_radix(rx, 16).ok()?);
+            let (tx_queue, rx_queue) = (
+                u32::from_str_radix(tx, 16).ok()?,
+                u32::from_str_radix(rx, 16).ok()?,
+            );
             let inode = f.nth(4)?.parse().ok()?;
-            Some(TcpRow { local, state, tx_queue, rx_queue, inode })
+            Some(TcpRow {
+                local,
+                state,
+                tx_queue,
+                rx_queue,
+                inode,
+            })
         })
         .collect()
 }
@@ -152,12 +184,17 @@ pub fn proc_tcp_listeners(pid: u32) -> io::Result<Vec<Sock>> {
             Err(e) if file == "tcp6" && e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        out.extend(parse_proc_net_tcp(&text).into_iter().filter(|r| r.state == TCP_LISTEN).map(|r| Sock {
-            inode: r.inode,
-            label: r.local.to_string(),
-            rqueue: r.rx_queue,
-            wqueue: None,
-        }));
+        out.extend(
+            parse_proc_net_tcp(&text)
+                .into_iter()
+                .filter(|r| r.state == TCP_LISTEN)
+                .map(|r| Sock {
+                    inode: r.inode,
+                    label: r.local.to_string(),
+                    rqueue: r.rx_queue,
+                    wqueue: None,
+                }),
+        );
     }
     Ok(out)
 }
@@ -262,7 +299,11 @@ pub fn parse_batch(buf: &[u8], seq: u32, mut each: impl FnMut(&[u8])) -> io::Res
             }
             NLMSG_ERROR => {
                 let e = u32_at(payload, 0).ok_or_else(|| bad("short error"))? as i32;
-                return if e < 0 { Err(io::Error::from_raw_os_error(-e)) } else { Ok(Batch::Done) };
+                return if e < 0 {
+                    Err(io::Error::from_raw_os_error(-e))
+                } else {
+                    Ok(Batch::Done)
+                };
             }
             SOCK_DIAG_BY_FAMILY => each(payload),
             _ => {}
@@ -279,14 +320,22 @@ pub fn parse_inet_msg(p: &[u8]) -> Option<Sock> {
     }
     let port = u16::from_be_bytes([p[4], p[5]]);
     let addr = match p[0] as i32 {
-        libc::AF_INET => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(p[8], p[9], p[10], p[11]), port)),
+        libc::AF_INET => SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(p[8], p[9], p[10], p[11]),
+            port,
+        )),
         libc::AF_INET6 => {
             let bytes: [u8; 16] = p[8..24].try_into().ok()?;
             SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(bytes), port, 0, 0))
         }
         _ => return None,
     };
-    Some(Sock { inode: u32_at(p, 68)?.into(), label: addr.to_string(), rqueue: u32_at(p, 56)?, wqueue: Some(u32_at(p, 60)?) })
+    Some(Sock {
+        inode: u32_at(p, 68)?.into(),
+        label: addr.to_string(),
+        rqueue: u32_at(p, 56)?,
+        wqueue: Some(u32_at(p, 60)?),
+    })
 }
 
 /// `unix:/path`, or `unix:@name` for an abstract socket; None for an unnamed one.
@@ -325,7 +374,12 @@ pub fn parse_unix_msg(p: &[u8]) -> Option<Sock> {
         at += align4(len);
     }
     let (rqueue, wqueue) = queues?;
-    Some(Sock { inode, label: label?, rqueue, wqueue: Some(wqueue) })
+    Some(Sock {
+        inode,
+        label: label?,
+        rqueue,
+        wqueue: Some(wqueue),
+    })
 }
 
 /// A NETLINK_SOCK_DIAG socket in the network namespace of `pid` (the
@@ -335,13 +389,20 @@ fn diag_socket(pid: u32) -> io::Result<OwnedFd> {
     fn make() -> io::Result<OwnedFd> {
         // SAFETY: plain syscalls; the descriptor is owned from here on.
         unsafe {
-            let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG);
+            let fd = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            );
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
             let fd = OwnedFd::from_raw_fd(fd);
             // A scrape never hangs on the kernel.
-            let timeout = libc::timeval { tv_sec: 2, tv_usec: 0 };
+            let timeout = libc::timeval {
+                tv_sec: 2,
+                tv_usec: 0,
+            };
             libc::setsockopt(
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
@@ -372,7 +433,12 @@ fn diag_socket(pid: u32) -> io::Result<OwnedFd> {
 }
 
 /// Sends one dump request and decodes every answer with `decode`.
-fn dump(fd: &OwnedFd, request: &[u8], seq: u32, decode: fn(&[u8]) -> Option<Sock>) -> io::Result<Vec<Sock>> {
+fn dump(
+    fd: &OwnedFd,
+    request: &[u8],
+    seq: u32,
+    decode: fn(&[u8]) -> Option<Sock>,
+) -> io::Result<Vec<Sock>> {
     // SAFETY: sockaddr_nl is plain data; zero is the kernel's address.
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -403,7 +469,10 @@ fn dump(fd: &OwnedFd, request: &[u8], seq: u32, decode: fn(&[u8]) -> Option<Sock
             return Err(e);
         }
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "sock_diag: connection closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "sock_diag: connection closed",
+            ));
         }
         let batch = parse_batch(&buf[..n as usize], seq, |p| out.extend(decode(p)))?;
         if batch == Batch::Done {
@@ -415,8 +484,18 @@ fn dump(fd: &OwnedFd, request: &[u8], seq: u32, decode: fn(&[u8]) -> Option<Sock
 /// Every listening TCP (v4 and v6) socket in `pid`'s network namespace.
 pub fn diag_tcp_listeners(pid: u32) -> io::Result<Vec<Sock>> {
     let fd = diag_socket(pid)?;
-    let mut out = dump(&fd, &inet_request(libc::AF_INET as u8, 1), 1, parse_inet_msg)?;
-    match dump(&fd, &inet_request(libc::AF_INET6 as u8, 2), 2, parse_inet_msg) {
+    let mut out = dump(
+        &fd,
+        &inet_request(libc::AF_INET as u8, 1),
+        1,
+        parse_inet_msg,
+    )?;
+    match dump(
+        &fd,
+        &inet_request(libc::AF_INET6 as u8, 2),
+        2,
+        parse_inet_msg,
+    ) {
         Ok(v6) => out.extend(v6),
         // No IPv6 in this kernel.
         Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
@@ -446,7 +525,9 @@ pub fn listeners(pid: u32, inodes: &BTreeSet<u64>) -> Found {
     match diag_tcp_listeners(pid) {
         Ok(v) => socks.extend(v),
         Err(diag) => {
-            found.problems.push(format!("sock_diag for TCP: {diag}; reading backlogs from /proc/net/tcp (no limits)"));
+            found.problems.push(format!(
+                "sock_diag for TCP: {diag}; reading backlogs from /proc/net/tcp (no limits)"
+            ));
             match proc_tcp_listeners(pid) {
                 Ok(v) => socks.extend(v),
                 Err(e) => found.problems.push(format!("/proc/{pid}/net/tcp: {e}")),
@@ -455,14 +536,23 @@ pub fn listeners(pid: u32, inodes: &BTreeSet<u64>) -> Found {
     }
     match diag_unix_listeners(pid) {
         Ok(v) => socks.extend(v),
-        Err(e) => found.problems.push(format!("sock_diag for unix sockets: {e}; no unix socket backlogs")),
+        Err(e) => found.problems.push(format!(
+            "sock_diag for unix sockets: {e}; no unix socket backlogs"
+        )),
     }
     found.listeners = socks
         .into_iter()
         .filter(|s| inodes.contains(&s.inode))
-        .map(|s| Listener { inode: s.inode, label: s.label, backlog: s.rqueue, limit: s.wqueue })
+        .map(|s| Listener {
+            inode: s.inode,
+            label: s.label,
+            backlog: s.rqueue,
+            limit: s.wqueue,
+        })
         .collect();
-    found.listeners.sort_by(|a, b| a.label.cmp(&b.label).then(a.inode.cmp(&b.inode)));
+    found
+        .listeners
+        .sort_by(|a, b| a.label.cmp(&b.label).then(a.inode.cmp(&b.inode)));
     found.listeners.dedup_by_key(|l| l.inode);
     found
 }
@@ -497,7 +587,15 @@ mod tests {
         if cfg!(target_endian = "little") {
             assert_eq!(rows[0].local, "127.0.0.1:45123".parse().unwrap());
         }
-        assert_eq!((rows[0].state, rows[0].tx_queue, rows[0].rx_queue, rows[0].inode), (TCP_LISTEN, 0, 3, 163662));
+        assert_eq!(
+            (
+                rows[0].state,
+                rows[0].tx_queue,
+                rows[0].rx_queue,
+                rows[0].inode
+            ),
+            (TCP_LISTEN, 0, 3, 163662)
+        );
         assert_eq!(rows[1].local, "0.0.0.0:8000".parse().unwrap());
         assert_eq!((rows[1].state, rows[1].inode), (TCP_LISTEN, 1621));
         assert_eq!(rows[2].state, 6);
@@ -564,8 +662,24 @@ mod tests {
 
     #[test]
     fn decodes_inet_messages() {
-        let v4 = parse_inet_msg(&inet_msg(libc::AF_INET as u8, &[127, 0, 0, 1], 8000, 3, 64, 42)).unwrap();
-        assert_eq!(v4, Sock { inode: 42, label: "127.0.0.1:8000".into(), rqueue: 3, wqueue: Some(64) });
+        let v4 = parse_inet_msg(&inet_msg(
+            libc::AF_INET as u8,
+            &[127, 0, 0, 1],
+            8000,
+            3,
+            64,
+            42,
+        ))
+        .unwrap();
+        assert_eq!(
+            v4,
+            Sock {
+                inode: 42,
+                label: "127.0.0.1:8000".into(),
+                rqueue: 3,
+                wqueue: Some(64)
+            }
+        );
         let mut one = [0u8; 16];
         one[15] = 1;
         let v6 = parse_inet_msg(&inet_msg(libc::AF_INET6 as u8, &one, 8001, 0, 2048, 43)).unwrap();
@@ -598,8 +712,21 @@ mod tests {
     #[test]
     fn decodes_unix_messages() {
         let s = parse_unix_msg(&unix_msg(77, b"/run/g.sock\0", 4, 32)).unwrap();
-        assert_eq!(s, Sock { inode: 77, label: "unix:/run/g.sock".into(), rqueue: 4, wqueue: Some(32) });
-        assert_eq!(parse_unix_msg(&unix_msg(78, b"\0abstract", 0, 5)).unwrap().label, "unix:@abstract");
+        assert_eq!(
+            s,
+            Sock {
+                inode: 77,
+                label: "unix:/run/g.sock".into(),
+                rqueue: 4,
+                wqueue: Some(32)
+            }
+        );
+        assert_eq!(
+            parse_unix_msg(&unix_msg(78, b"\0abstract", 0, 5))
+                .unwrap()
+                .label,
+            "unix:@abstract"
+        );
         assert_eq!(parse_unix_msg(&unix_msg(79, b"", 0, 5)), None, "unnamed");
         assert_eq!(unix_label(b"/a"), Some("unix:/a".into()));
     }
@@ -610,13 +737,19 @@ mod tests {
         buf.extend(message(SOCK_DIAG_BY_FAMILY, 9, &[9])); // another sequence: ignored
         buf.extend(message(SOCK_DIAG_BY_FAMILY, 5, &[4]));
         let mut seen = Vec::new();
-        assert_eq!(parse_batch(&buf, 5, |p| seen.push(p.to_vec())).unwrap(), Batch::More);
+        assert_eq!(
+            parse_batch(&buf, 5, |p| seen.push(p.to_vec())).unwrap(),
+            Batch::More
+        );
         assert_eq!(seen, vec![vec![1, 2, 3], vec![4]]);
 
         let done = message(NLMSG_DONE, 5, &0i32.to_ne_bytes());
         assert_eq!(parse_batch(&done, 5, |_| {}).unwrap(), Batch::Done);
         let failed = message(NLMSG_ERROR, 5, &(-libc::ENOENT).to_ne_bytes());
-        assert_eq!(parse_batch(&failed, 5, |_| {}).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(
+            parse_batch(&failed, 5, |_| {}).unwrap_err().raw_os_error(),
+            Some(libc::ENOENT)
+        );
         let mut truncated = message(SOCK_DIAG_BY_FAMILY, 5, &[1; 8]);
         truncated.truncate(20);
         assert!(parse_batch(&truncated, 5, |_| {}).is_err());
@@ -632,8 +765,15 @@ mod tests {
             (12, 5) => Some(100),
             _ => None,
         };
-        assert_eq!(served_by_workers(&masters, &[10, 11, 12], fds), Some(BTreeSet::from([100])));
-        assert_eq!(served_by_workers(&masters, &[10], fds), None, "a worker holding none does not count");
+        assert_eq!(
+            served_by_workers(&masters, &[10, 11, 12], fds),
+            Some(BTreeSet::from([100]))
+        );
+        assert_eq!(
+            served_by_workers(&masters, &[10], fds),
+            None,
+            "a worker holding none does not count"
+        );
         assert_eq!(served_by_workers(&masters, &[], fds), None);
     }
 
@@ -662,23 +802,47 @@ mod tests {
 
         let found = listeners(me, &BTreeSet::from([inode]));
         assert!(found.problems.is_empty(), "{:?}", found.problems);
-        assert_eq!(found.listeners, vec![Listener { inode, label: addr.to_string(), backlog: 3, limit: Some(17) }]);
+        assert_eq!(
+            found.listeners,
+            vec![Listener {
+                inode,
+                label: addr.to_string(),
+                backlog: 3,
+                limit: Some(17)
+            }]
+        );
 
         let from_proc = proc_tcp_listeners(me).unwrap();
-        let row = from_proc.iter().find(|s| s.inode == inode).expect("in /proc/net/tcp");
-        assert_eq!((row.label.as_str(), row.rqueue, row.wqueue), (addr.to_string().as_str(), 3, None));
+        let row = from_proc
+            .iter()
+            .find(|s| s.inode == inode)
+            .expect("in /proc/net/tcp");
+        assert_eq!(
+            (row.label.as_str(), row.rqueue, row.wqueue),
+            (addr.to_string().as_str(), 3, None)
+        );
     }
 
     #[test]
     fn reads_real_tcp6_listeners() {
-        let Ok(l) = TcpListener::bind("[::1]:0") else { return }; // no IPv6 here
+        let Ok(l) = TcpListener::bind("[::1]:0") else {
+            return;
+        }; // no IPv6 here
         // SAFETY: as above.
         assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 9) }, 0);
         let addr = l.local_addr().unwrap();
         let _c = TcpStream::connect(addr).unwrap();
         let inode = inode_of(&l);
         let found = listeners(std::process::id(), &BTreeSet::from([inode]));
-        assert_eq!(found.listeners, vec![Listener { inode, label: format!("[::1]:{}", addr.port()), backlog: 1, limit: Some(9) }]);
+        assert_eq!(
+            found.listeners,
+            vec![Listener {
+                inode,
+                label: format!("[::1]:{}", addr.port()),
+                backlog: 1,
+                limit: Some(9)
+            }]
+        );
     }
 
     #[test]
@@ -690,14 +854,21 @@ mod tests {
         let l = UnixListener::bind(&path).unwrap();
         // SAFETY: as above.
         assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 5) }, 0);
-        let _clients: Vec<UnixStream> = (0..2).map(|_| UnixStream::connect(&path).unwrap()).collect();
+        let _clients: Vec<UnixStream> = (0..2)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
         let inode = inode_of(&l);
         let found = listeners(std::process::id(), &BTreeSet::from([inode]));
         let _ = std::fs::remove_dir_all(&dir);
         assert!(found.problems.is_empty(), "{:?}", found.problems);
         assert_eq!(
             found.listeners,
-            vec![Listener { inode, label: format!("unix:{}", path.display()), backlog: 2, limit: Some(5) }]
+            vec![Listener {
+                inode,
+                label: format!("unix:{}", path.display()),
+                backlog: 2,
+                limit: Some(5)
+            }]
         );
     }
 
@@ -715,7 +886,13 @@ mod tests {
         cmd.arg("30");
         // SAFETY: unshare is async-signal-safe.
         unsafe {
-            cmd.pre_exec(|| if libc::unshare(libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(io::Error::last_os_error()) });
+            cmd.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
         }
         let mut child = cmd.spawn().expect("sleep in a new network namespace");
         let pid = child.id();
@@ -726,7 +903,12 @@ mod tests {
         let l = std::thread::scope(|s| {
             s.spawn(|| {
                 // SAFETY: this thread only; it ends right after.
-                assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "{}", io::Error::last_os_error());
+                assert_eq!(
+                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                    0,
+                    "{}",
+                    io::Error::last_os_error()
+                );
                 UnixListener::bind(&path).unwrap()
             })
             .join()
@@ -739,7 +921,15 @@ mod tests {
         let _ = child.wait();
         let _ = std::fs::remove_file(&path);
         assert!(theirs.problems.is_empty(), "{:?}", theirs.problems);
-        assert_eq!(theirs.listeners.iter().map(|l| l.inode).collect::<Vec<_>>(), vec![inode], "seen from the child's namespace");
-        assert!(ours.listeners.is_empty(), "not in the exporter's namespace: {:?}", ours.listeners);
+        assert_eq!(
+            theirs.listeners.iter().map(|l| l.inode).collect::<Vec<_>>(),
+            vec![inode],
+            "seen from the child's namespace"
+        );
+        assert!(
+            ours.listeners.is_empty(),
+            "not in the exporter's namespace: {:?}",
+            ours.listeners
+        );
     }
 }

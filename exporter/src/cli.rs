@@ -53,6 +53,13 @@ pub struct Options {
     #[arg(long)]
     pub no_exception_classes: bool,
 
+    /// Diagnostics: attach a program that does nothing to each of the same
+    /// tracepoints instead of the real ones. No request or lifecycle metric
+    /// moves; what the host pays then is the floor of tracing itself here
+    /// (`cargo xtask bench` measures the exporter against it).
+    #[arg(long)]
+    pub empty_programs: bool,
+
     /// Log format on stderr (hook lines carry master/worker pid, signal,
     /// exit status and reason as fields in JSON).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -87,7 +94,8 @@ pub enum LogFormat {
 }
 
 /// 1 ms .. 60 s, including gunicorn-prometheus-exporter's 0.1 0.5 1 2.5 5 10 30 60.
-pub const DEFAULT_BUCKETS: &str = "0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60";
+pub const DEFAULT_BUCKETS: &str =
+    "0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60";
 
 impl Options {
     pub fn series_grace(&self) -> Duration {

@@ -5,18 +5,18 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
     },
 };
 
 use exporter_ebpf::{
-    abi::{cause, error, Aggregate, MetricKey, SIZE_BOUNDS},
+    abi::{Aggregate, MetricKey, SIZE_BOUNDS, cause, error},
     buckets::used_slots,
     http::method,
     request::{
+        ABORTED, Conn,
         phase::{READING, RESPONDING},
-        Conn, ABORTED,
     },
 };
 use prometheus::{
@@ -43,27 +43,107 @@ pub struct Exporter {
 
 /// (name, help, variable labels) of every family, for the registry's descs.
 const FAMILIES: [(&str, &str, &[&str]); 22] = [
-    (x::REQUESTS, "Completed HTTP responses, by method and status code.", &["worker_id", "pid", "method", "status"]),
-    (x::DURATION, "Request duration: from the first read of the request to the last write of its response.", &["worker_id", "pid", "method", "status_class"]),
-    (x::REQUEST_SIZE, "Bytes read from the client per request (request line, headers, body).", &["worker_id", "pid", "method"]),
-    (x::RESPONSE_SIZE, "Bytes written to the client per request (status line, headers, body).", &["worker_id", "pid", "method"]),
-    (x::FAILED, "Failed requests, by error_type: the Python exception class of an app exception gunicorn answered with a 500, http_5xx (any other 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).", &["worker_id", "pid", "method", "error_type"]),
-    (x::WORKER_STATE, "1 for the worker's current state: running, quitting (SIGQUIT/SIGINT/SIGTERM received) or aborting (SIGABRT from the master received).", &["worker_id", "pid", "state"]),
-    (x::BUSY, "Requests in flight in the worker now: read, response not yet complete (at most 1 for sync workers, up to --threads for gthread).", &["worker_id", "pid"]),
-    (x::QUEUE, "Time from a client's TCP handshake completing to a worker accepting the connection: the wait in the listen queue (TCP listeners only).", &[]),
-    (x::CONNECTIONS, "Client connections the workers accepted since the exporter attached.", &[]),
-    (x::CONNECTIONS_OPEN, "Client connections the workers hold open now (accepted, or seen carrying a request, and not closed).", &[]),
-    (x::WORKERS_BUSY, "Workers with at least one request in flight now.", &[]),
-    (x::BUSY_SECONDS, "Request-seconds spent in flight in the worker (the sum of its requests' durations, in-flight ones included): rate() is its utilisation (divide by --threads for gthread).", &["worker_id", "pid"]),
-    (x::HEARTBEAT_AGE, "Seconds since the worker last touched its heartbeat file; gunicorn aborts it when this passes --timeout.", &["worker_id", "pid"]),
-    (x::HOOKS, "Gunicorn server hooks as seen from the kernel (see the README for how exact each is).", &["hook"]),
-    (x::RESTARTS, "Workers that went away, by reason.", &["reason"]),
-    (x::MASTER_SIGNALS, "Signals delivered to the gunicorn master, by name.", &["signal"]),
-    (x::HOOK_ACTIONS, "Hook commands run (--on), by result: ok, failed, timeout, dropped.", &["hook", "result"]),
+    (
+        x::REQUESTS,
+        "Completed HTTP responses, by method and status code.",
+        &["worker_id", "pid", "method", "status"],
+    ),
+    (
+        x::DURATION,
+        "Request duration: from the first read of the request to the last write of its response.",
+        &["worker_id", "pid", "method", "status_class"],
+    ),
+    (
+        x::REQUEST_SIZE,
+        "Bytes read from the client per request (request line, headers, body).",
+        &["worker_id", "pid", "method"],
+    ),
+    (
+        x::RESPONSE_SIZE,
+        "Bytes written to the client per request (status line, headers, body).",
+        &["worker_id", "pid", "method"],
+    ),
+    (
+        x::FAILED,
+        "Failed requests, by error_type: the Python exception class of an app exception gunicorn answered with a 500, http_5xx (any other 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).",
+        &["worker_id", "pid", "method", "error_type"],
+    ),
+    (
+        x::WORKER_STATE,
+        "1 for the worker's current state: running, quitting (SIGQUIT/SIGINT/SIGTERM received) or aborting (SIGABRT from the master received).",
+        &["worker_id", "pid", "state"],
+    ),
+    (
+        x::BUSY,
+        "Requests in flight in the worker now: read, response not yet complete (at most 1 for sync workers, up to --threads for gthread).",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::QUEUE,
+        "Time from a client's TCP handshake completing to a worker accepting the connection: the wait in the listen queue (TCP listeners only).",
+        &[],
+    ),
+    (
+        x::CONNECTIONS,
+        "Client connections the workers accepted since the exporter attached.",
+        &[],
+    ),
+    (
+        x::CONNECTIONS_OPEN,
+        "Client connections the workers hold open now (accepted, or seen carrying a request, and not closed).",
+        &[],
+    ),
+    (
+        x::WORKERS_BUSY,
+        "Workers with at least one request in flight now.",
+        &[],
+    ),
+    (
+        x::BUSY_SECONDS,
+        "Request-seconds spent in flight in the worker (the sum of its requests' durations, in-flight ones included): rate() is its utilisation (divide by --threads for gthread).",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::HEARTBEAT_AGE,
+        "Seconds since the worker last touched its heartbeat file; gunicorn aborts it when this passes --timeout.",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::HOOKS,
+        "Gunicorn server hooks as seen from the kernel (see the README for how exact each is).",
+        &["hook"],
+    ),
+    (
+        x::RESTARTS,
+        "Workers that went away, by reason.",
+        &["reason"],
+    ),
+    (
+        x::MASTER_SIGNALS,
+        "Signals delivered to the gunicorn master, by name.",
+        &["signal"],
+    ),
+    (
+        x::HOOK_ACTIONS,
+        "Hook commands run (--on), by result: ok, failed, timeout, dropped.",
+        &["hook", "result"],
+    ),
     (x::WORKERS, "Workers alive.", &[]),
-    (x::UP, "1 while a gunicorn master is attached and alive.", &[]),
-    (x::KERNEL_ERRORS, "Records the kernel side could not keep (map full, ring buffer full, unreadable buffer); lost requests show here, never silently.", &["kind"]),
-    (x::COLLECT_ERRORS, "Scrapes in which reading a kernel map failed (the rest was still served).", &[]),
+    (
+        x::UP,
+        "1 while a gunicorn master is attached and alive.",
+        &[],
+    ),
+    (
+        x::KERNEL_ERRORS,
+        "Records the kernel side could not keep (map full, ring buffer full, unreadable buffer); lost requests show here, never silently.",
+        &["kind"],
+    ),
+    (
+        x::COLLECT_ERRORS,
+        "Scrapes in which reading a kernel map failed (the rest was still served).",
+        &[],
+    ),
     (x::BUILD_INFO, "Exporter build information.", &["version"]),
 ];
 
@@ -72,10 +152,20 @@ impl Exporter {
         let descs = FAMILIES
             .iter()
             .map(|(name, help, labels)| {
-                Desc::new(name.to_string(), help.to_string(), labels.iter().map(|l| l.to_string()).collect(), Default::default())
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
             })
             .collect::<prometheus::Result<_>>()?;
-        Ok(Exporter { state, descs, collect_errors: AtomicU64::new(0), busy_reported: Mutex::default() })
+        Ok(Exporter {
+            state,
+            descs,
+            collect_errors: AtomicU64::new(0),
+            busy_reported: Mutex::default(),
+        })
     }
 
     fn help(name: &str) -> &'static str {
@@ -97,7 +187,10 @@ fn merged<K: Ord>(rows: impl Iterator<Item = (K, Aggregate)>) -> BTreeMap<K, Agg
 
 /// `worker_id` and `pid` of a worker's series.
 fn worker(state: &State, pid: u32) -> Labels {
-    let id = state.workers.get(pid).map_or_else(|| "worker_unknown".to_string(), |w| w.id());
+    let id = state
+        .workers
+        .get(pid)
+        .map_or_else(|| "worker_unknown".to_string(), |w| w.id());
     vec![("worker_id", id), ("pid", pid.to_string())]
 }
 
@@ -116,7 +209,13 @@ impl DurationBuckets {
     fn of(state: &State) -> DurationBuckets {
         let bounds = state.duration_bounds_ns();
         let slots = used_slots(bounds);
-        DurationBuckets { seconds: bounds[..slots - 1].iter().map(|&ns| ns as f64 / 1e9).collect(), slots }
+        DurationBuckets {
+            seconds: bounds[..slots - 1]
+                .iter()
+                .map(|&ns| ns as f64 / 1e9)
+                .collect(),
+            slots,
+        }
     }
 }
 
@@ -131,11 +230,21 @@ impl Exporter {
     }
 
     /// Requests, failures, durations and sizes, per worker.
-    fn request_families(&self, state: &State, series: &BTreeMap<MetricKey, Aggregate>, buckets: &DurationBuckets) -> Vec<MetricFamily> {
+    fn request_families(
+        &self,
+        state: &State,
+        series: &BTreeMap<MetricKey, Aggregate>,
+        buckets: &DurationBuckets,
+    ) -> Vec<MetricFamily> {
         let answered = || series.iter().filter(|(k, _)| k.status != ABORTED);
         let requests = answered().map(|(k, a)| {
-            let labels =
-                with(worker(state, k.tgid), &[("method", method::name(k.method).into()), ("status", k.status.to_string())]);
+            let labels = with(
+                worker(state, k.tgid),
+                &[
+                    ("method", method::name(k.method).into()),
+                    ("status", k.status.to_string()),
+                ],
+            );
             (labels, a.count as f64)
         });
 
@@ -157,27 +266,53 @@ impl Exporter {
             *failed.entry((k.tgid, k.method, kind)).or_default() += a.count;
         }
         let failed = failed.into_iter().map(|((pid, m, kind), n)| {
-            (with(worker(state, pid), &[("method", method::name(m).into()), ("error_type", kind.into())]), n as f64)
+            (
+                with(
+                    worker(state, pid),
+                    &[
+                        ("method", method::name(m).into()),
+                        ("error_type", kind.into()),
+                    ],
+                ),
+                n as f64,
+            )
         });
 
         let by_class = merged(answered().map(|(k, a)| ((k.tgid, k.method, class(k.status)), *a)));
         let durations = by_class.iter().map(|((pid, m, c), a)| HistogramRow {
-            labels: with(worker(state, *pid), &[("method", method::name(*m).into()), ("status_class", c.clone())]),
+            labels: with(
+                worker(state, *pid),
+                &[
+                    ("method", method::name(*m).into()),
+                    ("status_class", c.clone()),
+                ],
+            ),
             bounds: &buckets.seconds,
             counts: &a.duration[..buckets.slots],
             sum: a.duration_sum_ns as f64 / 1e9,
         });
 
         let size_slots = used_slots(&SIZE_BOUNDS);
-        let size_bounds: Vec<f64> = SIZE_BOUNDS[..size_slots - 1].iter().map(|&b| b as f64).collect();
+        let size_bounds: Vec<f64> = SIZE_BOUNDS[..size_slots - 1]
+            .iter()
+            .map(|&b| b as f64)
+            .collect();
         let by_method = merged(series.iter().map(|(k, a)| ((k.tgid, k.method), *a)));
         let size_bounds = &size_bounds;
         let sizes = |response: bool| {
             by_method.iter().map(move |((pid, m), a)| HistogramRow {
                 labels: with(worker(state, *pid), &[("method", method::name(*m).into())]),
                 bounds: size_bounds,
-                counts: if response { &a.resp_size[..size_slots] } else { &a.req_size[..size_slots] },
-                sum: if response { a.resp_bytes_sum } else { a.req_bytes_sum } as f64,
+                counts: if response {
+                    &a.resp_size[..size_slots]
+                } else {
+                    &a.req_size[..size_slots]
+                },
+                sum: if response {
+                    a.resp_bytes_sum
+                } else {
+                    a.req_bytes_sum
+                } as f64,
             })
         };
 
@@ -191,24 +326,42 @@ impl Exporter {
     }
 
     /// State, saturation and heartbeat of the live workers.
-    fn worker_families(&self, state: &State, series: &BTreeMap<MetricKey, Aggregate>, conns: &[(u32, Conn)]) -> Vec<MetricFamily> {
-        let alive: Vec<(u32, WorkerState)> = state.workers.alive().map(|w| (w.pid, w.state)).collect();
+    fn worker_families(
+        &self,
+        state: &State,
+        series: &BTreeMap<MetricKey, Aggregate>,
+        conns: &[(u32, Conn)],
+    ) -> Vec<MetricFamily> {
+        let alive: Vec<(u32, WorkerState)> =
+            state.workers.alive().map(|w| (w.pid, w.state)).collect();
         let states = alive.iter().flat_map(|&(pid, current)| {
-            WorkerState::ALL.map(|s| (with(worker(state, pid), &[("state", s.name().into())]), (s == current) as u8 as f64))
+            WorkerState::ALL.map(|s| {
+                (
+                    with(worker(state, pid), &[("state", s.name().into())]),
+                    (s == current) as u8 as f64,
+                )
+            })
         });
         let now_ns = crate::procs::monotonic_ns();
         // Busy: in-flight requests now, and request-seconds including their elapsed part.
-        let mut busy: BTreeMap<u32, (u64, u64)> = alive.iter().map(|(pid, _)| (*pid, (0, 0))).collect();
+        let mut busy: BTreeMap<u32, (u64, u64)> =
+            alive.iter().map(|(pid, _)| (*pid, (0, 0))).collect();
         for (k, a) in series {
             if let Some(b) = busy.get_mut(&k.tgid) {
                 b.1 += a.duration_sum_ns;
             }
         }
-        let in_flight = conns.iter().filter(|(_, c)| matches!(c.phase, READING | RESPONDING));
+        let in_flight = conns
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, READING | RESPONDING));
         for (pid, conn) in in_flight {
             if let Some(b) = busy.get_mut(pid) {
                 b.0 += 1;
-                let end = if conn.phase == RESPONDING { conn.last_write_ns } else { now_ns };
+                let end = if conn.phase == RESPONDING {
+                    conn.last_write_ns
+                } else {
+                    now_ns
+                };
                 b.1 += end.saturating_sub(conn.start_ns);
             }
         }
@@ -222,8 +375,12 @@ impl Exporter {
             }
         }
         let workers_busy = busy.values().filter(|b| b.0 > 0).count();
-        let busy_now = busy.iter().map(|(pid, b)| (worker(state, *pid), b.0 as f64));
-        let busy_seconds = busy.iter().map(|(pid, b)| (worker(state, *pid), b.1 as f64 / 1e9));
+        let busy_now = busy
+            .iter()
+            .map(|(pid, b)| (worker(state, *pid), b.0 as f64));
+        let busy_seconds = busy
+            .iter()
+            .map(|(pid, b)| (worker(state, *pid), b.1 as f64 / 1e9));
         let heartbeat_age = state
             .kernel
             .heartbeats()
@@ -233,18 +390,43 @@ impl Exporter {
 
         vec![
             x::gauge(x::WORKER_STATE, Self::help(x::WORKER_STATE), states),
-            x::gauge(x::HEARTBEAT_AGE, Self::help(x::HEARTBEAT_AGE), heartbeat_age),
+            x::gauge(
+                x::HEARTBEAT_AGE,
+                Self::help(x::HEARTBEAT_AGE),
+                heartbeat_age,
+            ),
             x::gauge(x::BUSY, Self::help(x::BUSY), busy_now),
-            x::gauge(x::WORKERS_BUSY, Self::help(x::WORKERS_BUSY), [(vec![], workers_busy as f64)]),
+            x::gauge(
+                x::WORKERS_BUSY,
+                Self::help(x::WORKERS_BUSY),
+                [(vec![], workers_busy as f64)],
+            ),
             x::counter(x::BUSY_SECONDS, Self::help(x::BUSY_SECONDS), busy_seconds),
-            x::gauge(x::WORKERS, Self::help(x::WORKERS), [(vec![], alive.len() as f64)]),
-            x::gauge(x::UP, Self::help(x::UP), [(vec![], if state.up() { 1.0 } else { 0.0 })]),
+            x::gauge(
+                x::WORKERS,
+                Self::help(x::WORKERS),
+                [(vec![], alive.len() as f64)],
+            ),
+            x::gauge(
+                x::UP,
+                Self::help(x::UP),
+                [(vec![], if state.up() { 1.0 } else { 0.0 })],
+            ),
         ]
     }
 
     /// Queueing and connections.
-    fn connection_families(&self, state: &State, buckets: &DurationBuckets, conns: &[(u32, Conn)]) -> Vec<MetricFamily> {
-        let queue = self.or_count("the queue histogram", state.kernel.read_queue(), Default::default());
+    fn connection_families(
+        &self,
+        state: &State,
+        buckets: &DurationBuckets,
+        conns: &[(u32, Conn)],
+    ) -> Vec<MetricFamily> {
+        let queue = self.or_count(
+            "the queue histogram",
+            state.kernel.read_queue(),
+            Default::default(),
+        );
         let accepted = self.or_count("the accept counter", state.kernel.accepted(), 0);
         let queue_row = HistogramRow {
             labels: vec![],
@@ -254,22 +436,50 @@ impl Exporter {
         };
         vec![
             x::histogram(x::QUEUE, Self::help(x::QUEUE), [queue_row]),
-            x::counter(x::CONNECTIONS, Self::help(x::CONNECTIONS), [(vec![], accepted as f64)]),
-            x::gauge(x::CONNECTIONS_OPEN, Self::help(x::CONNECTIONS_OPEN), [(vec![], conns.len() as f64)]),
+            x::counter(
+                x::CONNECTIONS,
+                Self::help(x::CONNECTIONS),
+                [(vec![], accepted as f64)],
+            ),
+            x::gauge(
+                x::CONNECTIONS_OPEN,
+                Self::help(x::CONNECTIONS_OPEN),
+                [(vec![], conns.len() as f64)],
+            ),
         ]
     }
 
     /// Hooks, restarts, the master's signals and hook actions.
     fn lifecycle_families(&self, state: &State) -> Vec<MetricFamily> {
         let counts = &state.counts;
-        let hooks = Hook::ALL.map(|h| (vec![("hook", h.name().to_string())], *counts.hooks.get(&h).unwrap_or(&0) as f64));
-        let restarts =
-            Reason::ALL.map(|r| (vec![("reason", r.name().to_string())], *counts.restarts.get(&r).unwrap_or(&0) as f64));
-        let signals = counts.master_signals.iter().map(|(s, n)| (vec![("signal", s.clone())], *n as f64));
+        let hooks = Hook::ALL.map(|h| {
+            (
+                vec![("hook", h.name().to_string())],
+                *counts.hooks.get(&h).unwrap_or(&0) as f64,
+            )
+        });
+        let restarts = Reason::ALL.map(|r| {
+            (
+                vec![("reason", r.name().to_string())],
+                *counts.restarts.get(&r).unwrap_or(&0) as f64,
+            )
+        });
+        let signals = counts
+            .master_signals
+            .iter()
+            .map(|(s, n)| (vec![("signal", s.clone())], *n as f64));
         let actions = state
             .action_counts()
             .into_iter()
-            .map(|((hook, result), n)| (vec![("hook", hook.name().to_string()), ("result", result.to_string())], n as f64));
+            .map(|((hook, result), n)| {
+                (
+                    vec![
+                        ("hook", hook.name().to_string()),
+                        ("result", result.to_string()),
+                    ],
+                    n as f64,
+                )
+            });
         vec![
             x::counter(x::HOOKS, Self::help(x::HOOKS), hooks),
             x::counter(x::RESTARTS, Self::help(x::RESTARTS), restarts),
@@ -280,15 +490,33 @@ impl Exporter {
 
     /// The exporter's own health.
     fn exporter_families(&self, state: &State) -> Vec<MetricFamily> {
-        let kernel_errors = self.or_count("the error counters", state.kernel.read_errors(), [0; error::COUNT as usize]);
+        let kernel_errors = self.or_count(
+            "the error counters",
+            state.kernel.read_errors(),
+            [0; error::COUNT as usize],
+        );
         vec![
             x::counter(
                 x::KERNEL_ERRORS,
                 Self::help(x::KERNEL_ERRORS),
-                error::NAMES.iter().zip(kernel_errors).map(|(kind, n)| (vec![("kind", kind.to_string())], n as f64)),
+                error::NAMES
+                    .iter()
+                    .zip(kernel_errors)
+                    .map(|(kind, n)| (vec![("kind", kind.to_string())], n as f64)),
             ),
-            x::counter(x::COLLECT_ERRORS, Self::help(x::COLLECT_ERRORS), [(vec![], self.collect_errors.load(Ordering::Relaxed) as f64)]),
-            x::gauge(x::BUILD_INFO, Self::help(x::BUILD_INFO), [(vec![("version", env!("CARGO_PKG_VERSION").to_string())], 1.0)]),
+            x::counter(
+                x::COLLECT_ERRORS,
+                Self::help(x::COLLECT_ERRORS),
+                [(vec![], self.collect_errors.load(Ordering::Relaxed) as f64)],
+            ),
+            x::gauge(
+                x::BUILD_INFO,
+                Self::help(x::BUILD_INFO),
+                [(
+                    vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+                    1.0,
+                )],
+            ),
         ]
     }
 }
@@ -299,7 +527,10 @@ impl Collector for Exporter {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.refresh();
         let series = self.or_count("the metrics map", state.series(), BTreeMap::new());
         for key in series.keys() {
@@ -313,6 +544,9 @@ impl Collector for Exporter {
         families.extend(self.connection_families(state, &buckets, &conns));
         families.extend(self.lifecycle_families(state));
         families.extend(self.exporter_families(state));
-        families.into_iter().filter(|f| !f.get_metric().is_empty()).collect()
+        families
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
     }
 }

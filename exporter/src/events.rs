@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, RingBuf};
-use exporter_ebpf::abi::{event, Event, ExceptionEvent};
-use tokio::io::{unix::AsyncFd, Interest};
+use exporter_ebpf::abi::{Event, ExceptionEvent, event};
+use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::state::State;
 
@@ -17,13 +17,19 @@ pub async fn run(ring: RingBuf<MapData>, state: Arc<Mutex<State>>) -> anyhow::Re
         let mut ready = ring.readable_mut().await?;
         {
             let ring = ready.get_inner_mut();
-            let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut state = state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             while let Some(record) = ring.next() {
                 match Event::from_bytes(&record) {
-                    Some(header) if header.kind == event::EXCEPTION => match ExceptionEvent::from_bytes(&record) {
-                        Some(exception) => state.on_exception(&exception),
-                        None => log::warn!("short exception event ({} bytes) ignored", record.len()),
-                    },
+                    Some(header) if header.kind == event::EXCEPTION => {
+                        match ExceptionEvent::from_bytes(&record) {
+                            Some(exception) => state.on_exception(&exception),
+                            None => {
+                                log::warn!("short exception event ({} bytes) ignored", record.len())
+                            }
+                        }
+                    }
                     Some(event) => state.on_event(&event),
                     None => log::warn!("short lifecycle event ({} bytes) ignored", record.len()),
                 }

@@ -35,7 +35,10 @@ impl Exceptions {
 
     /// That thread answered with a 5xx.
     pub fn answered(&mut self, tgid: u32, tid: u32, method: u8) {
-        let class = self.pending.remove(&tid).unwrap_or_else(|| UNKNOWN.to_string());
+        let class = self
+            .pending
+            .remove(&tid)
+            .unwrap_or_else(|| UNKNOWN.to_string());
         *self.counts.entry((tgid, method, class)).or_default() += 1;
     }
 
@@ -60,8 +63,18 @@ mod tests {
         e.answered(10, 12, 1);
         e.answered(10, 11, 1);
         e.answered(10, 13, 3);
-        let got: Vec<_> = e.counts().map(|((p, m, c), n)| (*p, *m, c.as_str(), *n)).collect();
-        assert_eq!(got, [(10, 1, "KeyError", 1), (10, 1, "RuntimeError", 1), (10, 3, UNKNOWN, 1)]);
+        let got: Vec<_> = e
+            .counts()
+            .map(|((p, m, c), n)| (*p, *m, c.as_str(), *n))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (10, 1, "KeyError", 1),
+                (10, 1, "RuntimeError", 1),
+                (10, 3, UNKNOWN, 1)
+            ]
+        );
         e.forget(10);
         assert_eq!(e.counts().count(), 0);
     }
@@ -74,6 +87,11 @@ mod tests {
             e.answered(7, 1, 1);
         }
         assert_eq!(e.counts().count(), MAX_CLASSES + 1);
-        assert_eq!(e.counts().find(|((_, _, c), _)| c == OTHER).map(|(_, n)| *n), Some(5));
+        assert_eq!(
+            e.counts()
+                .find(|((_, _, c), _)| c == OTHER)
+                .map(|(_, n)| *n),
+            Some(5)
+        );
     }
 }

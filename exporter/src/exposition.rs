@@ -2,7 +2,9 @@
 //! Names follow gunicorn-prometheus-exporter where it has one, so existing
 //! dashboards keep working.
 
-use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 
 pub const REQUESTS: &str = "gunicorn_worker_requests_total";
 pub const DURATION: &str = "gunicorn_worker_request_duration_seconds";
@@ -97,7 +99,11 @@ fn scalar(
     family(name, help, kind, metrics)
 }
 
-pub fn counter(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) -> MetricFamily {
+pub fn counter(
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) -> MetricFamily {
     scalar(name, help, MetricType::COUNTER, rows, |metric, value| {
         let mut counter = Counter::default();
         counter.set_value(value);
@@ -105,7 +111,11 @@ pub fn counter(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f
     })
 }
 
-pub fn gauge(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) -> MetricFamily {
+pub fn gauge(
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) -> MetricFamily {
     scalar(name, help, MetricType::GAUGE, rows, |metric, value| {
         let mut gauge = Gauge::default();
         gauge.set_value(value);
@@ -113,7 +123,11 @@ pub fn gauge(name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64
     })
 }
 
-pub fn histogram<'a>(name: &str, help: &str, rows: impl IntoIterator<Item = HistogramRow<'a>>) -> MetricFamily {
+pub fn histogram<'a>(
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = HistogramRow<'a>>,
+) -> MetricFamily {
     let metrics = rows
         .into_iter()
         .map(|row| {
@@ -156,11 +170,25 @@ mod tests {
 
     #[test]
     fn histogram_is_cumulative_with_inf() {
-        let row = HistogramRow { labels: vec![("pid", "7".into())], bounds: &[0.1, 1.0], counts: &[2, 3, 1], sum: 4.5 };
+        let row = HistogramRow {
+            labels: vec![("pid", "7".into())],
+            bounds: &[0.1, 1.0],
+            counts: &[2, 3, 1],
+            sum: 4.5,
+        };
         let out = text(&[histogram("h_seconds", "help", [row])]);
-        assert!(out.contains("h_seconds_bucket{pid=\"7\",le=\"0.1\"} 2\n"), "{out}");
-        assert!(out.contains("h_seconds_bucket{pid=\"7\",le=\"1\"} 5\n"), "{out}");
-        assert!(out.contains("h_seconds_bucket{pid=\"7\",le=\"+Inf\"} 6\n"), "{out}");
+        assert!(
+            out.contains("h_seconds_bucket{pid=\"7\",le=\"0.1\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("h_seconds_bucket{pid=\"7\",le=\"1\"} 5\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("h_seconds_bucket{pid=\"7\",le=\"+Inf\"} 6\n"),
+            "{out}"
+        );
         assert!(out.contains("h_seconds_sum{pid=\"7\"} 4.5\n"), "{out}");
         assert!(out.contains("h_seconds_count{pid=\"7\"} 6\n"), "{out}");
     }
@@ -171,7 +199,10 @@ mod tests {
             counter("c_total", "a counter", [(vec![("kind", "x".into())], 3.0)]),
             gauge("g", "a gauge", [(vec![], 2.0)]),
         ]);
-        assert!(out.contains("# TYPE c_total counter\nc_total{kind=\"x\"} 3\n"), "{out}");
+        assert!(
+            out.contains("# TYPE c_total counter\nc_total{kind=\"x\"} 3\n"),
+            "{out}"
+        );
         assert!(out.contains("# TYPE g gauge\ng 2\n"), "{out}");
     }
 }

@@ -7,7 +7,9 @@ use aya::{
     programs::{ProgramError, TracePoint},
 };
 use exporter_ebpf::{
-    abi::{error, map, Aggregate, Config, ConnKey, Heartbeat, MetricKey, Proc, Queue, DURATION_SLOTS},
+    abi::{
+        Aggregate, Config, ConnKey, DURATION_SLOTS, Heartbeat, MetricKey, Proc, Queue, error, map,
+    },
     request::Conn,
 };
 use thiserror::Error;
@@ -26,11 +28,17 @@ pub enum KernelError {
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("map {name}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error("program {name}")]
-    Program { name: &'static str, source: ProgramError },
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
 }
 
 /// (program, category, tracepoint). Order matters: processes first (so
@@ -90,7 +98,12 @@ const OTHER_IO: [Attachment; 12] = [
 pub struct Programs {
     pub io: IoSyscalls,
     pub exception_classes: bool,
+    /// Attach [`EMPTY`] in place of every program (the cost floor).
+    pub empty: bool,
 }
+
+/// A program that returns at once, for measuring what tracing itself costs.
+const EMPTY: &str = "empty";
 
 pub struct Kernel {
     tracked: HashMap<MapData, u32, Proc>,
@@ -117,12 +130,18 @@ where
 
 impl Kernel {
     /// Loads the programs with the duration buckets and attaches them.
-    pub fn load(duration_bounds_ns: [u64; DURATION_SLOTS], programs: Programs) -> Result<Kernel, KernelError> {
+    pub fn load(
+        duration_bounds_ns: [u64; DURATION_SLOTS],
+        programs: Programs,
+    ) -> Result<Kernel, KernelError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(KernelError::Load)?;
         let mut config: Array<MapData, Config> = take(&mut ebpf, map::CONFIG)?;
         config
             .set(0, Config { duration_bounds_ns }, 0)
-            .map_err(|source| KernelError::Map { name: map::CONFIG, source })?;
+            .map_err(|source| KernelError::Map {
+                name: map::CONFIG,
+                source,
+            })?;
         let mut kernel = Kernel {
             tracked: take(&mut ebpf, map::TRACKED)?,
             conns: take(&mut ebpf, map::CONNS)?,
@@ -136,10 +155,24 @@ impl Kernel {
             attached: Vec::new(),
             _ebpf: ebpf,
         };
-        let other: &[Attachment] = if programs.io == IoSyscalls::All { &OTHER_IO } else { &[] };
-        let errors: &[Attachment] = if programs.exception_classes { &ERROR_LOG } else { &[] };
-        for &attachment in PROCESS.iter().chain(&GUNICORN_IO).chain(errors).chain(other) {
-            kernel.attach(attachment)?;
+        let other: &[Attachment] = if programs.io == IoSyscalls::All {
+            &OTHER_IO
+        } else {
+            &[]
+        };
+        let errors: &[Attachment] = if programs.exception_classes {
+            &ERROR_LOG
+        } else {
+            &[]
+        };
+        for &(name, category, tracepoint) in PROCESS
+            .iter()
+            .chain(&GUNICORN_IO)
+            .chain(errors)
+            .chain(other)
+        {
+            let name = if programs.empty { EMPTY } else { name };
+            kernel.attach((name, category, tracepoint))?;
         }
         Ok(kernel)
     }
@@ -151,8 +184,15 @@ impl Kernel {
             .ok_or(KernelError::MissingProgram(name))?
             .try_into()
             .map_err(|source| KernelError::Program { name, source })?;
-        program.load().map_err(|source| KernelError::Program { name, source })?;
-        program.attach(category, tracepoint).map_err(|source| KernelError::Program { name, source })?;
+        // One program may serve several tracepoints (EMPTY does): load it once.
+        if program.fd().is_err() {
+            program
+                .load()
+                .map_err(|source| KernelError::Program { name, source })?;
+        }
+        program
+            .attach(category, tracepoint)
+            .map_err(|source| KernelError::Program { name, source })?;
         self.attached.push(name);
         Ok(())
     }
@@ -176,7 +216,12 @@ impl Kernel {
 
     /// Removes the connections a dead worker left behind, for userspace to finish.
     pub fn drain_conns(&mut self, tgid: u32) -> Vec<Conn> {
-        let keys: Vec<ConnKey> = self.conns.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
+        let keys: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.tgid == tgid)
+            .collect();
         keys.iter()
             .filter_map(|key| {
                 let conn = self.conns.get(key, 0).ok();
@@ -188,7 +233,12 @@ impl Kernel {
 
     /// Every open client connection: (tgid, its state).
     pub fn connections(&self) -> Vec<(u32, Conn)> {
-        self.conns.iter().filter_map(Result::ok).filter(|(_, c)| c.is_open()).map(|(k, c)| (k.tgid, c)).collect()
+        self.conns
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, c)| c.is_open())
+            .map(|(k, c)| (k.tgid, c))
+            .collect()
     }
 
     /// Every series, its per-CPU values summed.
@@ -206,7 +256,12 @@ impl Kernel {
 
     /// Drops a worker's series (after its grace period).
     pub fn forget_metrics(&mut self, tgid: u32) {
-        let keys: Vec<MetricKey> = self.metrics.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
+        let keys: Vec<MetricKey> = self
+            .metrics
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.tgid == tgid)
+            .collect();
         for key in keys {
             let _ = self.metrics.remove(&key);
         }
@@ -239,12 +294,24 @@ impl Kernel {
 
     /// A heartbeat that happened before we attached (from the file's mtime).
     pub fn seed_heartbeat(&mut self, pid: u32, fd: u32, at_ns: u64) {
-        let _ = self.heartbeats.insert(pid, Heartbeat { ts_ns: at_ns, fd, _pad: 0 }, BPF_NOEXIST);
+        let _ = self.heartbeats.insert(
+            pid,
+            Heartbeat {
+                ts_ns: at_ns,
+                fd,
+                _pad: 0,
+            },
+            BPF_NOEXIST,
+        );
     }
 
     /// tgid -> monotonic ns of its last heartbeat.
     pub fn heartbeats(&self) -> Vec<(u32, u64)> {
-        self.heartbeats.iter().filter_map(Result::ok).map(|(pid, beat)| (pid, beat.ts_ns)).collect()
+        self.heartbeats
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(pid, beat)| (pid, beat.ts_ns))
+            .collect()
     }
 
     /// The kernel's failure counters, summed over CPUs, indexed by `abi::error`.

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use exporter_ebpf::abi::{cause, event, Event, NO_EXIT_CODE};
+use exporter_ebpf::abi::{Event, NO_EXIT_CODE, cause, event};
 
 pub mod sig {
     pub const HUP: i32 = 1;
@@ -190,7 +190,11 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
-    pub const ALL: [WorkerState; 3] = [WorkerState::Running, WorkerState::Quitting, WorkerState::Aborting];
+    pub const ALL: [WorkerState; 3] = [
+        WorkerState::Running,
+        WorkerState::Quitting,
+        WorkerState::Aborting,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -216,13 +220,29 @@ pub struct Occurrence {
 /// What the exporter must do about an event, besides counting hooks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    WorkerSpawned { pid: u32, master: u32 },
-    WorkerState { pid: u32, state: WorkerState },
-    WorkerExited { pid: u32, reason: Reason },
-    MasterStarted { pid: u32 },
-    MasterExited { pid: u32 },
+    WorkerSpawned {
+        pid: u32,
+        master: u32,
+    },
+    WorkerState {
+        pid: u32,
+        state: WorkerState,
+    },
+    WorkerExited {
+        pid: u32,
+        reason: Reason,
+    },
+    MasterStarted {
+        pid: u32,
+    },
+    MasterExited {
+        pid: u32,
+    },
     /// A signal delivered to a master (gunicorn_master_signals_total).
-    MasterSignal { pid: u32, signal: i32 },
+    MasterSignal {
+        pid: u32,
+        signal: i32,
+    },
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -277,7 +297,11 @@ impl Lifecycle {
 
     /// A worker found at attach.
     pub fn adopt_worker(&mut self, pid: u32, master: u32) {
-        self.workers.entry(pid).or_insert_with(|| WorkerLife { master, booted: true, ..WorkerLife::default() });
+        self.workers.entry(pid).or_insert_with(|| WorkerLife {
+            master,
+            booted: true,
+            ..WorkerLife::default()
+        });
     }
 
     #[cfg(test)]
@@ -297,7 +321,8 @@ impl Lifecycle {
             event::BOOTED => {
                 if let Some(w) = self.workers.get_mut(&ev.pid) {
                     if !std::mem::replace(&mut w.booted, true) {
-                        out.hooks.push(occurrence(Hook::PostWorkerInit, w.master, Some(ev.pid)));
+                        out.hooks
+                            .push(occurrence(Hook::PostWorkerInit, w.master, Some(ev.pid)));
                     }
                 }
             }
@@ -336,12 +361,24 @@ impl Lifecycle {
             return;
         }
         if std::mem::take(&mut master.starting) {
-            out.hooks.push(occurrence(Hook::WhenReady, master_pid, None));
+            out.hooks
+                .push(occurrence(Hook::WhenReady, master_pid, None));
         }
-        out.hooks.push(occurrence(Hook::PreFork, master_pid, Some(child)));
-        out.hooks.push(occurrence(Hook::PostFork, master_pid, Some(child)));
-        self.workers.insert(child, WorkerLife { master: master_pid, ..WorkerLife::default() });
-        out.changes.push(Change::WorkerSpawned { pid: child, master: master_pid });
+        out.hooks
+            .push(occurrence(Hook::PreFork, master_pid, Some(child)));
+        out.hooks
+            .push(occurrence(Hook::PostFork, master_pid, Some(child)));
+        self.workers.insert(
+            child,
+            WorkerLife {
+                master: master_pid,
+                ..WorkerLife::default()
+            },
+        );
+        out.changes.push(Change::WorkerSpawned {
+            pid: child,
+            master: master_pid,
+        });
     }
 
     fn exec(&mut self, pid: u32, old_master: u32, out: &mut Outcome) {
@@ -350,19 +387,30 @@ impl Lifecycle {
         self.reexec_children.remove(&pid);
         if self.workers.remove(&pid).is_some() {
             // Forked before we saw the USR2 (it was taken for a worker).
-            out.changes.push(Change::WorkerExited { pid, reason: Reason::Graceful });
+            out.changes.push(Change::WorkerExited {
+                pid,
+                reason: Reason::Graceful,
+            });
         }
         let mut pre_exec = occurrence(Hook::PreExec, old_master, None);
         pre_exec.worker = None;
         out.hooks.push(pre_exec);
         out.hooks.push(occurrence(Hook::NworkersChanged, pid, None));
         out.hooks.push(occurrence(Hook::OnStarting, pid, None));
-        self.masters.insert(pid, MasterLife { starting: true, ..MasterLife::default() });
+        self.masters.insert(
+            pid,
+            MasterLife {
+                starting: true,
+                ..MasterLife::default()
+            },
+        );
         out.changes.push(Change::MasterStarted { pid });
     }
 
     fn signal(&mut self, target: u32, sender: u32, signal: i32) {
-        let Some(w) = self.workers.get_mut(&target) else { return };
+        let Some(w) = self.workers.get_mut(&target) else {
+            return;
+        };
         let from_master = sender == w.master;
         match signal {
             sig::ABRT if from_master => w.aborted_by_master = true,
@@ -375,7 +423,10 @@ impl Lifecycle {
             }
             _ => {}
         }
-        if !matches!(signal, sig::CHLD | sig::WINCH | sig::USR1 | sig::USR2 | sig::TTIN | sig::TTOU) {
+        if !matches!(
+            signal,
+            sig::CHLD | sig::WINCH | sig::USR1 | sig::USR2 | sig::TTIN | sig::TTOU
+        ) {
             w.last_fatal = Some(signal);
         }
     }
@@ -387,7 +438,9 @@ impl Lifecycle {
                 return;
             }
             let workers = self.alive_workers_of(pid);
-            let Some(m) = self.masters.get_mut(&pid) else { return };
+            let Some(m) = self.masters.get_mut(&pid) else {
+                return;
+            };
             match signal {
                 sig::HUP => {
                     m.control = Some(signal);
@@ -408,7 +461,9 @@ impl Lifecycle {
             }
             return;
         }
-        let Some(w) = self.workers.get(&pid) else { return };
+        let Some(w) = self.workers.get(&pid) else {
+            return;
+        };
         if !handled {
             return;
         }
@@ -418,14 +473,23 @@ impl Lifecycle {
                 let mut o = occurrence(Hook::WorkerInt, master, Some(pid));
                 o.signal = Some(signal);
                 out.hooks.push(o);
-                out.changes.push(Change::WorkerState { pid, state: WorkerState::Quitting });
+                out.changes.push(Change::WorkerState {
+                    pid,
+                    state: WorkerState::Quitting,
+                });
             }
-            sig::TERM => out.changes.push(Change::WorkerState { pid, state: WorkerState::Quitting }),
+            sig::TERM => out.changes.push(Change::WorkerState {
+                pid,
+                state: WorkerState::Quitting,
+            }),
             sig::ABRT if w.aborted_by_master => {
                 let mut o = occurrence(Hook::WorkerAbort, master, Some(pid));
                 o.signal = Some(signal);
                 out.hooks.push(o);
-                out.changes.push(Change::WorkerState { pid, state: WorkerState::Aborting });
+                out.changes.push(Change::WorkerState {
+                    pid,
+                    state: WorkerState::Aborting,
+                });
             }
             _ => {}
         }
@@ -442,7 +506,9 @@ impl Lifecycle {
             out.changes.push(Change::MasterExited { pid });
             return;
         }
-        let Some(w) = self.workers.remove(&pid) else { return };
+        let Some(w) = self.workers.remove(&pid) else {
+            return;
+        };
         let reason = reason(&w, code);
         if code != NO_EXIT_CODE || w.exiting {
             let mut o = occurrence(Hook::WorkerExit, w.master, Some(pid));
@@ -455,7 +521,14 @@ impl Lifecycle {
 }
 
 fn occurrence(hook: Hook, master: u32, worker: Option<u32>) -> Occurrence {
-    Occurrence { hook, master, worker, signal: None, status: None, reason: None }
+    Occurrence {
+        hook,
+        master,
+        worker,
+        signal: None,
+        status: None,
+        reason: None,
+    }
 }
 
 /// Why a worker died, from what it was sent and how it ended. `code` is its
@@ -499,7 +572,15 @@ mod tests {
     const M: u32 = 100;
 
     fn ev(kind: u32, pid: u32, other: u32, value: i32, code: i32) -> Event {
-        Event { kind, pid, other, value, code, _pad: 0, ts_ns: 0 }
+        Event {
+            kind,
+            pid,
+            other,
+            value,
+            code,
+            _pad: 0,
+            ts_ns: 0,
+        }
     }
 
     fn hooks(out: &Outcome) -> Vec<&'static str> {
@@ -527,7 +608,10 @@ mod tests {
         let out = l.on(&ev(event::FORK, 3, M, 0, 0));
         assert_eq!(hooks(&out), ["pre_fork", "post_fork"]);
         assert_eq!(out.changes, [Change::WorkerSpawned { pid: 3, master: M }]);
-        assert_eq!(hooks(&l.on(&ev(event::BOOTED, 3, M, 0, 0))), ["post_worker_init"]);
+        assert_eq!(
+            hooks(&l.on(&ev(event::BOOTED, 3, M, 0, 0))),
+            ["post_worker_init"]
+        );
         let out = l.on(&ev(event::EXIT, 3, M, 0, 0));
         assert_eq!(hooks(&out), ["worker_exit"]);
         assert_eq!(exit_reason(&out), Some(Reason::MaxRequests));
@@ -539,20 +623,38 @@ mod tests {
         let mut l = watched();
         assert!(l.on(&ev(event::BOOTED, 1, M, 0, 0)).hooks.is_empty());
         l.on(&ev(event::FORK, 3, M, 0, 0));
-        assert_eq!(hooks(&l.on(&ev(event::BOOTED, 3, M, 0, 0))), ["post_worker_init"]);
-        assert!(l.on(&ev(event::BOOTED, 3, M, 0, 0)).hooks.is_empty(), "once");
+        assert_eq!(
+            hooks(&l.on(&ev(event::BOOTED, 3, M, 0, 0))),
+            ["post_worker_init"]
+        );
+        assert!(
+            l.on(&ev(event::BOOTED, 3, M, 0, 0)).hooks.is_empty(),
+            "once"
+        );
     }
 
     #[test]
     fn hup_reloads_and_old_workers_stop_for_reload() {
         let mut l = watched();
-        assert_eq!(hooks(&l.on(&ev(event::DELIVER, M, M, sig::HUP, 1))), ["nworkers_changed", "on_reload"]);
+        assert_eq!(
+            hooks(&l.on(&ev(event::DELIVER, M, M, sig::HUP, 1))),
+            ["nworkers_changed", "on_reload"]
+        );
         l.on(&ev(event::FORK, 3, M, 0, 0));
         l.on(&ev(event::SIGNAL, 1, M, sig::TERM, 0));
         let out = l.on(&ev(event::DELIVER, 1, 1, sig::TERM, 1));
         assert!(out.hooks.is_empty(), "SIGTERM runs no worker hook");
-        assert_eq!(out.changes, [Change::WorkerState { pid: 1, state: WorkerState::Quitting }]);
-        assert_eq!(exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))), Some(Reason::Reload));
+        assert_eq!(
+            out.changes,
+            [Change::WorkerState {
+                pid: 1,
+                state: WorkerState::Quitting
+            }]
+        );
+        assert_eq!(
+            exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))),
+            Some(Reason::Reload)
+        );
     }
 
     #[test]
@@ -571,10 +673,19 @@ mod tests {
     #[test]
     fn ttou_scales_down() {
         let mut l = watched();
-        assert_eq!(hooks(&l.on(&ev(event::DELIVER, M, M, sig::TTOU, 1))), ["nworkers_changed"]);
+        assert_eq!(
+            hooks(&l.on(&ev(event::DELIVER, M, M, sig::TTOU, 1))),
+            ["nworkers_changed"]
+        );
         l.on(&ev(event::SIGNAL, 1, M, sig::TERM, 0));
-        assert_eq!(exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))), Some(Reason::ScaleDown));
-        assert!(hooks(&l.on(&ev(event::DELIVER, M, M, sig::TTOU, 1))).is_empty(), "one worker left: ignored");
+        assert_eq!(
+            exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))),
+            Some(Reason::ScaleDown)
+        );
+        assert!(
+            hooks(&l.on(&ev(event::DELIVER, M, M, sig::TTOU, 1))).is_empty(),
+            "one worker left: ignored"
+        );
     }
 
     #[test]
@@ -594,7 +705,10 @@ mod tests {
         l.on(&ev(event::SIGNAL, 1, 1, sig::ABRT, 0));
         assert!(hooks(&l.on(&ev(event::DELIVER, 1, 1, sig::ABRT, 1))).is_empty());
         let out = l.on(&ev(event::EXIT, 1, M, NO_EXIT_CODE, 0));
-        assert!(hooks(&out).is_empty(), "no worker_exit when killed by a signal");
+        assert!(
+            hooks(&out).is_empty(),
+            "no worker_exit when killed by a signal"
+        );
         assert_eq!(exit_reason(&out), Some(Reason::Crash));
     }
 
@@ -602,38 +716,71 @@ mod tests {
     fn segv_crash_kill_and_oom() {
         let mut l = watched();
         l.on(&ev(event::SIGNAL, 1, 1, sig::SEGV, 0));
-        assert_eq!(exit_reason(&l.on(&ev(event::EXIT, 1, M, NO_EXIT_CODE, 0))), Some(Reason::Crash));
+        assert_eq!(
+            exit_reason(&l.on(&ev(event::EXIT, 1, M, NO_EXIT_CODE, 0))),
+            Some(Reason::Crash)
+        );
         l.on(&ev(event::SIGNAL, 2, 4242, sig::KILL, 0));
-        assert_eq!(exit_reason(&l.on(&ev(event::EXIT, 2, M, NO_EXIT_CODE, 0))), Some(Reason::Killed));
+        assert_eq!(
+            exit_reason(&l.on(&ev(event::EXIT, 2, M, NO_EXIT_CODE, 0))),
+            Some(Reason::Killed)
+        );
         l.adopt_worker(3, M);
         l.on(&ev(event::OOM, 3, M, 0, 0));
         l.on(&ev(event::SIGNAL, 3, 999, sig::KILL, 0));
-        assert_eq!(exit_reason(&l.on(&ev(event::EXIT, 3, M, NO_EXIT_CODE, 0))), Some(Reason::Oom));
+        assert_eq!(
+            exit_reason(&l.on(&ev(event::EXIT, 3, M, NO_EXIT_CODE, 0))),
+            Some(Reason::Oom)
+        );
     }
 
     #[test]
     fn quit_to_a_worker_runs_worker_int() {
         let mut l = watched();
         l.on(&ev(event::SIGNAL, 1, 555, sig::QUIT, 0));
-        assert_eq!(hooks(&l.on(&ev(event::DELIVER, 1, 1, sig::QUIT, 1))), ["worker_int"]);
-        assert_eq!(exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))), Some(Reason::Graceful));
+        assert_eq!(
+            hooks(&l.on(&ev(event::DELIVER, 1, 1, sig::QUIT, 1))),
+            ["worker_int"]
+        );
+        assert_eq!(
+            exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))),
+            Some(Reason::Graceful)
+        );
     }
 
     #[test]
     fn usr2_reexec_then_old_master_term() {
         let mut l = watched();
         let out = l.on(&ev(event::DELIVER, M, M, sig::USR2, 1));
-        assert_eq!(out.changes, [Change::MasterSignal { pid: M, signal: sig::USR2 }]);
-        assert!(l.on(&ev(event::FORK, 50, M, 0, 0)).hooks.is_empty(), "the re-exec child is no worker");
+        assert_eq!(
+            out.changes,
+            [Change::MasterSignal {
+                pid: M,
+                signal: sig::USR2
+            }]
+        );
+        assert!(
+            l.on(&ev(event::FORK, 50, M, 0, 0)).hooks.is_empty(),
+            "the re-exec child is no worker"
+        );
         let out = l.on(&ev(event::EXEC, 50, M, 0, 0));
         assert_eq!(hooks(&out), ["pre_exec", "nworkers_changed", "on_starting"]);
         assert_eq!(out.changes, [Change::MasterStarted { pid: 50 }]);
-        assert_eq!(hooks(&l.on(&ev(event::FORK, 51, 50, 0, 0))), ["when_ready", "pre_fork", "post_fork"]);
-        assert_eq!(hooks(&l.on(&ev(event::FORK, 52, 50, 0, 0))), ["pre_fork", "post_fork"]);
+        assert_eq!(
+            hooks(&l.on(&ev(event::FORK, 51, 50, 0, 0))),
+            ["when_ready", "pre_fork", "post_fork"]
+        );
+        assert_eq!(
+            hooks(&l.on(&ev(event::FORK, 52, 50, 0, 0))),
+            ["pre_fork", "post_fork"]
+        );
         // TERM the old master: it stops its workers gracefully and exits.
         l.on(&ev(event::DELIVER, M, M, sig::TERM, 1));
         l.on(&ev(event::SIGNAL, 1, M, sig::TERM, 0));
-        assert_eq!(exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))), Some(Reason::Graceful));
+        assert_eq!(
+            exit_reason(&l.on(&ev(event::EXIT, 1, M, 0, 0))),
+            Some(Reason::Graceful)
+        );
         let out = l.on(&ev(event::EXIT, M, M, 0, 0));
         assert_eq!(hooks(&out), ["on_exit"]);
         assert_eq!(out.changes, [Change::MasterExited { pid: M }]);

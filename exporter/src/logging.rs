@@ -8,7 +8,8 @@ static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 pub fn init(format: LogFormat) {
     let _ = FORMAT.set(format);
-    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     if format == LogFormat::Json {
         builder.format(|out, record| {
             let line = serde_json::json!({

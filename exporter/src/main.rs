@@ -29,7 +29,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{Context as _, anyhow};
 use clap::Parser as _;
 use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
@@ -50,17 +50,23 @@ fn main() -> ExitCode {
 /// Duration bucket bounds in seconds -> the kernel's padded nanoseconds.
 fn duration_bounds_ns(seconds: &[f64]) -> anyhow::Result<[u64; DURATION_SLOTS]> {
     if let Some(bad) = seconds.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-        return Err(anyhow!("--buckets: {bad} is not a positive number of seconds"));
+        return Err(anyhow!(
+            "--buckets: {bad} is not a positive number of seconds"
+        ));
     }
     let ns: Vec<u64> = seconds.iter().map(|s| (s * 1e9).round() as u64).collect();
     padded(&ns).ok_or_else(|| {
-        anyhow!("--buckets: give at most {} strictly increasing bounds (at least 1 ns apart)", DURATION_SLOTS - 1)
+        anyhow!(
+            "--buckets: give at most {} strictly increasing bounds (at least 1 ns apart)",
+            DURATION_SLOTS - 1
+        )
     })
 }
 
 fn run(options: Options) -> anyhow::Result<()> {
     let bounds = duration_bounds_ns(&options.buckets)?;
-    let (actions, action_runner) = Actions::new(&options.on, options.on_concurrency, options.on_timeout())?;
+    let (actions, action_runner) =
+        Actions::new(&options.on, options.on_concurrency, options.on_timeout())?;
     preflight::check_privileges()?;
 
     let pid = match (&options.pid, &options.pidfile) {
@@ -74,19 +80,39 @@ fn run(options: Options) -> anyhow::Result<()> {
     }
 
     let addr = SocketAddr::new(options.bind, options.port);
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr} (another exporter running? choose another --port)"))?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr} (another exporter running? choose another --port)")
+    })?;
     listener.set_nonblocking(true)?;
 
     preflight::ensure_tracefs()?;
     preflight::check_layout()?;
-    let programs = kernel::Programs { io: options.io_syscalls, exception_classes: !options.no_exception_classes };
+    let programs = kernel::Programs {
+        io: options.io_syscalls,
+        exception_classes: !options.no_exception_classes,
+        empty: options.empty_programs,
+    };
+    if options.empty_programs {
+        log::warn!(
+            "--empty-programs: the tracepoints run a program that does nothing; request and lifecycle metrics stay at zero"
+        );
+    }
     let mut kernel = Kernel::load(bounds, programs).context("attaching the eBPF programs")?;
     let tracepoints = kernel.attached().len();
-    let ring = kernel.take_events().context("the lifecycle ring buffer was already taken")?;
+    let ring = kernel
+        .take_events()
+        .context("the lifecycle ring buffer was already taken")?;
     let master_pid = master.info.pid;
-    let mut state = State::new(kernel, bounds, options.series_grace(), options.pidfile.clone(), actions);
-    state.attach(master.info).context("tracking the master and its workers")?;
+    let mut state = State::new(
+        kernel,
+        bounds,
+        options.series_grace(),
+        options.pidfile.clone(),
+        actions,
+    );
+    state
+        .attach(master.info)
+        .context("tracking the master and its workers")?;
     log::info!(
         "attached to gunicorn master {master_pid} ({} workers, {tracepoints} tracepoints); serving http://{addr}/metrics",
         state.workers.alive().count()
@@ -96,7 +122,9 @@ fn run(options: Options) -> anyhow::Result<()> {
     registry.register(Box::new(Exporter::new(state.clone())?))?;
     registry.register(Box::new(resources::Resources::new(state.clone())?))?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         tokio::spawn(action_runner);
         tokio::spawn(refresh_every_second(state.clone()));

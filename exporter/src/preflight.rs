@@ -14,12 +14,23 @@ pub enum PreflightError {
         "permission denied: loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) plus CAP_SYS_PTRACE to read other processes; run it with sudo"
     )]
     NoPrivileges,
-    #[error("tracefs is not mounted at {TRACEFS} and mounting it failed ({0}): run `mount -t tracefs tracefs {TRACEFS}`")]
+    #[error(
+        "tracefs is not mounted at {TRACEFS} and mounting it failed ({0}): run `mount -t tracefs tracefs {TRACEFS}`"
+    )]
     NoTracefs(std::io::Error),
-    #[error("tracepoint {tracepoint} is missing from this kernel ({TRACEFS}/events/{tracepoint}/format): it needs CONFIG_FTRACE_SYSCALLS")]
+    #[error(
+        "tracepoint {tracepoint} is missing from this kernel ({TRACEFS}/events/{tracepoint}/format): it needs CONFIG_FTRACE_SYSCALLS"
+    )]
     MissingTracepoint { tracepoint: String },
-    #[error("tracepoint {tracepoint}: field `{field}` is at offset {actual:?} on this kernel, the programs expect {expected}")]
-    LayoutMismatch { tracepoint: String, field: String, expected: usize, actual: Option<usize> },
+    #[error(
+        "tracepoint {tracepoint}: field `{field}` is at offset {actual:?} on this kernel, the programs expect {expected}"
+    )]
+    LayoutMismatch {
+        tracepoint: String,
+        field: String,
+        expected: usize,
+        actual: Option<usize>,
+    },
 }
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -42,7 +53,11 @@ pub fn check_privileges() -> Result<(), PreflightError> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .unwrap_or(0);
-    if capabilities_suffice(cap_eff) { Ok(()) } else { Err(PreflightError::NoPrivileges) }
+    if capabilities_suffice(cap_eff) {
+        Ok(())
+    } else {
+        Err(PreflightError::NoPrivileges)
+    }
 }
 
 /// Mounts tracefs when it is missing (aya resolves tracepoint ids through it).
@@ -58,16 +73,23 @@ pub fn ensure_tracefs() -> Result<(), PreflightError> {
         log::info!("mounted tracefs at {TRACEFS}");
         Ok(())
     } else {
-        Err(PreflightError::NoTracefs(std::io::Error::other(format!("mount exited with {status}"))))
+        Err(PreflightError::NoTracefs(std::io::Error::other(format!(
+            "mount exited with {status}"
+        ))))
     }
 }
 
 /// Compares the running kernel's tracepoint formats with what the programs read.
 pub fn check_layout() -> Result<(), PreflightError> {
     for &(tracepoint, field, expected) in expected_fields() {
-        let path = Path::new(TRACEFS).join("events").join(tracepoint).join("format");
-        let format = std::fs::read_to_string(&path)
-            .map_err(|_| PreflightError::MissingTracepoint { tracepoint: tracepoint.into() })?;
+        let path = Path::new(TRACEFS)
+            .join("events")
+            .join(tracepoint)
+            .join("format");
+        let format =
+            std::fs::read_to_string(&path).map_err(|_| PreflightError::MissingTracepoint {
+                tracepoint: tracepoint.into(),
+            })?;
         let actual = field_offset(&format, field);
         if actual != Some(expected) {
             return Err(PreflightError::LayoutMismatch {
@@ -91,7 +113,12 @@ mod tests {
         assert!(!capabilities_suffice(0), "nobody");
         let bpf_perfmon_ptrace = (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_SYS_PTRACE);
         assert!(capabilities_suffice(bpf_perfmon_ptrace));
-        assert!(!capabilities_suffice((1 << CAP_BPF) | (1 << CAP_SYS_PTRACE)));
-        assert!(!capabilities_suffice(1 << CAP_SYS_ADMIN), "cannot read other processes");
+        assert!(!capabilities_suffice(
+            (1 << CAP_BPF) | (1 << CAP_SYS_PTRACE)
+        ));
+        assert!(
+            !capabilities_suffice(1 << CAP_SYS_ADMIN),
+            "cannot read other processes"
+        );
     }
 }

@@ -23,12 +23,19 @@ pub fn info(pid: u32) -> Option<ProcInfo> {
     if stat.pid != pid as i32 || process.status().ok()?.tgid != pid as i32 {
         return None;
     }
-    Some(ProcInfo { pid, ppid: stat.ppid as u32, cmdline, start_ticks: stat.starttime })
+    Some(ProcInfo {
+        pid,
+        ppid: stat.ppid as u32,
+        cmdline,
+        start_ticks: stat.starttime,
+    })
 }
 
 /// The direct children of `ppid`, oldest first.
 pub fn children(ppid: u32) -> Vec<ProcInfo> {
-    let Ok(all) = all_processes() else { return Vec::new() };
+    let Ok(all) = all_processes() else {
+        return Vec::new();
+    };
     let mut kids: Vec<ProcInfo> = all
         .filter_map(|p| p.ok())
         .filter_map(|p| {
@@ -81,14 +88,20 @@ pub fn heartbeat_file(pid: u32) -> Option<(u32, u64)> {
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime only writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 pub fn now_unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 /// Does a command line belong to Gunicorn? Covers `.../bin/gunicorn ...`,
@@ -111,9 +124,17 @@ mod tests {
 
     #[test]
     fn recognises_gunicorn_command_lines() {
-        assert!(looks_like_gunicorn(&v(&["/venv/bin/python3", "/venv/bin/gunicorn", "-w", "2", "app:app"])));
+        assert!(looks_like_gunicorn(&v(&[
+            "/venv/bin/python3",
+            "/venv/bin/gunicorn",
+            "-w",
+            "2",
+            "app:app"
+        ])));
         assert!(looks_like_gunicorn(&v(&["gunicorn", "app:app"])));
-        assert!(looks_like_gunicorn(&v(&["python3", "-m", "gunicorn", "app:app"])));
+        assert!(looks_like_gunicorn(&v(&[
+            "python3", "-m", "gunicorn", "app:app"
+        ])));
         assert!(looks_like_gunicorn(&v(&["gunicorn: master [app:app]"])));
         assert!(looks_like_gunicorn(&v(&["gunicorn: worker [app:app]"])));
     }
@@ -121,7 +142,13 @@ mod tests {
     #[test]
     fn rejects_others() {
         assert!(!looks_like_gunicorn(&v(&["sleep", "1000"])));
-        assert!(!looks_like_gunicorn(&v(&["/usr/bin/python3", "server.py", "--name", "x", "gunicorn"])));
+        assert!(!looks_like_gunicorn(&v(&[
+            "/usr/bin/python3",
+            "server.py",
+            "--name",
+            "x",
+            "gunicorn"
+        ])));
         assert!(!looks_like_gunicorn(&[]));
     }
 

@@ -25,22 +25,86 @@ use crate::{
 
 /// (name, help, variable labels) of every family, for the registry's descs.
 const FAMILIES: [(&str, &str, &[&str]); 16] = [
-    (x::WORKER_MEMORY, "Resident memory (RSS) of the worker process, in bytes.", &["worker_id", "pid"]),
-    (x::MASTER_MEMORY, "Resident memory (RSS) of the gunicorn master process, in bytes.", &["pid"]),
-    (x::WORKER_CPU, "CPU time the worker process used (user plus system, all its threads), in seconds.", &["worker_id", "pid"]),
-    (x::MASTER_CPU, "CPU time the gunicorn master process used (user plus system, all its threads), in seconds.", &["pid"]),
-    (x::WORKER_CPU_PERCENT, "CPU use of the worker process since the exporter's previous scrape of it (at the first: since it started); 100 = one core busy.", &["worker_id", "pid"]),
-    (x::MASTER_CPU_PERCENT, "CPU use of the gunicorn master process since the exporter's previous scrape of it (at the first: since it started); 100 = one core busy.", &["pid"]),
-    (x::WORKER_UPTIME, "Seconds since the worker process started.", &["worker_id", "pid"]),
-    (x::MASTER_UPTIME, "Seconds since the gunicorn master process started.", &["pid"]),
-    (x::WORKER_THREADS, "Threads of the worker process.", &["worker_id", "pid"]),
-    (x::MASTER_THREADS, "Threads of the gunicorn master process.", &["pid"]),
-    (x::WORKER_OPEN_FDS, "Open file descriptors of the worker process (sockets and connections included).", &["worker_id", "pid"]),
-    (x::MASTER_OPEN_FDS, "Open file descriptors of the gunicorn master process.", &["pid"]),
-    (x::WORKER_CONTEXT_SWITCHES, "Context switches of the worker's threads, by kind: voluntary (a thread waited: I/O, lock, sleep) or involuntary (preempted). Threads that ended between scrapes are counted up to the last scrape that saw them.", &["worker_id", "pid", "kind"]),
-    (x::MASTER_CONTEXT_SWITCHES, "Context switches of the gunicorn master's threads, by kind: voluntary or involuntary.", &["pid", "kind"]),
-    (x::LISTEN_BACKLOG, "Connections waiting in the accept queue of a socket gunicorn listens on (accepted by the kernel, not yet by a worker).", &["listener"]),
-    (x::LISTEN_BACKLOG_LIMIT, "Most connections the accept queue of the listener can hold: gunicorn's --backlog capped by net.core.somaxconn. When it is full, new TCP connections stall (handshake packets dropped and retried) and new unix-socket connections wait or fail with EAGAIN.", &["listener"]),
+    (
+        x::WORKER_MEMORY,
+        "Resident memory (RSS) of the worker process, in bytes.",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::MASTER_MEMORY,
+        "Resident memory (RSS) of the gunicorn master process, in bytes.",
+        &["pid"],
+    ),
+    (
+        x::WORKER_CPU,
+        "CPU time the worker process used (user plus system, all its threads), in seconds.",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::MASTER_CPU,
+        "CPU time the gunicorn master process used (user plus system, all its threads), in seconds.",
+        &["pid"],
+    ),
+    (
+        x::WORKER_CPU_PERCENT,
+        "CPU use of the worker process since the exporter's previous scrape of it (at the first: since it started); 100 = one core busy.",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::MASTER_CPU_PERCENT,
+        "CPU use of the gunicorn master process since the exporter's previous scrape of it (at the first: since it started); 100 = one core busy.",
+        &["pid"],
+    ),
+    (
+        x::WORKER_UPTIME,
+        "Seconds since the worker process started.",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::MASTER_UPTIME,
+        "Seconds since the gunicorn master process started.",
+        &["pid"],
+    ),
+    (
+        x::WORKER_THREADS,
+        "Threads of the worker process.",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::MASTER_THREADS,
+        "Threads of the gunicorn master process.",
+        &["pid"],
+    ),
+    (
+        x::WORKER_OPEN_FDS,
+        "Open file descriptors of the worker process (sockets and connections included).",
+        &["worker_id", "pid"],
+    ),
+    (
+        x::MASTER_OPEN_FDS,
+        "Open file descriptors of the gunicorn master process.",
+        &["pid"],
+    ),
+    (
+        x::WORKER_CONTEXT_SWITCHES,
+        "Context switches of the worker's threads, by kind: voluntary (a thread waited: I/O, lock, sleep) or involuntary (preempted). Threads that ended between scrapes are counted up to the last scrape that saw them.",
+        &["worker_id", "pid", "kind"],
+    ),
+    (
+        x::MASTER_CONTEXT_SWITCHES,
+        "Context switches of the gunicorn master's threads, by kind: voluntary or involuntary.",
+        &["pid", "kind"],
+    ),
+    (
+        x::LISTEN_BACKLOG,
+        "Connections waiting in the accept queue of a socket gunicorn listens on (accepted by the kernel, not yet by a worker).",
+        &["listener"],
+    ),
+    (
+        x::LISTEN_BACKLOG_LIMIT,
+        "Most connections the accept queue of the listener can hold: gunicorn's --backlog capped by net.core.somaxconn. When it is full, new TCP connections stall (handshake packets dropped and retried) and new unix-socket connections wait or fail with EAGAIN.",
+        &["listener"],
+    ),
 ];
 
 // --------------------------------------------------------------- /proc parsing
@@ -86,7 +150,10 @@ pub struct Switches {
 
 impl Switches {
     fn add(self, o: Switches) -> Switches {
-        Switches { voluntary: self.voluntary + o.voluntary, involuntary: self.involuntary + o.involuntary }
+        Switches {
+            voluntary: self.voluntary + o.voluntary,
+            involuntary: self.involuntary + o.involuntary,
+        }
     }
 }
 
@@ -100,7 +167,10 @@ pub fn parse_switches(status: &str) -> Option<Switches> {
             involuntary = v.trim().parse().ok();
         }
     }
-    Some(Switches { voluntary: voluntary?, involuntary: involuntary? })
+    Some(Switches {
+        voluntary: voluntary?,
+        involuntary: involuntary?,
+    })
 }
 
 /// Sums a process's per-thread switch counts into counters that do not go
@@ -116,7 +186,8 @@ impl SwitchTally {
         for (tid, old) in &self.last {
             match now.get(tid) {
                 // Same thread (counts never go down).
-                Some(new) if new.voluntary >= old.voluntary && new.involuntary >= old.involuntary => {}
+                Some(new)
+                    if new.voluntary >= old.voluntary && new.involuntary >= old.involuntary => {}
                 // Ended, or its tid now names a new thread.
                 _ => self.gone = self.gone.add(*old),
             }
@@ -147,7 +218,10 @@ pub fn cpu_percent(prev: CpuMark, now: CpuMark, ticks_per_sec: f64) -> f64 {
 
 /// CLOCK_BOOTTIME in seconds: the clock of /proc/<pid>/stat's start time.
 fn boot_secs() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
@@ -171,10 +245,21 @@ fn thread_switches(pid: u32, threads: u64, buf: &mut String) -> Option<BTreeMap<
         return Some(BTreeMap::from([(pid, parse_switches(buf)?)]));
     }
     let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
         // A thread that ended meanwhile is skipped.
-        if let Some(s) = read_into(&format!("/proc/{pid}/task/{tid}/status"), buf).and_then(|()| parse_switches(buf)) {
+        if let Some(s) = read_into(&format!("/proc/{pid}/task/{tid}/status"), buf)
+            .and_then(|()| parse_switches(buf))
+        {
             out.insert(tid, s);
         }
     }
@@ -232,7 +317,12 @@ impl Resources {
         let descs = FAMILIES
             .iter()
             .map(|(name, help, labels)| {
-                Desc::new(name.to_string(), help.to_string(), labels.iter().map(|l| l.to_string()).collect(), Default::default())
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
             })
             .collect::<prometheus::Result<_>>()?;
         Ok(Resources {
@@ -250,25 +340,40 @@ impl Resources {
 
     /// Reads one process; None if it is gone, a zombie, or no longer the
     /// process that had `start_ticks`.
-    fn read(&self, t: &Target, memory: &mut Memory, seen: &mut BTreeSet<(u32, u64)>, buf: &mut String) -> Option<Reading> {
+    fn read(
+        &self,
+        t: &Target,
+        memory: &mut Memory,
+        seen: &mut BTreeSet<(u32, u64)>,
+        buf: &mut String,
+    ) -> Option<Reading> {
         let pid = t.pid;
         read_into(&format!("/proc/{pid}/stat"), buf)?;
         let now = boot_secs();
         let stat = parse_stat(buf)?;
-        if matches!(stat.state, 'Z' | 'X' | 'x') || t.start_ticks.is_some_and(|s| s != stat.start_ticks) {
+        if matches!(stat.state, 'Z' | 'X' | 'x')
+            || t.start_ticks.is_some_and(|s| s != stat.start_ticks)
+        {
             return None;
         }
         let started = stat.start_ticks as f64 / self.ticks_per_sec;
         let key = (pid, stat.start_ticks);
         seen.insert(key);
         let remembered = memory.procs.entry(key).or_insert_with(|| Remembered {
-            cpu: CpuMark { ticks: 0, at_secs: started },
+            cpu: CpuMark {
+                ticks: 0,
+                at_secs: started,
+            },
             switches: SwitchTally::default(),
         });
-        let mark = CpuMark { ticks: stat.cpu_ticks, at_secs: now };
+        let mark = CpuMark {
+            ticks: stat.cpu_ticks,
+            at_secs: now,
+        };
         let percent = cpu_percent(remembered.cpu, mark, self.ticks_per_sec);
         remembered.cpu = mark;
-        let switches = thread_switches(pid, stat.threads, buf).map(|now| remembered.switches.update(now));
+        let switches =
+            thread_switches(pid, stat.threads, buf).map(|now| remembered.switches.update(now));
         Some(Reading {
             rss_bytes: stat.rss_pages * self.page_size,
             cpu_seconds: stat.cpu_ticks as f64 / self.ticks_per_sec,
@@ -281,9 +386,19 @@ impl Resources {
     }
 
     /// The served listeners' backlogs, read from the first master's view.
-    fn backlogs(&self, masters: &[u32], workers: &[u32], memory: &mut Memory) -> Vec<backlog::Listener> {
-        let Some(&first) = masters.first() else { return Vec::new() };
-        let master_fds: Vec<(u32, u64)> = masters.iter().flat_map(|&m| backlog::socket_fds(m)).collect();
+    fn backlogs(
+        &self,
+        masters: &[u32],
+        workers: &[u32],
+        memory: &mut Memory,
+    ) -> Vec<backlog::Listener> {
+        let Some(&first) = masters.first() else {
+            return Vec::new();
+        };
+        let master_fds: Vec<(u32, u64)> = masters
+            .iter()
+            .flat_map(|&m| backlog::socket_fds(m))
+            .collect();
         if master_fds.is_empty() {
             return Vec::new();
         }
@@ -297,19 +412,28 @@ impl Resources {
             }
         }
         let listening: BTreeSet<u64> = found.listeners.iter().map(|l| l.inode).collect();
-        let candidates: Vec<(u32, u64)> = master_fds.into_iter().filter(|(_, inode)| listening.contains(inode)).collect();
-        let served = match backlog::served_by_workers(&candidates, workers, backlog::fd_socket_inode) {
-            Some(served) => {
-                memory.served = served.clone();
-                served
-            }
-            // No worker to ask: what workers held last, or else everything.
-            None => {
-                let before: BTreeSet<u64> = memory.served.intersection(&listening).copied().collect();
-                if before.is_empty() { listening } else { before }
-            }
-        };
-        found.listeners.into_iter().filter(|l| served.contains(&l.inode)).collect()
+        let candidates: Vec<(u32, u64)> = master_fds
+            .into_iter()
+            .filter(|(_, inode)| listening.contains(inode))
+            .collect();
+        let served =
+            match backlog::served_by_workers(&candidates, workers, backlog::fd_socket_inode) {
+                Some(served) => {
+                    memory.served = served.clone();
+                    served
+                }
+                // No worker to ask: what workers held last, or else everything.
+                None => {
+                    let before: BTreeSet<u64> =
+                        memory.served.intersection(&listening).copied().collect();
+                    if before.is_empty() { listening } else { before }
+                }
+            };
+        found
+            .listeners
+            .into_iter()
+            .filter(|l| served.contains(&l.inode))
+            .collect()
     }
 }
 
@@ -320,19 +444,36 @@ impl Collector for Resources {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let (masters, workers): (Vec<Target>, Vec<Target>) = {
-            let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let state = self
+                .state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let masters = state
                 .masters
                 .iter()
                 .filter(|(_, m)| m.alive)
-                .map(|(&pid, m)| Target { pid, start_ticks: (m.start_ticks != 0).then_some(m.start_ticks), worker_id: None })
+                .map(|(&pid, m)| Target {
+                    pid,
+                    start_ticks: (m.start_ticks != 0).then_some(m.start_ticks),
+                    worker_id: None,
+                })
                 .collect();
-            let workers =
-                state.workers.alive().map(|w| Target { pid: w.pid, start_ticks: w.start_ticks, worker_id: Some(w.id()) }).collect();
+            let workers = state
+                .workers
+                .alive()
+                .map(|w| Target {
+                    pid: w.pid,
+                    start_ticks: w.start_ticks,
+                    worker_id: Some(w.id()),
+                })
+                .collect();
             (masters, workers)
         };
 
-        let mut memory = self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut seen = BTreeSet::new();
         let mut buf = String::with_capacity(4096);
         let mut read = |targets: &[Target], memory: &mut Memory| -> Vec<(Labels, Reading)> {
@@ -361,20 +502,63 @@ impl Collector for Resources {
         for (rows, [memory, cpu, percent, uptime, threads, fds, switches]) in [
             (
                 &worker_rows,
-                [x::WORKER_MEMORY, x::WORKER_CPU, x::WORKER_CPU_PERCENT, x::WORKER_UPTIME, x::WORKER_THREADS, x::WORKER_OPEN_FDS, x::WORKER_CONTEXT_SWITCHES],
+                [
+                    x::WORKER_MEMORY,
+                    x::WORKER_CPU,
+                    x::WORKER_CPU_PERCENT,
+                    x::WORKER_UPTIME,
+                    x::WORKER_THREADS,
+                    x::WORKER_OPEN_FDS,
+                    x::WORKER_CONTEXT_SWITCHES,
+                ],
             ),
             (
                 &master_rows,
-                [x::MASTER_MEMORY, x::MASTER_CPU, x::MASTER_CPU_PERCENT, x::MASTER_UPTIME, x::MASTER_THREADS, x::MASTER_OPEN_FDS, x::MASTER_CONTEXT_SWITCHES],
+                [
+                    x::MASTER_MEMORY,
+                    x::MASTER_CPU,
+                    x::MASTER_CPU_PERCENT,
+                    x::MASTER_UPTIME,
+                    x::MASTER_THREADS,
+                    x::MASTER_OPEN_FDS,
+                    x::MASTER_CONTEXT_SWITCHES,
+                ],
             ),
         ] {
-            let each = |f: fn(&Reading) -> Option<f64>| rows.iter().filter_map(move |(l, r)| Some((l.clone(), f(r)?)));
-            families.push(x::gauge(memory, Self::help(memory), each(|r| Some(r.rss_bytes as f64))));
-            families.push(x::counter(cpu, Self::help(cpu), each(|r| Some(r.cpu_seconds))));
-            families.push(x::gauge(percent, Self::help(percent), each(|r| Some(r.cpu_percent))));
-            families.push(x::gauge(uptime, Self::help(uptime), each(|r| Some(r.uptime_secs))));
-            families.push(x::gauge(threads, Self::help(threads), each(|r| Some(r.threads as f64))));
-            families.push(x::gauge(fds, Self::help(fds), each(|r| r.open_fds.map(|n| n as f64))));
+            let each = |f: fn(&Reading) -> Option<f64>| {
+                rows.iter()
+                    .filter_map(move |(l, r)| Some((l.clone(), f(r)?)))
+            };
+            families.push(x::gauge(
+                memory,
+                Self::help(memory),
+                each(|r| Some(r.rss_bytes as f64)),
+            ));
+            families.push(x::counter(
+                cpu,
+                Self::help(cpu),
+                each(|r| Some(r.cpu_seconds)),
+            ));
+            families.push(x::gauge(
+                percent,
+                Self::help(percent),
+                each(|r| Some(r.cpu_percent)),
+            ));
+            families.push(x::gauge(
+                uptime,
+                Self::help(uptime),
+                each(|r| Some(r.uptime_secs)),
+            ));
+            families.push(x::gauge(
+                threads,
+                Self::help(threads),
+                each(|r| Some(r.threads as f64)),
+            ));
+            families.push(x::gauge(
+                fds,
+                Self::help(fds),
+                each(|r| r.open_fds.map(|n| n as f64)),
+            ));
             let by_kind = rows.iter().flat_map(|(l, r)| {
                 r.switches.into_iter().flat_map(move |s| {
                     [("voluntary", s.voluntary), ("involuntary", s.involuntary)].map(|(kind, n)| {
@@ -395,9 +579,14 @@ impl Collector for Resources {
         families.push(x::gauge(
             x::LISTEN_BACKLOG_LIMIT,
             Self::help(x::LISTEN_BACKLOG_LIMIT),
-            listeners.iter().filter_map(|l| Some((label(l), l.limit? as f64))),
+            listeners
+                .iter()
+                .filter_map(|l| Some((label(l), l.limit? as f64))),
         ));
-        families.into_iter().filter(|f| !f.get_metric().is_empty()).collect()
+        families
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
     }
 }
 
@@ -410,7 +599,16 @@ mod tests {
     #[test]
     fn parses_stat_with_odd_names() {
         let s = parse_stat(STAT).unwrap();
-        assert_eq!(s, Stat { state: 'S', cpu_ticks: 187, threads: 3, start_ticks: 987654, rss_pages: 2560 });
+        assert_eq!(
+            s,
+            Stat {
+                state: 'S',
+                cpu_ticks: 187,
+                threads: 3,
+                start_ticks: 987654,
+                rss_pages: 2560
+            }
+        );
         assert_eq!(parse_stat("1 (x) S 0 0"), None);
         assert_eq!(parse_stat(""), None);
     }
@@ -419,44 +617,116 @@ mod tests {
     fn parses_own_stat() {
         let text = std::fs::read_to_string("/proc/self/stat").unwrap();
         let s = parse_stat(&text).unwrap();
-        assert!(s.threads >= 1 && s.rss_pages > 0 && s.start_ticks > 0, "{s:?}");
+        assert!(
+            s.threads >= 1 && s.rss_pages > 0 && s.start_ticks > 0,
+            "{s:?}"
+        );
     }
 
     #[test]
     fn parses_switches() {
         let status = "Name:\tpython\nThreads:\t1\nvoluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t7\n";
-        assert_eq!(parse_switches(status), Some(Switches { voluntary: 150, involuntary: 7 }));
+        assert_eq!(
+            parse_switches(status),
+            Some(Switches {
+                voluntary: 150,
+                involuntary: 7
+            })
+        );
         assert_eq!(parse_switches("Name:\tx\n"), None);
         let own = std::fs::read_to_string("/proc/self/status").unwrap();
         assert!(parse_switches(&own).is_some());
     }
 
     fn sw(v: u64, i: u64) -> Switches {
-        Switches { voluntary: v, involuntary: i }
+        Switches {
+            voluntary: v,
+            involuntary: i,
+        }
     }
 
     #[test]
     fn switch_counts_survive_ended_threads() {
         let mut t = SwitchTally::default();
-        assert_eq!(t.update(BTreeMap::from([(1, sw(10, 1)), (2, sw(5, 2))])), sw(15, 3));
-        assert_eq!(t.update(BTreeMap::from([(1, sw(12, 1)), (2, sw(6, 2))])), sw(18, 3));
+        assert_eq!(
+            t.update(BTreeMap::from([(1, sw(10, 1)), (2, sw(5, 2))])),
+            sw(15, 3)
+        );
+        assert_eq!(
+            t.update(BTreeMap::from([(1, sw(12, 1)), (2, sw(6, 2))])),
+            sw(18, 3)
+        );
         // Thread 2 ended: its last counts stay.
         assert_eq!(t.update(BTreeMap::from([(1, sw(13, 1))])), sw(19, 3));
         // Thread 3 appeared.
-        assert_eq!(t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(1, 0))])), sw(20, 3));
+        assert_eq!(
+            t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(1, 0))])),
+            sw(20, 3)
+        );
         // Tid 3 reused by a new thread (its counts went down).
-        assert_eq!(t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(0, 0))])), sw(20, 3));
-        assert_eq!(t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(4, 0))])), sw(24, 3));
+        assert_eq!(
+            t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(0, 0))])),
+            sw(20, 3)
+        );
+        assert_eq!(
+            t.update(BTreeMap::from([(1, sw(13, 1)), (3, sw(4, 0))])),
+            sw(24, 3)
+        );
     }
 
     #[test]
     fn cpu_percent_over_the_interval() {
         let hz = 100.0;
-        let a = CpuMark { ticks: 100, at_secs: 10.0 };
-        assert_eq!(cpu_percent(a, CpuMark { ticks: 150, at_secs: 11.0 }, hz), 50.0);
-        assert_eq!(cpu_percent(a, CpuMark { ticks: 500, at_secs: 12.0 }, hz), 200.0);
-        assert_eq!(cpu_percent(a, CpuMark { ticks: 100, at_secs: 10.0 }, hz), 0.0, "no time passed");
-        assert_eq!(cpu_percent(a, CpuMark { ticks: 90, at_secs: 11.0 }, hz), 0.0, "never negative");
+        let a = CpuMark {
+            ticks: 100,
+            at_secs: 10.0,
+        };
+        assert_eq!(
+            cpu_percent(
+                a,
+                CpuMark {
+                    ticks: 150,
+                    at_secs: 11.0
+                },
+                hz
+            ),
+            50.0
+        );
+        assert_eq!(
+            cpu_percent(
+                a,
+                CpuMark {
+                    ticks: 500,
+                    at_secs: 12.0
+                },
+                hz
+            ),
+            200.0
+        );
+        assert_eq!(
+            cpu_percent(
+                a,
+                CpuMark {
+                    ticks: 100,
+                    at_secs: 10.0
+                },
+                hz
+            ),
+            0.0,
+            "no time passed"
+        );
+        assert_eq!(
+            cpu_percent(
+                a,
+                CpuMark {
+                    ticks: 90,
+                    at_secs: 11.0
+                },
+                hz
+            ),
+            0.0,
+            "never negative"
+        );
     }
 
     #[test]

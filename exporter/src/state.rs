@@ -9,7 +9,9 @@ use std::{
 };
 
 use aya::maps::MapError;
-use exporter_ebpf::abi::{cause, event, role, Aggregate, Event, ExceptionEvent, MetricKey, Proc, DURATION_SLOTS};
+use exporter_ebpf::abi::{
+    Aggregate, DURATION_SLOTS, Event, ExceptionEvent, MetricKey, Proc, cause, event, role,
+};
 
 use crate::{
     actions::Actions,
@@ -52,7 +54,13 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(kernel: Kernel, bounds: [u64; DURATION_SLOTS], grace: Duration, pidfile: Option<PathBuf>, actions: Actions) -> State {
+    pub fn new(
+        kernel: Kernel,
+        bounds: [u64; DURATION_SLOTS],
+        grace: Duration,
+        pidfile: Option<PathBuf>,
+        actions: Actions,
+    ) -> State {
         State {
             kernel,
             masters: BTreeMap::new(),
@@ -78,16 +86,42 @@ impl State {
 
     fn track(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
         let pid = master.pid;
-        self.kernel.track(pid, Proc { role: role::MASTER, master: pid, exit_code: 0, flags: 0 })?;
-        self.masters.insert(pid, Master { start_ticks: master.start_ticks, alive: true });
+        self.kernel.track(
+            pid,
+            Proc {
+                role: role::MASTER,
+                master: pid,
+                exit_code: 0,
+                flags: 0,
+            },
+        )?;
+        self.masters.insert(
+            pid,
+            Master {
+                start_ticks: master.start_ticks,
+                alive: true,
+            },
+        );
         self.lifecycle.adopt_master(pid);
         for child in procs::children(pid) {
-            self.kernel.track(child.pid, Proc { role: role::WORKER, master: pid, exit_code: 0, flags: 0 })?;
+            self.kernel.track(
+                child.pid,
+                Proc {
+                    role: role::WORKER,
+                    master: pid,
+                    exit_code: 0,
+                    flags: 0,
+                },
+            )?;
             if let Some((fd, at_ns)) = procs::heartbeat_file(child.pid) {
                 self.kernel.seed_heartbeat(child.pid, fd, at_ns);
             }
             self.lifecycle.adopt_worker(child.pid, pid);
-            self.workers.spawned(child.pid, procs::start_unix_secs(child.start_ticks), Some(child.start_ticks));
+            self.workers.spawned(
+                child.pid,
+                procs::start_unix_secs(child.start_ticks),
+                Some(child.start_ticks),
+            );
         }
         Ok(())
     }
@@ -125,7 +159,13 @@ impl State {
             }
             Change::MasterStarted { pid } => {
                 let ticks = procs::info(pid).map_or(0, |p| p.start_ticks);
-                self.masters.insert(pid, Master { start_ticks: ticks, alive: true });
+                self.masters.insert(
+                    pid,
+                    Master {
+                        start_ticks: ticks,
+                        alive: true,
+                    },
+                );
                 log::info!("gunicorn master {pid} started (re-exec); following it");
             }
             Change::MasterExited { pid } => {
@@ -135,7 +175,11 @@ impl State {
                 }
             }
             Change::MasterSignal { signal, .. } => {
-                *self.counts.master_signals.entry(crate::lifecycle::sig::name(signal)).or_default() += 1;
+                *self
+                    .counts
+                    .master_signals
+                    .entry(crate::lifecycle::sig::name(signal))
+                    .or_default() += 1;
             }
         }
     }
@@ -157,9 +201,21 @@ impl State {
         let now_ns = crate::procs::monotonic_ns();
         for conn in self.kernel.drain_conns(pid) {
             if let Some(done) = conn.on_close(now_ns) {
-                let cause = if done.status == 0 { in_flight } else { cause::NONE };
-                let key = MetricKey { tgid: pid, status: done.status, method: done.method, cause };
-                self.swept.entry(key).or_default().record(&done, &self.bounds);
+                let cause = if done.status == 0 {
+                    in_flight
+                } else {
+                    cause::NONE
+                };
+                let key = MetricKey {
+                    tgid: pid,
+                    status: done.status,
+                    method: done.method,
+                    cause,
+                };
+                self.swept
+                    .entry(key)
+                    .or_default()
+                    .record(&done, &self.bounds);
             }
         }
         self.workers.exited(pid, Instant::now());
@@ -201,7 +257,10 @@ impl State {
         self.masters
             .keys()
             .flat_map(|&pid| {
-                let inodes = crate::backlog::socket_fds(pid).into_iter().map(|(_, inode)| inode).collect();
+                let inodes = crate::backlog::socket_fds(pid)
+                    .into_iter()
+                    .map(|(_, inode)| inode)
+                    .collect();
                 crate::backlog::listeners(pid, &inodes).listeners
             })
             .filter(|l| !l.label.starts_with("unix:"))
@@ -211,12 +270,21 @@ impl State {
 
     /// With --pidfile, a master started again is attached again.
     fn reattach(&mut self) {
-        let Some(path) = self.pidfile.clone() else { return };
-        let Ok(pid) = target::read_pidfile(&path) else { return };
-        let Ok(master) = target::resolve(pid) else { return };
+        let Some(path) = self.pidfile.clone() else {
+            return;
+        };
+        let Ok(pid) = target::read_pidfile(&path) else {
+            return;
+        };
+        let Ok(master) = target::resolve(pid) else {
+            return;
+        };
         let pid = master.info.pid;
         match self.attach(master.info) {
-            Ok(()) => log::info!("re-attached to gunicorn master {pid} from {}", path.display()),
+            Ok(()) => log::info!(
+                "re-attached to gunicorn master {pid} from {}",
+                path.display()
+            ),
             Err(e) => log::warn!("re-attaching to gunicorn master {pid} failed: {e}"),
         }
     }
@@ -263,10 +331,20 @@ impl Occurrence {
         vec![
             ("GUNICORN_HOOK", self.hook.name().to_string()),
             ("GUNICORN_MASTER_PID", self.master.to_string()),
-            ("GUNICORN_WORKER_PID", self.worker.map_or_else(String::new, |p| p.to_string())),
-            ("GUNICORN_SIGNAL", self.signal.map_or_else(String::new, crate::lifecycle::sig::name)),
+            (
+                "GUNICORN_WORKER_PID",
+                self.worker.map_or_else(String::new, |p| p.to_string()),
+            ),
+            (
+                "GUNICORN_SIGNAL",
+                self.signal
+                    .map_or_else(String::new, crate::lifecycle::sig::name),
+            ),
             ("GUNICORN_EXIT_STATUS", opt(self.status)),
-            ("GUNICORN_REASON", self.reason.map_or("", |r| r.name()).to_string()),
+            (
+                "GUNICORN_REASON",
+                self.reason.map_or("", |r| r.name()).to_string(),
+            ),
         ]
     }
 }

@@ -37,12 +37,24 @@ impl Workers {
     /// Registers a new worker. A live entry with the same pid is kept (the
     /// same worker seen twice, at attach and at fork); a dead one is replaced
     /// and returned, so its series can be dropped now.
-    pub fn spawned(&mut self, pid: u32, started_unix: u64, start_ticks: Option<u64>) -> Option<Worker> {
+    pub fn spawned(
+        &mut self,
+        pid: u32,
+        started_unix: u64,
+        start_ticks: Option<u64>,
+    ) -> Option<Worker> {
         if self.by_pid.get(&pid).is_some_and(|w| w.exited.is_none()) {
             return None;
         }
         self.next_age += 1;
-        let worker = Worker { pid, age: self.next_age, started_unix, start_ticks, exited: None, state: WorkerState::Running };
+        let worker = Worker {
+            pid,
+            age: self.next_age,
+            started_unix,
+            start_ticks,
+            exited: None,
+            state: WorkerState::Running,
+        };
         self.by_pid.insert(pid, worker)
     }
 
@@ -110,9 +122,15 @@ mod tests {
         assert!(w.exited(10, t0));
         assert!(!w.exited(10, t0), "only once");
         assert_eq!(w.alive().count(), 0);
-        assert!(w.expire(t0 + Duration::from_secs(5), Duration::from_secs(10)).is_empty());
+        assert!(
+            w.expire(t0 + Duration::from_secs(5), Duration::from_secs(10))
+                .is_empty()
+        );
         assert!(w.get(10).is_some(), "still exported during grace");
-        assert_eq!(w.expire(t0 + Duration::from_secs(10), Duration::from_secs(10)), vec![10]);
+        assert_eq!(
+            w.expire(t0 + Duration::from_secs(10), Duration::from_secs(10)),
+            vec![10]
+        );
         assert!(w.get(10).is_none());
     }
 

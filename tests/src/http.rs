@@ -543,9 +543,14 @@ pub fn pipelined(
 
 /// One `GET target` with `Connection: close` over the unix socket at `path`:
 /// (status, body), the body checked against Content-Length when given.
-pub fn unix_get(path: &std::path::Path, target: &str, timeout: std::time::Duration) -> Result<(u16, Vec<u8>), String> {
+pub fn unix_get(
+    path: &std::path::Path,
+    target: &str,
+    timeout: std::time::Duration,
+) -> Result<(u16, Vec<u8>), String> {
     let what = format!("GET {target} over unix:{}", path.display());
-    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("{what}: connect: {e}"))?;
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("{what}: connect: {e}"))?;
     s.set_read_timeout(Some(timeout))
         .and_then(|_| s.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("{what}: {e}"))?;

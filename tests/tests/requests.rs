@@ -236,7 +236,10 @@ fn without_exception_classes_5xx_are_http_5xx() {
 /// none lost, bytes and failures exact.
 #[test]
 fn all_io_syscalls_still_count_exactly() {
-    let g = Gunicorn::builder(Version::V27, "gthread").workers(2).threads(4).start();
+    let g = Gunicorn::builder(Version::V27, "gthread")
+        .workers(2)
+        .threads(4)
+        .start();
     let e = Exporter::builder()
         .pid(g.master_pid())
         .arg("--io-syscalls")

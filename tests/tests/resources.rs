@@ -175,7 +175,6 @@ fn get_ok(g: &Gunicorn, target: &str) -> String {
 
 // ------------------------------------------------- HTTP over a unix socket
 
-
 /// `clients` threads each sending `target` over the unix socket in a loop
 /// (at most `per_client` requests) until stopped.
 struct UnixLoad {
@@ -422,8 +421,8 @@ fn unix_socket_listener_has_backlog_and_resources() {
     let e = Exporter::attach(&g);
     let label = format!("unix:{}", path.display());
 
-    let (status, body) =
-        http::unix_get(&path, "/ok", REQUEST_TIMEOUT).unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
+    let (status, body) = http::unix_get(&path, "/ok", REQUEST_TIMEOUT)
+        .unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
     assert_eq!(
         (status, body.as_slice()),
         (200, b"ok".as_slice()),

@@ -248,10 +248,10 @@ fn wait_logged(g: &Gunicorn, e: &Exporter, responses: u64) -> Vec<integration_te
 
 // ------------------------------------------------- HTTP over a unix socket
 
-
 /// `GET target` over the unix socket, expecting 200 and `body`.
 fn unix_get_ok(g: &Gunicorn, path: &Path, target: &str, body: &[u8]) {
-    let (status, got) = http::unix_get(path, target, REQUEST_TIMEOUT).unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
+    let (status, got) = http::unix_get(path, target, REQUEST_TIMEOUT)
+        .unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
     assert!(
         status == 200 && got == body,
         "GET {target} over unix:{}: status {status}, body {:?}\n{}",
@@ -448,7 +448,8 @@ fn one_sync_worker_saturates_and_connections_queue() {
         fail_story(&g, &e, &m)
     );
     check::assert_requests_match(&g, &e, &m, &records);
-    let accepted = m.sum_all("gunicorn_connections_total") - m0.sum_all("gunicorn_connections_total");
+    let accepted =
+        m.sum_all("gunicorn_connections_total") - m0.sum_all("gunicorn_connections_total");
     assert_eq!(
         (accepted, m.sum_all("gunicorn_connections_open")),
         (connections, 0.0),
@@ -915,7 +916,10 @@ fn gthread_keep_alive_requests_are_counted_while_the_connection_is_open() {
             fail_story(g, e, &m)
         );
         assert_eq!(
-            (m.sum_all("gunicorn_connections_open"), m.sum_all("gunicorn_connections_total")),
+            (
+                m.sum_all("gunicorn_connections_open"),
+                m.sum_all("gunicorn_connections_total")
+            ),
             (1.0, 1.0),
             "the one keep-alive connection is accepted once and open\n{}",
             fail_story(g, e, &m)

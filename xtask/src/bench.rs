@@ -43,7 +43,11 @@ use self::{
     report::{Accuracy, ExporterRun, ProgDelta, Results, Run},
     scenario::{Cell, Launch, WORKERS},
 };
-use crate::{build, child::{self, Proc}, exporter_bin, setup, target_dir, util, workspace_root};
+use crate::{
+    build,
+    child::{self, Proc},
+    exporter_bin, setup, target_dir, util, workspace_root,
+};
 
 #[derive(Debug, Args)]
 pub struct Options {
@@ -313,9 +317,7 @@ fn estimate_secs(ctx: &Ctx, cells: usize) -> u64 {
     let n = ctx.variants.len() as f64;
     let reps = ctx.reps as f64;
     let mut cell = n * (WARMUP_SECS as f64 + 1.5) + reps * n * (ctx.duration as f64 + 1.5);
-    if ctx.variants.contains(&Variant::Ebpf) {
-        cell += reps * 2.5;
-    }
+    cell += reps * 2.5 * ctx.variants.iter().filter(|v| v.is_exporter()).count() as f64;
     if ctx.accuracy {
         cell += ctx.duration as f64 + 8.0;
     }
@@ -657,6 +659,9 @@ impl Exporter {
             .arg(inst.master().to_string())
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(port.to_string());
+        if inst.variant == Variant::EmptyPrograms {
+            cmd.arg("--empty-programs");
+        }
         let mut proc = Proc::spawn(
             "gunicorn-ebpf-exporter",
             cmd,
@@ -843,9 +848,9 @@ fn print_run(r: &Run, reps: u32) {
 
 fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<Run> {
     inst.check_workers()?;
-    let exporter = match inst.variant {
-        Variant::Ebpf => Some(Exporter::attach(ctx, inst, &format!("rep{}", rep + 1))?),
-        _ => None,
+    let exporter = match inst.variant.is_exporter() {
+        true => Some(Exporter::attach(ctx, inst, &format!("rep{}", rep + 1))?),
+        false => None,
     };
     let stats = match &exporter {
         Some(_) if ctx.bpf_stats => Some(BpfStats::enable()?),
@@ -853,7 +858,9 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     };
     let side_cpu = |inst: &Instance| -> Result<Option<BTreeMap<u32, u64>>> {
         Ok(match inst.variant {
-            Variant::Ebpf => Some(procs::thread_cpu_ns(exporter.as_ref().unwrap().pid())?),
+            Variant::Ebpf | Variant::EmptyPrograms => {
+                Some(procs::thread_cpu_ns(exporter.as_ref().unwrap().pid())?)
+            }
             Variant::PluginRedis => {
                 Some(procs::thread_cpu_ns(ctx.redis.as_ref().unwrap().0.pid())?)
             }
@@ -964,13 +971,13 @@ mod tests {
     #[test]
     fn run_order_keeps_versions_together_and_rotates() {
         let v = Variant::ALL.to_vec();
-        assert_eq!(run_order(&v, 0), [0, 1, 2, 3, 4, 5]);
-        assert_eq!(run_order(&v, 1), [4, 5, 3, 1, 2, 0]);
-        assert_eq!(run_order(&v, 2), [2, 0, 1, 5, 3, 4]);
-        for rep in 0..6 {
+        assert_eq!(run_order(&v, 0), [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(run_order(&v, 1), [5, 6, 4, 1, 2, 3, 0]);
+        assert_eq!(run_order(&v, 2), [2, 3, 0, 1, 6, 4, 5]);
+        for rep in 0..7 {
             let mut o = run_order(&v, rep);
             o.sort();
-            assert_eq!(o, [0, 1, 2, 3, 4, 5]);
+            assert_eq!(o, [0, 1, 2, 3, 4, 5, 6]);
         }
         let only = [Variant::Plain27, Variant::Ebpf];
         assert_eq!(run_order(&only, 1), [1, 0]);

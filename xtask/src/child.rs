@@ -30,13 +30,30 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `cmd` with its stdout and stderr in `output`.
-    pub fn spawn(name: impl Into<String>, mut cmd: Command, output: PathBuf, stop_signal: libc::c_int) -> Result<Self> {
-        let out = File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+    pub fn spawn(
+        name: impl Into<String>,
+        mut cmd: Command,
+        output: PathBuf,
+        stop_signal: libc::c_int,
+    ) -> Result<Self> {
+        let out =
+            File::create(&output).with_context(|| format!("creating {}", output.display()))?;
         let err = out.try_clone()?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
         set_pdeathsig(&mut cmd);
-        let child = cmd.spawn().with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
-        Ok(Self { name: name.into(), child, logs: vec![output], stop_signal, exited: false })
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+        Ok(Self {
+            name: name.into(),
+            child,
+            logs: vec![output],
+            stop_signal,
+            exited: false,
+        })
     }
 
     /// More files (its own log files) to show when it dies early.
@@ -53,7 +70,14 @@ impl Proc {
     pub fn tail(&self) -> String {
         self.logs
             .iter()
-            .map(|log| format!("--- {} (last lines of {}):\n{}", self.name, log.display(), tail(log, 25)))
+            .map(|log| {
+                format!(
+                    "--- {} (last lines of {}):\n{}",
+                    self.name,
+                    log.display(),
+                    tail(log, 25)
+                )
+            })
             .collect()
     }
 
@@ -89,7 +113,10 @@ impl Proc {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("xtask: {} ignored its stop signal for 10 s; killing it", self.name);
+        eprintln!(
+            "xtask: {} ignored its stop signal for 10 s; killing it",
+            self.name
+        );
         // Its whole process group (gunicorn workers included).
         // SAFETY: as above; the group is the one it leads.
         unsafe { libc::kill(-pid, libc::SIGKILL) };

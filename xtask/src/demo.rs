@@ -92,8 +92,13 @@ pub fn run(opts: Options) -> Result<()> {
         .arg(demo_dir.join("gunicorn.ctl"))
         .arg("app:app");
     println!("demo: starting gunicorn: {}", util::describe(&cmd));
-    let mut gunicorn =
-        Proc::spawn("gunicorn", cmd, demo_dir.join("gunicorn.out"), libc::SIGTERM)?.with_logs([error_log.clone()]);
+    let mut gunicorn = Proc::spawn(
+        "gunicorn",
+        cmd,
+        demo_dir.join("gunicorn.out"),
+        libc::SIGTERM,
+    )?
+    .with_logs([error_log.clone()]);
     wait_until(
         "gunicorn",
         GUNICORN_READY_TIMEOUT,
@@ -113,7 +118,12 @@ pub fn run(opts: Options) -> Result<()> {
         .args(["--bind", "127.0.0.1", "--port"])
         .arg(opts.port.to_string());
     println!("demo: starting the exporter: {}", util::describe(&cmd));
-    let mut exporter = Proc::spawn("exporter", cmd, demo_dir.join("exporter.log"), libc::SIGTERM)?;
+    let mut exporter = Proc::spawn(
+        "exporter",
+        cmd,
+        demo_dir.join("exporter.log"),
+        libc::SIGTERM,
+    )?;
     wait_until(
         "the exporter's /metrics",
         EXPORTER_READY_TIMEOUT,

@@ -130,10 +130,18 @@ fn nightly() -> Result<()> {
 }
 
 /// One file of each LLVM package bpf-linker builds against.
-const LLVM_FILES: &[&str] = &["bin/llvm-config", "lib/libLLVM.so", "lib/libPolly.a", "include/clang"];
+const LLVM_FILES: &[&str] = &[
+    "bin/llvm-config",
+    "lib/libLLVM.so",
+    "lib/libPolly.a",
+    "include/clang",
+];
 
 fn llvm(apt: &mut Apt) -> Result<()> {
-    if LLVM_FILES.iter().all(|f| Path::new(LLVM_PREFIX).join(f).exists()) {
+    if LLVM_FILES
+        .iter()
+        .all(|f| Path::new(LLVM_PREFIX).join(f).exists())
+    {
         println!("setup: LLVM 22 ({LLVM_PREFIX}): present");
         return Ok(());
     }

@@ -49,7 +49,14 @@ pub fn run(opts: Options) -> Result<()> {
 
     let mut cmd = util::cargo();
     // Every scenario file runs even when an earlier one fails, so a run shows all failures.
-    cmd.args(["test", "--release", "--no-fail-fast", "-p", "integration-tests", "--"]);
+    cmd.args([
+        "test",
+        "--release",
+        "--no-fail-fast",
+        "-p",
+        "integration-tests",
+        "--",
+    ]);
     if !opts.extra.iter().any(|a| a.starts_with("--test-threads")) {
         cmd.args(["--test-threads", TEST_THREADS]);
     }
@@ -95,10 +102,14 @@ struct Tally {
 
 impl Tally {
     fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else { return };
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
-            let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
             let Ok(n) = n.parse::<u64>() else { continue };
             match kind {
                 "passed" => self.passed += n,
@@ -136,6 +147,12 @@ mod tests {
         t.add_line("test result: ok. 35 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.05s");
         t.add_line("test result: FAILED. 6 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 15.81s");
         t.add_line("running 3 tests");
-        assert_eq!(t, Tally { passed: 41, failed: 2 });
+        assert_eq!(
+            t,
+            Tally {
+                passed: 41,
+                failed: 2
+            }
+        );
     }
 }

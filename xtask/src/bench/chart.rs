@@ -20,6 +20,7 @@ const GAP: f64 = 95.0;
 fn color(v: Variant) -> &'static str {
     match v {
         Variant::Ebpf => "#2b8a3e",
+        Variant::EmptyPrograms => "#8ce99a",
         Variant::Statsd => "#e67700",
         Variant::PluginFile => "#1c7ed6",
         Variant::PluginRedis => "#c92a2a",

@@ -262,8 +262,12 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
         let figures: Vec<String> = cells
             .iter()
             .map(|(c, s)| {
+                let floor = res
+                    .ratio(*c, Variant::EmptyPrograms, |r| r.worker_cpu_per_req_us())
+                    .map(|f| format!(", empty programs {:.3}×", f.median))
+                    .unwrap_or_default();
                 format!(
-                    "{} {}: {:.3}× ({:.3}–{:.3})",
+                    "{} {}: {:.3}× ({:.3}–{:.3}){floor}",
                     c.workers.name(),
                     c.keepalive_name(),
                     s.median,
@@ -319,7 +323,7 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
     // BPF time per request.
     let mut worst: Option<(Cell, Stat)> = None;
     for &c in &res.cells {
-        if let Some(s) = bpf_ns_per_req(res, c)
+        if let Some(s) = bpf_ns_per_req(res, c, Variant::Ebpf)
             && worst.is_none_or(|(_, w)| s.median > w.median)
         {
             worst = Some((c, s));
@@ -329,8 +333,16 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
         "BPF program time ≤ 1.5 µs per request (median, worst cell)".into(),
         worst
             .map(|(c, s)| {
+                let floor = bpf_ns_per_req(res, c, Variant::EmptyPrograms)
+                    .map(|f| {
+                        format!(
+                            "; empty programs on the same tracepoints: {:.2} µs",
+                            f.median / 1000.0
+                        )
+                    })
+                    .unwrap_or_default();
                 format!(
-                    "{:.2} µs ({:.2}–{:.2}), {c}",
+                    "{:.2} µs ({:.2}–{:.2}), {c}{floor}",
                     s.median / 1000.0,
                     s.min / 1000.0,
                     s.max / 1000.0
@@ -425,8 +437,8 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
 }
 
 /// Runs without BPF statistics (`--no-bpf-stats`) have no programs listed.
-fn bpf_ns_per_req(res: &Results, cell: Cell) -> Option<Stat> {
-    stat(res.runs_of(cell, Variant::Ebpf).filter_map(|r| {
+fn bpf_ns_per_req(res: &Results, cell: Cell, variant: Variant) -> Option<Stat> {
+    stat(res.runs_of(cell, variant).filter_map(|r| {
         r.exporter
             .as_ref()
             .filter(|e| !e.progs.is_empty())
@@ -570,9 +582,9 @@ pub fn markdown(res: &Results) -> String {
         );
         let _ = writeln!(
             md,
-            "| workload | exporter CPU (% core) | exporter CPU/request | RSS (peak) | BPF time/request | tracepoint hits/request | kernel errors | missed | failed requests (by type) |"
+            "| workload | exporter CPU (% core) | exporter CPU/request | RSS (peak) | BPF time/request | empty programs' BPF time/request (floor) | tracepoint hits/request | kernel errors | missed | failed requests (by type) |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
         for &cell in &res.cells {
             let runs: Vec<&Run> = res.runs_of(cell, Variant::Ebpf).collect();
             if runs.is_empty() {
@@ -591,7 +603,8 @@ pub fn markdown(res: &Results) -> String {
                 .filter_map(|r| r.exporter.as_ref().map(|e| e.rss_peak_bytes))
                 .max()
                 .unwrap_or(0);
-            let bpf = bpf_ns_per_req(res, cell);
+            let bpf = bpf_ns_per_req(res, cell, Variant::Ebpf);
+            let floor = bpf_ns_per_req(res, cell, Variant::EmptyPrograms);
             let hits = stat(runs.iter().filter_map(|r| {
                 r.exporter
                     .as_ref()
@@ -625,11 +638,12 @@ pub fn markdown(res: &Results) -> String {
                 .collect();
             let _ = writeln!(
                 md,
-                "| {cell} | {} | {} | {:.1} MB | {} | {} | {errors} | {misses} | {} |",
+                "| {cell} | {} | {} | {:.1} MB | {} | {} | {} | {errors} | {misses} | {} |",
                 fmt_abs(cpu_pct, |v| format!("{v:.2}%")),
                 fmt_abs(cpu_req, fmt_us),
                 rss as f64 / 1e6,
                 fmt_abs(bpf, |ns| format!("{:.2} µs", ns / 1000.0)),
+                fmt_abs(floor, |ns| format!("{:.2} µs", ns / 1000.0)),
                 fmt_abs(hits, |v| format!("{v:.1}")),
                 if failed.is_empty() {
                     "none".to_string()

@@ -117,6 +117,10 @@ pub enum Variant {
     Plain27,
     /// Gunicorn 27 with gunicorn-ebpf-exporter attached.
     Ebpf,
+    /// Gunicorn 27 with the exporter's `--empty-programs`: the same
+    /// tracepoints running programs that do nothing, the floor of tracing.
+    #[value(name = "empty-programs")]
+    EmptyPrograms,
     /// Gunicorn 27 with `--statsd-host` to a local UDP sink.
     Statsd,
     /// Plain gunicorn 23 (the baseline of the plugin rows).
@@ -129,9 +133,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Plain27,
         Variant::Ebpf,
+        Variant::EmptyPrograms,
         Variant::Statsd,
         Variant::Plain23,
         Variant::PluginFile,
@@ -142,6 +147,7 @@ impl Variant {
         match self {
             Variant::Plain27 => "gunicorn 27.0.1",
             Variant::Ebpf => "+ gunicorn-ebpf-exporter",
+            Variant::EmptyPrograms => "+ empty programs, same tracepoints (floor)",
             Variant::Statsd => "+ statsd (--statsd-host)",
             Variant::Plain23 => "gunicorn 23.0.0",
             Variant::PluginFile => "+ plugin 0.2.4, file mode",
@@ -154,6 +160,7 @@ impl Variant {
         match self {
             Variant::Plain27 => "plain27",
             Variant::Ebpf => "ebpf-exporter",
+            Variant::EmptyPrograms => "empty-programs",
             Variant::Statsd => "statsd",
             Variant::Plain23 => "plain23",
             Variant::PluginFile => "plugin-file",
@@ -164,7 +171,9 @@ impl Variant {
     /// The plain gunicorn of the same version, measured side by side.
     pub fn baseline(self) -> Variant {
         match self {
-            Variant::Plain27 | Variant::Ebpf | Variant::Statsd => Variant::Plain27,
+            Variant::Plain27 | Variant::Ebpf | Variant::EmptyPrograms | Variant::Statsd => {
+                Variant::Plain27
+            }
             Variant::Plain23 | Variant::PluginFile | Variant::PluginRedis => Variant::Plain23,
         }
     }
@@ -178,6 +187,11 @@ impl Variant {
             Variant::Plain27 => venv_dir(venv::GUNICORN27.name),
             _ => venv_dir(venv::GUNICORN23_PLUGIN.name),
         }
+    }
+
+    /// Runs with gunicorn-ebpf-exporter attached (real or empty programs).
+    pub fn is_exporter(self) -> bool {
+        matches!(self, Variant::Ebpf | Variant::EmptyPrograms)
     }
 
     pub fn is_plugin(self) -> bool {
