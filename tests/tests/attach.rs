@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use integration_tests::{
     Exporter, Gunicorn, Version, access_log,
-    check::{self, DURATION, REQUESTS, story},
+    check::{self, DURATION, REQUESTS, WORKERS, story},
     http::{self, Request, Traffic},
     load::{LoadConfig, LoadGen, Script},
     prom::Histogram,
@@ -190,4 +190,39 @@ fn pidfile_attaches_to_the_master() {
     check::assert_requests_match(&g, &e, &m, &records);
     check::assert_worker_labels(&g, &e, &m);
     check::assert_no_kernel_errors(&g, &e, &m);
+}
+
+/// `--empty-programs` (the bench's floor) attaches a do-nothing program to the
+/// same tracepoints as a normal exporter attached beside it: it serves, knows
+/// the workers from /proc, and counts none of the requests the normal one
+/// counts as the access log does.
+#[test]
+fn empty_programs_attach_the_same_tracepoints_and_count_nothing() {
+    let g = Gunicorn::builder(Version::V27, "sync").workers(2).start();
+    let real = Exporter::attach(&g);
+    let empty = Exporter::builder()
+        .pid(g.master_pid())
+        .arg("--empty-programs")
+        .start();
+    let mut t = Traffic::default();
+    http::sequence(g.addr(), &vec![Request::get("/ok"); 3], &mut t)
+        .unwrap_or_else(|err| panic!("requests: {err}\n{}", g.story()));
+    let (m, records) = check::wait_counted(&g, &real, t.total_responses());
+    check::assert_requests_match(&g, &real, &m, &records);
+
+    let m = empty.scrape();
+    assert_eq!(m.sum_all(REQUESTS), 0.0, "{}", story(&g, &empty, Some(&m)));
+    assert_eq!(m.sum_all(WORKERS), 2.0, "{}", story(&g, &empty, Some(&m)));
+    let tracepoints = |e: &Exporter| {
+        let stderr = e.stderr();
+        let line = stderr.lines().find(|l| l.contains("tracepoints)")).map(str::to_owned);
+        line.and_then(|l| l.split(", ").nth(1)?.split(' ').next()?.parse::<u32>().ok())
+    };
+    let (n_real, n_empty) = (tracepoints(&real), tracepoints(&empty));
+    assert!(
+        n_real.is_some() && n_real == n_empty,
+        "attached tracepoints: normal {n_real:?}, empty {n_empty:?}\n{}\n{}",
+        real.stderr(),
+        empty.stderr()
+    );
 }
