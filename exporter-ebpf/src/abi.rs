@@ -6,8 +6,6 @@ use crate::{buckets::bucket_index, request::Finished};
 pub mod map {
     /// tgid -> [`super::Proc`]: the processes being watched.
     pub const TRACKED: &str = "TRACKED";
-    /// tid -> [`super::Stash`]: syscall arguments between enter and exit.
-    pub const STASH: &str = "STASH";
     /// [`super::ConnKey`] -> [`crate::request::Conn`].
     pub const CONNS: &str = "CONNS";
     /// [`super::MetricKey`] -> [`super::Aggregate`], per CPU.
@@ -72,7 +70,8 @@ pub mod cause {
     pub const APP_EXCEPTION: u8 = 4;
 }
 
-/// Which syscall a [`Stash`] belongs to.
+/// Which syscall family an exit program handles: where its buffer argument
+/// leads to the bytes.
 pub mod io {
     pub const READ: u32 = 1;
     pub const WRITE: u32 = 2;
@@ -83,19 +82,6 @@ pub mod io {
     /// recvmsg/sendmsg: `buf` points at a msghdr.
     pub const RECVMSG: u32 = 6;
     pub const SENDMSG: u32 = 7;
-    /// wait4 in a master: `buf` is the status address.
-    pub const WAIT: u32 = 8;
-    /// accept/accept4 in a worker: `buf` is the peer sockaddr.
-    pub const ACCEPT: u32 = 9;
-}
-
-/// Arguments of a syscall in progress on one thread.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stash {
-    pub buf: u64,
-    pub fd: u32,
-    pub kind: u32,
 }
 
 /// A client connection: the worker and its socket's fd.
@@ -324,21 +310,18 @@ pub mod error {
     pub const METRICS_FULL: u32 = 0;
     /// A connection could not be tracked: CONNS full (its requests are lost).
     pub const CONNS_FULL: u32 = 1;
-    /// Syscall arguments could not be stashed: STASH full (one I/O missed).
-    pub const STASH_FULL: u32 = 2;
     /// A new worker could not be tracked: TRACKED full.
-    pub const TRACKED_FULL: u32 = 3;
+    pub const TRACKED_FULL: u32 = 2;
     /// A lifecycle event was dropped: the ring buffer was full.
-    pub const EVENTS_LOST: u32 = 4;
+    pub const EVENTS_LOST: u32 = 3;
     /// A syscall buffer could not be read (one read or write not classified).
-    pub const READ_FAILED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    pub const READ_FAILED: u32 = 4;
+    pub const COUNT: u32 = 5;
 
     /// The `kind` label of each counter.
     pub const NAMES: [&str; COUNT as usize] = [
         "metrics_map_full",
         "conns_map_full",
-        "stash_map_full",
         "tracked_map_full",
         "events_lost",
         "buffer_read_failed",
@@ -447,7 +430,6 @@ mod pod {
     // SAFETY: each type is #[repr(C)], Copy, made only of integers (every bit
     // pattern valid), with explicit padding fields so no byte is uninitialised.
     unsafe impl aya::Pod for super::Proc {}
-    unsafe impl aya::Pod for super::Stash {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::MetricKey {}
     unsafe impl aya::Pod for super::Config {}
@@ -567,7 +549,6 @@ mod tests {
     fn records_have_no_implicit_padding() {
         use core::mem::size_of;
         assert_eq!(size_of::<Proc>(), 16);
-        assert_eq!(size_of::<Stash>(), 16);
         assert_eq!(size_of::<ConnKey>(), 8);
         assert_eq!(size_of::<MetricKey>(), 8);
         assert_eq!(size_of::<Event>(), 32);

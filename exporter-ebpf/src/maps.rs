@@ -3,23 +3,25 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, Stash, cause, error, flag,
+        Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, cause, error, flag,
         role,
     },
     request::{Conn, Finished},
+    tracepoint::{PT_REGS_DI, PT_REGS_SI},
 };
 
 #[map]
 pub static TRACKED: HashMap<u32, Proc> = HashMap::with_max_entries(4096, 0);
-#[map]
-pub static STASH: HashMap<u32, Stash> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(65536, 0);
 /// Not preallocated: memory follows the series in use, not max_entries x CPUs.
@@ -121,21 +123,6 @@ pub fn record(tgid: u32, done: &Finished) {
     unsafe { (*aggregate).record(done, &(*config).duration_bounds_ns) };
 }
 
-/// Stores this thread's syscall arguments: in place when it has an entry (no
-/// element allocated per syscall), inserted the first time.
-#[inline(always)]
-pub fn put_stash(tid: u32, stash: Stash) {
-    match STASH.get_ptr_mut(&tid) {
-        // SAFETY: this thread's own entry; only its exit (sched_process_exit) removes it.
-        Some(slot) => unsafe { *slot = stash },
-        None => {
-            if STASH.insert(&tid, &stash, 0).is_err() {
-                count_error(error::STASH_FULL);
-            }
-        }
-    }
-}
-
 /// Sends a lifecycle event to userspace (see `abi::event` for the fields).
 #[inline(always)]
 pub fn emit(kind: u32, pid: u32, other: u32, value: i32, code: i32) {
@@ -161,5 +148,22 @@ pub fn set_flags(tgid: u32, bits: u32) {
         // only when both run at once for the same process, which the
         // lifecycle never does (exit_group and SIGABRT come from one thread each).
         unsafe { (*p).flags |= bits };
+    }
+}
+
+/// The first two arguments of the syscall this thread is in, from the
+/// registers the kernel saved at its entry (a syscall reads but never changes
+/// them; only its return value is written back). Exit programs read them
+/// there, so no enter program has to run and stash them.
+#[inline(always)]
+pub fn syscall_args() -> (u64, u64) {
+    // SAFETY: helpers returning the current task and its saved user registers
+    // (BTF pointers: the verifier checks each load against struct pt_regs).
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
+        (
+            core::ptr::read_volatile(regs.add(PT_REGS_DI / 8)),
+            core::ptr::read_volatile(regs.add(PT_REGS_SI / 8)),
+        )
     }
 }

@@ -1,10 +1,9 @@
 //! Client-socket I/O of tracked workers, fed to each connection's state machine.
 //!
-//! Enter programs stash (fd, buffer) per thread; exit programs, which alone
-//! know how many bytes moved, read the buffer's first bytes and update the
-//! connection. A stash is overwritten by the thread's next traced syscall, so
-//! exits never delete it (one map operation less per syscall); it is removed
-//! when the thread exits.
+//! Only syscall exits are traced: they alone know how many bytes moved, and
+//! the syscall's own arguments (descriptor, buffer) are still in the registers
+//! the kernel saved at its entry (`maps::syscall_args`). So no enter program
+//! runs, and nothing is stored per thread between a syscall's enter and exit.
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
@@ -12,7 +11,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use exporter_ebpf::{
-    abi::{ConnKey, ExceptionEvent, Stash, cause, error, event, flag, io},
+    abi::{ConnKey, ExceptionEvent, cause, error, event, flag, io},
     errlog::{ERRLOG_HEAD, ERRLOG_TAIL, is_request_error},
     http::{HEAD_LEN, request_method},
     request::{Conn, phase},
@@ -20,8 +19,8 @@ use exporter_ebpf::{
 };
 
 use crate::maps::{
-    ACCEPTED, CONNS, EVENTS, EXC_PENDING, HEARTBEAT, STASH, count_error, emit, field, is_worker,
-    now, pid_tgid, put_stash, record, tracked,
+    ACCEPTED, CONNS, EVENTS, EXC_PENDING, HEARTBEAT, count_error, emit, field, is_worker, now,
+    pid_tgid, record, syscall_args, tracked,
 };
 
 #[inline(always)]
@@ -48,30 +47,22 @@ pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::ACCEPT)
-}
-
-#[tracepoint]
-pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::ACCEPT)
-}
-
 #[inline(always)]
 fn on_accept(ctx: &TracePointContext) {
-    let Some((tgid, stash)) = take(io::ACCEPT) else {
-        return;
-    };
     let fd = ret(ctx);
     if fd < 0 {
+        return;
+    }
+    let (_, tgid) = pid_tgid();
+    if !is_worker(tgid) {
         return;
     }
     if let Some(accepted) = ACCEPTED.get_ptr_mut(0) {
         // SAFETY: our CPU's slot.
         unsafe { *accepted += 1 };
     }
-    crate::queue::accepted(&stash);
+    let (_, peer_sockaddr) = syscall_args();
+    crate::queue::accepted(peer_sockaddr);
     let key = ConnKey {
         tgid,
         fd: fd as u32,
@@ -91,52 +82,36 @@ fn on_accept(ctx: &TracePointContext) {
     }
 }
 
-// ---- enter: stash the arguments --------------------------------------------
+// ---- exits: the bytes a syscall moved --------------------------------------
 
-#[inline(always)]
-fn stash(ctx: &TracePointContext, kind: u32) -> u32 {
-    let (tid, tgid) = pid_tgid();
-    if !is_worker(tgid) {
-        return 0;
-    }
-    put_stash(
-        tid,
-        Stash {
-            buf: arg(ctx, ARG1),
-            fd: arg(ctx, ARG0) as u32,
-            kind,
-        },
-    );
-    0
+/// The descriptor and buffer of the syscall being left, and its kind (`abi::io`).
+#[derive(Clone, Copy)]
+struct Io {
+    fd: u32,
+    buf: u64,
+    kind: u32,
 }
 
-/// The stash of this thread's syscall of `kind`; its presence also says the
-/// thread belongs to a tracked worker.
 #[inline(always)]
-fn take(kind: u32) -> Option<(u32, Stash)> {
-    let (tid, tgid) = pid_tgid();
-    // SAFETY: plain data written by this same thread's enter program.
-    let stash = unsafe { *STASH.get_ptr(&tid)? };
-    if stash.kind != kind {
-        return None;
-    }
-    Some((tgid, stash))
+fn io(kind: u32) -> Io {
+    let (fd, buf) = syscall_args();
+    Io { fd: fd as u32, buf, kind }
 }
 
 /// The first bytes the syscall moved, and how many of them are valid.
 #[inline(always)]
-fn head(stash: &Stash, n: i64) -> Option<([u8; HEAD_LEN], usize)> {
+fn head(io: &Io, n: i64) -> Option<([u8; HEAD_LEN], usize)> {
     // SAFETY: user pointers from the syscall's own arguments; the helpers
     // fault safely on bad addresses.
     let data = unsafe {
-        match stash.kind {
-            io::READV | io::WRITEV => bpf_probe_read_user(stash.buf as *const u64).ok()?,
+        match io.kind {
+            io::READV | io::WRITEV => bpf_probe_read_user(io.buf as *const u64).ok()?,
             // struct msghdr: msg_iov at offset 16, then iovec.iov_base at 0.
             io::RECVMSG | io::SENDMSG => {
-                let iov = bpf_probe_read_user((stash.buf + 16) as *const u64).ok()?;
+                let iov = bpf_probe_read_user((io.buf + 16) as *const u64).ok()?;
                 bpf_probe_read_user(iov as *const u64).ok()?
             }
-            _ => stash.buf,
+            _ => io.buf,
         }
     };
     let mut head = [0u8; HEAD_LEN];
@@ -166,33 +141,42 @@ fn idle(tgid: u32, fd: u32) {
     }
 }
 
+/// A read's exit. Connections are looked up first: an entry exists only for
+/// a tracked worker's socket, so a hit needs no other check, and only a miss
+/// asks whether this is a worker reading a connection it accepted before we
+/// attached.
 #[inline(always)]
 fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
-    let Some((tgid, stash)) = take(kind) else {
-        return 0;
-    };
     let n = ret(ctx);
+    if n <= 0 && n != EAGAIN {
+        return 0;
+    }
+    let (_, tgid) = pid_tgid();
+    let io = io(kind);
     if n == EAGAIN {
         // gevent and eventlet try the next request's read at once.
-        idle(tgid, stash.fd);
+        idle(tgid, io.fd);
         return 0;
     }
-    if n <= 0 {
-        return 0;
-    }
-    let Some((head, len)) = head(&stash, n) else {
-        return 0;
-    };
-    let key = ConnKey { tgid, fd: stash.fd };
+    let key = ConnKey { tgid, fd: io.fd };
     match CONNS.get_ptr_mut(&key) {
         // SAFETY: a map value; one worker's threads serialise on a connection.
         Some(conn) => {
+            let Some((head, len)) = head(&io, n) else {
+                return 0;
+            };
             if let Some(done) = unsafe { (*conn).on_read(now(), n as u64, &head, len) } {
                 record(tgid, &done);
             }
         }
         // Accepted before we attached: track it from its next request line.
         None => {
+            if !is_worker(tgid) {
+                return 0;
+            }
+            let Some((head, len)) = head(&io, n) else {
+                return 0;
+            };
             if let Some(method) = request_method(&head, len) {
                 if CONNS
                     .insert(&key, &Conn::reading(now(), n as u64, method), 0)
@@ -208,18 +192,17 @@ fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
 
 #[inline(always)]
 fn on_write_exit(ctx: &TracePointContext, kind: u32) -> u32 {
-    let Some((tgid, stash)) = take(kind) else {
-        return 0;
-    };
     let n = ret(ctx);
     if n <= 0 {
         return 0;
     }
-    let key = ConnKey { tgid, fd: stash.fd };
-    let Some(conn) = CONNS.get_ptr_mut(&key) else {
+    let (_, tgid) = pid_tgid();
+    let io = io(kind);
+    // Only a connection of a tracked worker has an entry: the one check needed.
+    let Some(conn) = CONNS.get_ptr_mut(&ConnKey { tgid, fd: io.fd }) else {
         return 0;
     };
-    let Some((head, len)) = head(&stash, n) else {
+    let Some((head, len)) = head(&io, n) else {
         return 0;
     };
     // SAFETY: as in on_read_exit.
@@ -251,18 +234,8 @@ fn on_write_exit(ctx: &TracePointContext, kind: u32) -> u32 {
 // ---- the syscalls gunicorn uses on client sockets --------------------------
 
 #[tracepoint]
-pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::READ)
-}
-
-#[tracepoint]
 pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
     on_read_exit(&ctx, io::READ)
-}
-
-#[tracepoint]
-pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::WRITE)
 }
 
 #[tracepoint]
@@ -271,20 +244,14 @@ pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
-pub fn sys_enter_sendfile64(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::SENDFILE)
-}
-
-#[tracepoint]
 pub fn sys_exit_sendfile64(ctx: TracePointContext) -> u32 {
-    let Some((tgid, stash)) = take(io::SENDFILE) else {
-        return 0;
-    };
     let n = ret(&ctx);
     if n <= 0 {
         return 0;
     }
-    if let Some(conn) = CONNS.get_ptr_mut(&ConnKey { tgid, fd: stash.fd }) {
+    let (_, tgid) = pid_tgid();
+    let io = io(io::SENDFILE);
+    if let Some(conn) = CONNS.get_ptr_mut(&ConnKey { tgid, fd: io.fd }) {
         // SAFETY: as in on_read_exit.
         unsafe { (*conn).on_sendfile(now(), n as u64) };
     }
@@ -416,18 +383,8 @@ pub fn error_log_write(ctx: TracePointContext) -> u32 {
 // ---- optional (--io-syscalls all): apps that use the read/write families ----
 
 #[tracepoint]
-pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::READ)
-}
-
-#[tracepoint]
 pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
     on_read_exit(&ctx, io::READ)
-}
-
-#[tracepoint]
-pub fn sys_enter_readv(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::READV)
 }
 
 #[tracepoint]
@@ -436,18 +393,8 @@ pub fn sys_exit_readv(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
-pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::RECVMSG)
-}
-
-#[tracepoint]
 pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
     on_read_exit(&ctx, io::RECVMSG)
-}
-
-#[tracepoint]
-pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::WRITE)
 }
 
 #[tracepoint]
@@ -456,18 +403,8 @@ pub fn sys_exit_write(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
-pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::WRITEV)
-}
-
-#[tracepoint]
 pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
     on_write_exit(&ctx, io::WRITEV)
-}
-
-#[tracepoint]
-pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
-    stash(&ctx, io::SENDMSG)
 }
 
 #[tracepoint]

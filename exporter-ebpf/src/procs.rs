@@ -4,14 +4,14 @@
 
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use exporter_ebpf::{
-    abi::{Heartbeat, NO_EXIT_CODE, Proc, Stash, error, event, flag, io, role},
+    abi::{Heartbeat, NO_EXIT_CODE, Proc, error, event, flag, role},
     tracepoint::{
         ARG0, ARG1, CLONE_THREAD, EXIT_GROUP_DEAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID, RET,
     },
 };
 
 use crate::maps::{
-    HEARTBEAT, STASH, TRACKED, count_error, emit, field, now, pid_tgid, put_stash, tracked,
+    HEARTBEAT, TRACKED, count_error, emit, field, now, pid_tgid, syscall_args, tracked,
 };
 
 #[inline(always)]
@@ -85,8 +85,7 @@ pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
 /// (group_dead) ends the process.
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let (tid, tgid) = pid_tgid();
-    let _ = STASH.remove(&tid);
+    let (_, tgid) = pid_tgid();
     let group_dead = field::<u8>(&ctx, EXIT_GROUP_DEAD);
     if group_dead == 0 {
         return 0;
@@ -103,44 +102,23 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// wait4 in a master: remember where the status goes, report the reaped child.
-#[tracepoint]
-pub fn sys_enter_wait4(ctx: TracePointContext) -> u32 {
-    let (tid, tgid) = pid_tgid();
-    if !is_master(tgid) {
-        return 0;
-    }
-    let status = field::<u64>(&ctx, ARG1);
-    put_stash(
-        tid,
-        Stash {
-            buf: status,
-            fd: 0,
-            kind: io::WAIT,
-        },
-    );
-    0
-}
-
+/// wait4 in a master: report the reaped child and its status.
 #[tracepoint]
 pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
-    let (tid, tgid) = pid_tgid();
-    // SAFETY: plain data written by this thread's enter program.
-    let Some(stash) = STASH.get_ptr(&tid).map(|s| unsafe { *s }) else {
-        return 0;
-    };
-    if stash.kind != io::WAIT {
-        return 0;
-    }
     let child = field::<i64>(&ctx, RET);
     if child <= 0 {
         return 0;
     }
-    let status = if stash.buf == 0 {
+    let (_, tgid) = pid_tgid();
+    if !is_master(tgid) {
+        return 0;
+    }
+    let (_, status_ptr) = syscall_args();
+    let status = if status_ptr == 0 {
         0
     } else {
         // SAFETY: the user's status pointer; the helper faults safely.
-        unsafe { bpf_probe_read_user(stash.buf as *const i32).unwrap_or(0) }
+        unsafe { bpf_probe_read_user(status_ptr as *const i32).unwrap_or(0) }
     };
     emit(event::REAP, tgid, child as u32, status, 0);
     0

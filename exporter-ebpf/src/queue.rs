@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use exporter_ebpf::{
-    abi::{AF_INET, HANDSHAKE_BITS, Handshake, Peer, Queue, Stash},
+    abi::{AF_INET, HANDSHAKE_BITS, Handshake, Peer, Queue},
     tracepoint::{
         IPPROTO_TCP, SOCK_DADDR, SOCK_DADDR_V6, SOCK_DPORT, SOCK_FAMILY, SOCK_NEWSTATE,
         SOCK_OLDSTATE, SOCK_PROTOCOL, SOCK_SPORT, TCP_ESTABLISHED, TCP_SYN_RECV,
@@ -76,12 +76,12 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 
 /// At accept's exit: the wait of the connection just accepted.
 #[inline(always)]
-pub fn accepted(stash: &Stash) {
-    if stash.buf == 0 {
+pub fn accepted(peer_sockaddr: u64) {
+    if peer_sockaddr == 0 {
         return;
     }
     // SAFETY: the user's sockaddr buffer, just filled by accept; faults safely.
-    let Ok(sockaddr) = (unsafe { bpf_probe_read_user(stash.buf as *const [u8; 24]) }) else {
+    let Ok(sockaddr) = (unsafe { bpf_probe_read_user(peer_sockaddr as *const [u8; 24]) }) else {
         return;
     };
     let Some(peer) = Peer::from_sockaddr(&sockaddr) else {

@@ -19,6 +19,11 @@ const BPF_NOEXIST: u64 = 1;
 
 use crate::cli::IoSyscalls;
 
+// The programs take syscall arguments from x86-64 `struct pt_regs` offsets
+// (exporter_ebpf::tracepoint::PT_REGS_DI/SI); another architecture needs its own.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("gunicorn-ebpf-exporter's eBPF programs read x86-64 syscall registers");
+
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exporter-ebpf"));
 
 #[derive(Debug, Error)]
@@ -41,56 +46,43 @@ pub enum KernelError {
     },
 }
 
-/// (program, category, tracepoint). Order matters: processes first (so
-/// forks are followed before any I/O is), then syscall exits before their
-/// enters (an exit without its enter is ignored; an enter without its exit
-/// would leave a stale stash).
+/// (program, category, tracepoint). Processes first, so forks are followed
+/// before any I/O is. Syscalls are traced at their exit only (their arguments
+/// come from the saved registers), except the few whose entry is the event.
 type Attachment = (&'static str, &'static str, &'static str);
 
-const PROCESS: [Attachment; 11] = [
+const PROCESS: [Attachment; 10] = [
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sys_enter_exit_group", "syscalls", "sys_enter_exit_group"),
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("sys_exit_wait4", "syscalls", "sys_exit_wait4"),
-    ("sys_enter_wait4", "syscalls", "sys_enter_wait4"),
     ("sys_enter_listen", "syscalls", "sys_enter_listen"),
     ("sys_enter_utimensat", "syscalls", "sys_enter_utimensat"),
     ("signal_generate", "signal", "signal_generate"),
     ("signal_deliver", "signal", "signal_deliver"),
     ("mark_victim", "oom", "mark_victim"),
 ];
-const GUNICORN_IO: [Attachment; 14] = [
+const GUNICORN_IO: [Attachment; 9] = [
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("sys_exit_accept", "syscalls", "sys_exit_accept"),
     ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
     ("sys_exit_sendto", "syscalls", "sys_exit_sendto"),
     ("sys_exit_sendfile64", "syscalls", "sys_exit_sendfile64"),
-    ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
-    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
-    ("sys_enter_sendfile64", "syscalls", "sys_enter_sendfile64"),
     ("sys_enter_shutdown", "syscalls", "sys_enter_shutdown"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("sys_enter_epoll_ctl", "syscalls", "sys_enter_epoll_ctl"),
-    ("sys_enter_accept4", "syscalls", "sys_enter_accept4"),
-    ("sys_enter_accept", "syscalls", "sys_enter_accept"),
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
 ];
 /// The exception class behind an app-exception 500 (--no-exception-classes drops it).
 const ERROR_LOG: [Attachment; 1] = [("error_log_write", "syscalls", "sys_enter_write")];
-const OTHER_IO: [Attachment; 12] = [
+const OTHER_IO: [Attachment; 6] = [
     ("sys_exit_read", "syscalls", "sys_exit_read"),
     ("sys_exit_readv", "syscalls", "sys_exit_readv"),
     ("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
     ("sys_exit_write", "syscalls", "sys_exit_write"),
     ("sys_exit_writev", "syscalls", "sys_exit_writev"),
     ("sys_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
-    ("sys_enter_read", "syscalls", "sys_enter_read"),
-    ("sys_enter_readv", "syscalls", "sys_enter_readv"),
-    ("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
-    ("sys_enter_write", "syscalls", "sys_enter_write"),
-    ("sys_enter_writev", "syscalls", "sys_enter_writev"),
-    ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
 ];
 
 /// Which optional programs to attach.
