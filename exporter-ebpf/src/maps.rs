@@ -13,8 +13,7 @@ use aya_ebpf::{
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, cause, error, flag,
-        role,
+        Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, cause, error, flag, role,
     },
     request::{Conn, Finished},
     tracepoint::{PT_REGS_DI, PT_REGS_SI},

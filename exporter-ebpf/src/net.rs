@@ -95,7 +95,11 @@ struct Io {
 #[inline(always)]
 fn io(kind: u32) -> Io {
     let (fd, buf) = syscall_args();
-    Io { fd: fd as u32, buf, kind }
+    Io {
+        fd: fd as u32,
+        buf,
+        kind,
+    }
 }
 
 /// The first bytes the syscall moved, and how many of them are valid.

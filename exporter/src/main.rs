@@ -86,6 +86,7 @@ fn run(options: Options) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
 
     preflight::ensure_tracefs()?;
+    preflight::check_btf()?;
     preflight::check_layout()?;
     let programs = kernel::Programs {
         io: options.io_syscalls,

@@ -1,5 +1,5 @@
-//! Checks before loading anything: privileges, tracefs, and the tracepoint
-//! layout the programs were built for. Each failure says what to do.
+//! Checks before loading anything: privileges, tracefs, kernel BTF, and the
+//! tracepoint layout the programs were built for. Each failure says what to do.
 
 use std::path::Path;
 
@@ -7,6 +7,7 @@ use exporter_ebpf::tracepoint::{expected_fields, field_offset};
 use thiserror::Error;
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, Error)]
 pub enum PreflightError {
@@ -18,6 +19,10 @@ pub enum PreflightError {
         "tracefs is not mounted at {TRACEFS} and mounting it failed ({0}): run `mount -t tracefs tracefs {TRACEFS}`"
     )]
     NoTracefs(std::io::Error),
+    #[error(
+        "this kernel has no BTF ({KERNEL_BTF} is missing): the programs read syscall arguments through BTF-typed helpers (bpf_task_pt_regs); use a kernel built with CONFIG_DEBUG_INFO_BTF=y, as current distributions' kernels are"
+    )]
+    NoBtf,
     #[error(
         "tracepoint {tracepoint} is missing from this kernel ({TRACEFS}/events/{tracepoint}/format): it needs CONFIG_FTRACE_SYSCALLS"
     )]
@@ -44,6 +49,18 @@ pub fn capabilities_suffice(cap_eff: u64) -> bool {
     let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
     let load = has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON));
     load && has(CAP_SYS_PTRACE)
+}
+
+pub fn check_btf() -> Result<(), PreflightError> {
+    btf_present(Path::new(KERNEL_BTF))
+}
+
+fn btf_present(path: &Path) -> Result<(), PreflightError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(PreflightError::NoBtf)
+    }
 }
 
 pub fn check_privileges() -> Result<(), PreflightError> {
@@ -120,5 +137,12 @@ mod tests {
             !capabilities_suffice(1 << CAP_SYS_ADMIN),
             "cannot read other processes"
         );
+    }
+
+    #[test]
+    fn missing_btf_is_refused_with_what_to_do() {
+        assert!(btf_present(Path::new("/proc/self/status")).is_ok());
+        let err = btf_present(Path::new("/nonexistent/btf/vmlinux")).unwrap_err();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
     }
 }

@@ -215,7 +215,10 @@ fn empty_programs_attach_the_same_tracepoints_and_count_nothing() {
     assert_eq!(m.sum_all(WORKERS), 2.0, "{}", story(&g, &empty, Some(&m)));
     let tracepoints = |e: &Exporter| {
         let stderr = e.stderr();
-        let line = stderr.lines().find(|l| l.contains("tracepoints)")).map(str::to_owned);
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("tracepoints)"))
+            .map(str::to_owned);
         line.and_then(|l| l.split(", ").nth(1)?.split(' ').next()?.parse::<u32>().ok())
     };
     let (n_real, n_empty) = (tracepoints(&real), tracepoints(&empty));
