@@ -42,7 +42,7 @@ pub struct Exporter {
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [(&str, &str, &[&str]); 22] = [
+const FAMILIES: [x::Family; 22] = [
     (
         x::REQUESTS,
         "Completed HTTP responses, by method and status code.",
@@ -149,17 +149,7 @@ const FAMILIES: [(&str, &str, &[&str]); 22] = [
 
 impl Exporter {
     pub fn new(state: Arc<Mutex<State>>) -> prometheus::Result<Exporter> {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, labels)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-            })
-            .collect::<prometheus::Result<_>>()?;
+        let descs = x::descs(&FAMILIES)?;
         Ok(Exporter {
             state,
             descs,
@@ -169,7 +159,7 @@ impl Exporter {
     }
 
     fn help(name: &str) -> &'static str {
-        FAMILIES.iter().find(|f| f.0 == name).map_or("", |f| f.1)
+        x::help(&FAMILIES, name)
     }
 }
 

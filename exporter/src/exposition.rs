@@ -2,8 +2,9 @@
 //! Names follow gunicorn-prometheus-exporter where it has one, so existing
 //! dashboards keep working.
 
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+use prometheus::{
+    core::Desc,
+    proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
 };
 
 pub const REQUESTS: &str = "gunicorn_worker_requests_total";
@@ -46,6 +47,29 @@ pub const MASTER_CONTEXT_SWITCHES: &str = "gunicorn_master_context_switches_tota
 // Listen backlogs (backlog.rs).
 pub const LISTEN_BACKLOG: &str = "gunicorn_listen_backlog";
 pub const LISTEN_BACKLOG_LIMIT: &str = "gunicorn_listen_backlog_limit";
+
+/// A family a collector declares: name, help text, label names.
+pub type Family = (&'static str, &'static str, &'static [&'static str]);
+
+/// The descriptors a collector registers for its `families`.
+pub fn descs(families: &[Family]) -> prometheus::Result<Vec<Desc>> {
+    families
+        .iter()
+        .map(|(name, help, labels)| {
+            Desc::new(
+                name.to_string(),
+                help.to_string(),
+                labels.iter().map(|l| l.to_string()).collect(),
+                Default::default(),
+            )
+        })
+        .collect()
+}
+
+/// The help text `families` declares for `name`.
+pub fn help(families: &[Family], name: &str) -> &'static str {
+    families.iter().find(|f| f.0 == name).map_or("", |f| f.1)
+}
 
 /// Label name/value pairs of one series.
 pub type Labels = Vec<(&'static str, String)>;

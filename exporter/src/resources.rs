@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [(&str, &str, &[&str]); 16] = [
+const FAMILIES: [x::Family; 16] = [
     (
         x::WORKER_MEMORY,
         "Resident memory (RSS) of the worker process, in bytes.",
@@ -314,17 +314,7 @@ pub struct Resources {
 
 impl Resources {
     pub fn new(state: Arc<Mutex<State>>) -> prometheus::Result<Resources> {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, labels)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-            })
-            .collect::<prometheus::Result<_>>()?;
+        let descs = x::descs(&FAMILIES)?;
         Ok(Resources {
             state,
             descs,
@@ -335,7 +325,7 @@ impl Resources {
     }
 
     fn help(name: &str) -> &'static str {
-        FAMILIES.iter().find(|f| f.0 == name).map_or("", |f| f.1)
+        x::help(&FAMILIES, name)
     }
 
     /// Reads one process; None if it is gone, a zombie, or no longer the
