@@ -231,6 +231,20 @@ fn fmt_rate(r: f64) -> String {
     }
 }
 
+/// Failed requests by type, the nonzero ones: "RuntimeError 12, http_5xx 3", or "none".
+fn fmt_failed(failed: &BTreeMap<String, f64>) -> String {
+    let nonzero: Vec<String> = failed
+        .iter()
+        .filter(|(_, v)| **v > 0.0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if nonzero.is_empty() {
+        "none".to_string()
+    } else {
+        nonzero.join(", ")
+    }
+}
+
 fn signed_range(values: &[i64]) -> String {
     match (values.iter().min(), values.iter().max()) {
         (Some(lo), Some(hi)) if lo == hi => format!("{lo:+}"),
@@ -631,11 +645,6 @@ pub fn markdown(res: &Results) -> String {
                     }
                 }
             }
-            let failed: Vec<String> = failed
-                .iter()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
             let _ = writeln!(
                 md,
                 "| {cell} | {} | {} | {:.1} MB | {} | {} | {} | {errors} | {misses} | {} |",
@@ -645,11 +654,7 @@ pub fn markdown(res: &Results) -> String {
                 fmt_abs(bpf, |ns| format!("{:.2} µs", ns / 1000.0)),
                 fmt_abs(floor, |ns| format!("{:.2} µs", ns / 1000.0)),
                 fmt_abs(hits, |v| format!("{v:.1}")),
-                if failed.is_empty() {
-                    "none".to_string()
-                } else {
-                    failed.join(", ")
-                }
+                fmt_failed(&failed),
             );
         }
         md.push('\n');
@@ -721,12 +726,6 @@ pub fn markdown(res: &Results) -> String {
         );
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
         for a in &res.accuracy {
-            let failed: Vec<String> = a
-                .failed
-                .iter()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {:+} | {} | {} |",
@@ -737,11 +736,7 @@ pub fn markdown(res: &Results) -> String {
                 a.exporter,
                 a.exporter as i64 - a.access_log as i64,
                 a.kernel_errors,
-                if failed.is_empty() {
-                    "none".to_string()
-                } else {
-                    failed.join(", ")
-                }
+                fmt_failed(&a.failed),
             );
         }
         md.push('\n');
