@@ -132,6 +132,18 @@ fn listener(m: &Metrics, name: &str, label: &str) -> Option<f64> {
     m.value(name, &[("listener", label)])
 }
 
+/// Scrapes until `label`'s backlog holds connections; returns their number
+/// and that scrape.
+fn backlog_filled(e: &Exporter, label: &str, what: &str) -> Result<(f64, Metrics), String> {
+    wait::until(what, BACKLOG_TIMEOUT, || {
+        let m = e.scrape();
+        match listener(&m, BACKLOG, label) {
+            Some(v) if v > 0.0 => Ok((v, m)),
+            other => Err(format!("{BACKLOG} {other:?}")),
+        }
+    })
+}
+
 fn resource_lines(m: &Metrics) -> String {
     m.lines(&[
         "gunicorn_worker_memory",
@@ -375,17 +387,7 @@ fn listen_backlog_rises_under_load_and_limit_is_the_backlog() {
 
     let script: Script = Arc::new(|_, _| Request::get("/sleep?ms=200"));
     let load = LoadGen::start(LoadConfig::new(g.addr(), 10, false, script).limit(100));
-    let seen = wait::until(
-        "connections waiting in the accept queue",
-        BACKLOG_TIMEOUT,
-        || {
-            let m = e.scrape();
-            match listener(&m, BACKLOG, &label) {
-                Some(v) if v > 0.0 => Ok((v, m)),
-                other => Err(format!("{BACKLOG} {other:?}")),
-            }
-        },
-    );
+    let seen = backlog_filled(&e, &label, "connections waiting in the accept queue");
     let result = load.stop();
     let (waiting, m) = seen.unwrap_or_else(|err| {
         panic!("{err}\n{}", story(&g, &e, None));
@@ -457,17 +459,7 @@ fn unix_socket_listener_has_backlog_and_resources() {
     );
 
     let load = UnixLoad::start(&path, "/sleep?ms=200", 10, 10);
-    let seen = wait::until(
-        "connections waiting on the unix socket",
-        BACKLOG_TIMEOUT,
-        || {
-            let m = e.scrape();
-            match listener(&m, BACKLOG, &label) {
-                Some(v) if v > 0.0 => Ok((v, m)),
-                other => Err(format!("{BACKLOG} {other:?}")),
-            }
-        },
-    );
+    let seen = backlog_filled(&e, &label, "connections waiting on the unix socket");
     let result = load.stop();
     let (waiting, m) = seen.unwrap_or_else(|err| panic!("{err}\n{}", story(&g, &e, None)));
     let answered = result.unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
