@@ -49,6 +49,28 @@ pub struct Proc {
     pub flags: u32,
 }
 
+impl Proc {
+    /// A master as it starts being watched (also one that re-executed).
+    pub const fn master(pid: u32) -> Proc {
+        Proc {
+            role: role::MASTER,
+            master: pid,
+            exit_code: 0,
+            flags: 0,
+        }
+    }
+
+    /// A worker `master` forked.
+    pub const fn worker(master: u32) -> Proc {
+        Proc {
+            role: role::WORKER,
+            master,
+            exit_code: 0,
+            flags: 0,
+        }
+    }
+}
+
 /// Bits of [`Proc::flags`].
 pub mod flag {
     /// The process called exit_group (it was not killed by a signal).

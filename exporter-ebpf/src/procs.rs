@@ -35,13 +35,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let child = child as u32;
-    let worker = Proc {
-        role: role::WORKER,
-        master: parent,
-        exit_code: 0,
-        flags: 0,
-    };
-    if TRACKED.insert(&child, &worker, 0).is_err() {
+    if TRACKED.insert(&child, &Proc::worker(parent), 0).is_err() {
         count_error(error::TRACKED_FULL);
     }
     emit(event::FORK, child, parent, 0, 0);
@@ -54,13 +48,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
     let Some(old) = tracked(tgid) else { return 0 };
-    let master = Proc {
-        role: role::MASTER,
-        master: tgid,
-        exit_code: 0,
-        flags: 0,
-    };
-    if TRACKED.insert(&tgid, &master, 0).is_err() {
+    if TRACKED.insert(&tgid, &Proc::master(tgid), 0).is_err() {
         count_error(error::TRACKED_FULL);
     }
     emit(event::EXEC, tgid, old.master, 0, 0);

@@ -10,7 +10,7 @@ use std::{
 
 use aya::maps::MapError;
 use exporter_ebpf::abi::{
-    Aggregate, DURATION_SLOTS, Event, ExceptionEvent, MetricKey, Proc, cause, event, role,
+    Aggregate, DURATION_SLOTS, Event, ExceptionEvent, MetricKey, Proc, cause, event,
 };
 
 use crate::{
@@ -86,15 +86,7 @@ impl State {
 
     fn track(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
         let pid = master.pid;
-        self.kernel.track(
-            pid,
-            Proc {
-                role: role::MASTER,
-                master: pid,
-                exit_code: 0,
-                flags: 0,
-            },
-        )?;
+        self.kernel.track(pid, Proc::master(pid))?;
         self.masters.insert(
             pid,
             Master {
@@ -104,15 +96,7 @@ impl State {
         );
         self.lifecycle.adopt_master(pid);
         for child in procs::children(pid) {
-            self.kernel.track(
-                child.pid,
-                Proc {
-                    role: role::WORKER,
-                    master: pid,
-                    exit_code: 0,
-                    flags: 0,
-                },
-            )?;
+            self.kernel.track(child.pid, Proc::worker(pid))?;
             if let Some((fd, at_ns)) = procs::heartbeat_file(child.pid) {
                 self.kernel.seed_heartbeat(child.pid, fd, at_ns);
             }
