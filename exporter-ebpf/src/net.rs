@@ -163,24 +163,22 @@ fn on_read_exit(ctx: &TracePointContext, kind: u32) -> u32 {
         return 0;
     }
     let key = ConnKey { tgid, fd: io.fd };
-    match CONNS.get_ptr_mut(&key) {
+    let conn = CONNS.get_ptr_mut(&key);
+    if conn.is_none() && !is_worker(tgid) {
+        return 0;
+    }
+    let Some((head, len)) = head(&io, n) else {
+        return 0;
+    };
+    match conn {
         // SAFETY: a map value; one worker's threads serialise on a connection.
         Some(conn) => {
-            let Some((head, len)) = head(&io, n) else {
-                return 0;
-            };
             if let Some(done) = unsafe { (*conn).on_read(now(), n as u64, &head, len) } {
                 record(tgid, &done);
             }
         }
         // Accepted before we attached: track it from its next request line.
         None => {
-            if !is_worker(tgid) {
-                return 0;
-            }
-            let Some((head, len)) = head(&io, n) else {
-                return 0;
-            };
             if let Some(method) = request_method(&head, len) {
                 if CONNS
                     .insert(&key, &Conn::reading(now(), n as u64, method), 0)
