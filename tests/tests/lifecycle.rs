@@ -286,6 +286,30 @@ fn worker_crashes_gthread() {
 /// worker of a machine busy with the rest of the suite is not timed out too.
 const TIMEOUT: &str = "4";
 
+/// The end of a worker-timeout test, once the held request got `got`: it
+/// failed by timeout unless answered below 500; the master aborted the victim
+/// (worker_abort, worker_exit, child_exit, then a respawn) and counts one
+/// timeout restart; the new worker serves.
+fn timed_out(rig: &mut Rig, m: &hooks::Mark, victim: u32, got: &[u8]) {
+    let status = status_of(got);
+    eprintln!("the held request got status {status:?}");
+    let failed: Vec<(u32, &str, f64)> = match status {
+        Some(s) if s < 500 => vec![],
+        _ => vec![(victim, "worker_timeout", 1.0)],
+    };
+    rig.check_requests(&[victim], &failed);
+    let new = rig.settle(
+        m,
+        &with_respawn(&[("worker_abort", 1), ("worker_exit", 1), ("child_exit", 1)]),
+        1,
+    );
+    assert_eq!(only(rig, &new, "worker_abort").worker_pid, Some(victim));
+    rig.recheck_requests(&[victim], &failed);
+    rig.expect_restarts("timeout", 1);
+    rig.check();
+    rig.assert_serving();
+}
+
 #[test]
 fn worker_timeout_sync() {
     let mut rig = Rig::start(gunicorn("sync", 1).arg("--timeout").arg(TIMEOUT).start());
@@ -297,23 +321,7 @@ fn worker_timeout_sync() {
         .unwrap_or_else(|e| panic!("reading the slow request: {e}"));
     // Gunicorn 27's sync worker still answers the aborted request (500): it
     // failed by timeout, not as an ordinary 5xx (nor as anything else).
-    let status = status_of(&got);
-    eprintln!("the timed-out request got status {status:?}");
-    let failed: Vec<(u32, &str, f64)> = match status {
-        Some(s) if s < 500 => vec![],
-        _ => vec![(victim, "worker_timeout", 1.0)],
-    };
-    rig.check_requests(&[victim], &failed);
-    let new = rig.settle(
-        &m,
-        &with_respawn(&[("worker_abort", 1), ("worker_exit", 1), ("child_exit", 1)]),
-        1,
-    );
-    assert_eq!(only(&rig, &new, "worker_abort").worker_pid, Some(victim));
-    rig.recheck_requests(&[victim], &failed);
-    rig.expect_restarts("timeout", 1);
-    rig.check();
-    rig.assert_serving();
+    timed_out(&mut rig, &m, victim, &got);
 }
 
 /// A gthread worker heartbeats from its main thread while a pool thread runs
@@ -348,23 +356,7 @@ fn worker_timeout_gthread() {
     // The pool thread answers once released, before the main thread runs the
     // abort handler: an answered request (counted by its status), or an
     // unanswered/5xx one that failed by timeout.
-    let status = status_of(&got);
-    eprintln!("the blocked request got status {status:?}");
-    let failed: Vec<(u32, &str, f64)> = match status {
-        Some(s) if s < 500 => vec![],
-        _ => vec![(victim, "worker_timeout", 1.0)],
-    };
-    rig.check_requests(&[victim], &failed);
-    let new = rig.settle(
-        &m,
-        &with_respawn(&[("worker_abort", 1), ("worker_exit", 1), ("child_exit", 1)]),
-        1,
-    );
-    assert_eq!(only(&rig, &new, "worker_abort").worker_pid, Some(victim));
-    rig.recheck_requests(&[victim], &failed);
-    rig.expect_restarts("timeout", 1);
-    rig.check();
-    rig.assert_serving();
+    timed_out(&mut rig, &m, victim, &got);
 }
 
 // ---------------------------------------------------------------------------
