@@ -39,6 +39,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Re
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(16 * 1024)
+                // A client may shut its side down after sending the request
+                // (as `nc -N` does): it still gets the answer. Without this,
+                // hyper drops the connection when it reads that EOF before
+                // the response is written, which happens under load.
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 log::debug!("scrape connection ended: {e}");
