@@ -1,7 +1,8 @@
 //! Project tasks: `cargo xtask <task>`.
 //!
 //! - `setup`: install what building and testing need (nightly + rust-src, LLVM 22,
-//!   bpf-linker, tracefs, wrk, the Python venvs); idempotent and fast when done.
+//!   bpf-linker, tracefs, wrk, nginx, memcached, the Python venvs); idempotent
+//!   and fast when done.
 //! - `venv`: only the Python venvs with the pinned Gunicorn versions.
 //! - `build`: setup, then the release exporter (its build.rs builds the eBPF object).
 //! - `demo`: run a sample Gunicorn with the exporter attached and show its metrics.

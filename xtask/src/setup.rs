@@ -6,7 +6,10 @@
 //! 3. bpf-linker,
 //! 4. tracefs mounted on /sys/kernel/tracing (aya resolves tracepoint ids there),
 //! 5. wrk (tests and benchmarks),
-//! 6. the Python venvs with the pinned Gunicorn versions;
+//! 6. nginx and memcached (the tests' stacks: a reverse proxy in front of
+//!    Gunicorn, a cache its apps talk to; the tests start their own processes
+//!    on free ports and never use the system services),
+//! 7. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
 //! benchmark needs: redis-server (the plugin's Redis mode), bpftool (BPF
@@ -26,6 +29,10 @@ pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libclang-22-dev"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const TRACEFS: &str = "/sys/kernel/tracing";
+/// Where Debian's nginx and memcached packages install their daemons (the
+/// tests get these paths from `cargo xtask test`).
+pub const NGINX: &str = "/usr/sbin/nginx";
+pub const MEMCACHED: &str = "/usr/bin/memcached";
 
 #[derive(Debug, Default, Args)]
 pub struct Options {
@@ -41,6 +48,7 @@ pub fn run(opts: Options) -> Result<()> {
     bpf_linker()?;
     tracefs()?;
     wrk(&mut apt)?;
+    stack_servers(&mut apt)?;
     venv::run(venv::Options::default())?;
     if opts.bench {
         bench(&mut apt)?;
@@ -215,4 +223,22 @@ fn wrk(apt: &mut Apt) -> Result<()> {
     }
     println!("setup: installing wrk...");
     apt.install(&["wrk"])
+}
+
+/// nginx and memcached, from Debian's packages. Their postinst may start the
+/// system services (not under a policy-rc.d that forbids it, as in containers);
+/// the tests never use those: they run their own on free ports.
+fn stack_servers(apt: &mut Apt) -> Result<()> {
+    for (binary, package) in [(NGINX, "nginx"), (MEMCACHED, "memcached")] {
+        if Path::new(binary).is_file() {
+            println!("setup: {package} ({binary}): present");
+            continue;
+        }
+        println!("setup: installing {package}...");
+        apt.install(&[package])?;
+        if !Path::new(binary).is_file() {
+            bail!("installed {package} but {binary} is still missing");
+        }
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::{
 use anyhow::Result;
 use clap::Args;
 
-use crate::{build, exporter_bin, test_apps_dir, util, venv, venv_dir, workspace_root};
+use crate::{build, exporter_bin, setup, test_apps_dir, util, venv, venv_dir, workspace_root};
 
 #[derive(Debug, Default, Args)]
 pub struct Options {
@@ -64,6 +64,9 @@ pub fn run(opts: Options) -> Result<()> {
         .env("EXPORTER_BIN", exporter_bin())
         .env("GUNICORN27_VENV", venv_dir(venv::GUNICORN27.name))
         .env("GUNICORN23_VENV", venv_dir(venv::GUNICORN23.name))
+        .env("STACKS_VENV", venv_dir(venv::STACKS.name))
+        .env("NGINX_BIN", setup::NGINX)
+        .env("MEMCACHED_BIN", setup::MEMCACHED)
         .env("TEST_APPS_DIR", test_apps_dir());
     steps.push(("integration tests", cmd));
 

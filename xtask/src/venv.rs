@@ -1,6 +1,7 @@
 //! `cargo xtask venv`: Python venvs under `target/venvs/` with pinned Gunicorn
-//! versions and worker-class dependencies (`--bench`: also the benchmark's
-//! gunicorn 23 + gunicorn-prometheus-exporter venv).
+//! versions and worker-class dependencies, and the stacks venv (gunicorn 27 with
+//! the frameworks and servers people run it with) (`--bench`: also the
+//! benchmark's gunicorn 23 + gunicorn-prometheus-exporter venv).
 //!
 //! Every package of each venv is pinned (transitive ones too). A stamp file in
 //! the venv holds the interpreter version and the requirement list; a venv whose
@@ -57,7 +58,52 @@ pub const GUNICORN23: Venv = Venv {
     ],
 };
 
-pub const VENVS: &[Venv] = &[GUNICORN27, GUNICORN23];
+/// Gunicorn 27 with what people run on it (the tests' "stacks"): uvicorn's
+/// worker for ASGI apps, both with plain asyncio + h11 and with what
+/// `uvicorn[standard]` adds (uvloop, httptools, ...), Flask 3.1, Django 5.2
+/// (on its sqlite backend), pymemcache, and gevent.
+pub const STACKS: Venv = Venv {
+    name: "stacks",
+    gunicorn_version: "27.0.1",
+    requirements: &[
+        "gunicorn==27.0.1",
+        "packaging==26.3",
+        // uvicorn[standard] and the worker class (uvicorn_worker.UvicornWorker).
+        "uvicorn==0.54.0",
+        "uvicorn-worker==0.4.0",
+        "click==8.5.1",
+        "h11==0.16.0",
+        "httptools==0.9.0",
+        "python-dotenv==1.2.4",
+        "PyYAML==6.0.4",
+        "uvloop==0.23.0",
+        "watchfiles==1.3.0",
+        "anyio==4.16.0",
+        "idna==3.20",
+        "typing_extensions==4.16.0",
+        "websockets==17.4",
+        // Flask.
+        "Flask==3.1.3",
+        "blinker==1.9.0",
+        "itsdangerous==2.2.0",
+        "Jinja2==3.1.6",
+        "MarkupSafe==3.0.4",
+        "Werkzeug==3.1.9",
+        // Django.
+        "Django==5.2.19",
+        "asgiref==3.13.0",
+        "sqlparse==0.6.1",
+        // A memcached client.
+        "pymemcache==4.0.0",
+        // gevent.
+        "gevent==26.9.0",
+        "greenlet==3.5.6",
+        "zope.event==6.2",
+        "zope.interface==8.7",
+    ],
+};
+
+pub const VENVS: &[Venv] = &[GUNICORN27, GUNICORN23, STACKS];
 
 /// Gunicorn 23 with gunicorn-prometheus-exporter 0.2.4 (the in-process plugin
 /// this project replaces; it starts only on gunicorn 23) and the Redis client
