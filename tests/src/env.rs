@@ -4,8 +4,13 @@
 use std::path::PathBuf;
 
 const HOW: &str = "run the integration tests with `cargo xtask test` (it builds the \
-                   exporter and the venvs and sets EXPORTER_BIN, GUNICORN27_VENV, \
-                   GUNICORN23_VENV and TEST_APPS_DIR)";
+                   exporter and the venvs, installs nginx and memcached, and sets \
+                   EXPORTER_BIN, GUNICORN27_VENV, GUNICORN23_VENV, STACKS_VENV, \
+                   NGINX_BIN, MEMCACHED_BIN and TEST_APPS_DIR)";
+
+/// The venv with gunicorn 27 and the frameworks and servers people run on it
+/// (uvicorn-worker, uvloop, Flask, Django, pymemcache, gevent).
+pub const STACKS_VENV: &str = "STACKS_VENV";
 
 /// The path in environment variable `var`, which must exist.
 pub fn required_path(var: &str) -> PathBuf {
@@ -35,4 +40,14 @@ pub fn apps_dir() -> PathBuf {
         }
     }
     dir
+}
+
+/// Debian's nginx binary (`NGINX_BIN`).
+pub fn nginx_bin() -> PathBuf {
+    required_path("NGINX_BIN")
+}
+
+/// Debian's memcached binary (`MEMCACHED_BIN`).
+pub fn memcached_bin() -> PathBuf {
+    required_path("MEMCACHED_BIN")
 }
