@@ -7,8 +7,9 @@
 //! marker lines the hooks in `tests/apps/gunicorn_conf.py` write.
 //!
 //! - [`env`]: the environment variables the runner sets (missing = test failure).
-//! - [`fixtures`]: [`Gunicorn`] and [`Exporter`] processes (killed on drop) and
-//!   temporary directories.
+//! - [`fixtures`]: [`Gunicorn`] and [`Exporter`] processes, and the servers of
+//!   the stacks around Gunicorn ([`Nginx`] in front, [`Memcached`] beside),
+//!   all killed on drop; temporary directories.
 //! - [`http`]: the byte-counting client; [`load`]: a concurrent load generator.
 //! - [`prom`]: a Prometheus text-format parser; [`access_log`]: the access log.
 //! - [`check`]: comparisons and failure stories shared by the test files.
@@ -29,6 +30,8 @@ pub use access_log::AccessRecord;
 pub use fixtures::{
     exporter::{Exporter, ExporterBuilder, ExporterExit},
     gunicorn::{Gunicorn, GunicornBuilder, Version},
+    memcached::Memcached,
+    nginx::{Nginx, NginxRecord},
     tempdir::TestDir,
 };
 pub use http::{Conn, Request, Response, Traffic};
