@@ -12,6 +12,7 @@ Routes:
     *    /file               262144-byte file through wsgi.file_wrapper
     *    /chunked            200, no Content-Length, 5 chunks "chunk-0\\n".."chunk-4\\n"
     *    /big                200, 1048576-byte body
+    *    /huge               200, 16777216-byte body (one bytes object, built per request)
     *    /cpu?ms=N           burns N ms of process CPU time, 200 "done"
     *    /alloc?mb=N&hold=S  allocates N MB (every page touched) and holds it S seconds
                              (released by a timer, and by the next request once
@@ -33,6 +34,7 @@ from urllib.parse import parse_qs
 
 FILE_SIZE = 262144
 BIG_SIZE = 1048576
+HUGE_SIZE = 16777216
 PAGE = 4096
 
 # The file served by /file: created once, at import, in a fixed temp directory
@@ -187,6 +189,12 @@ def _big(environ, start_response):
     )
 
 
+def _huge(environ, start_response):
+    return _respond(
+        start_response, "200 OK", b"h" * HUGE_SIZE, "application/octet-stream"
+    )
+
+
 def _cpu(environ, start_response):
     ms = _float_param(_query(environ), "ms", 0.0)
     deadline = time.process_time() + ms / 1000.0
@@ -264,6 +272,7 @@ ROUTES = {
     "/file": _file,
     "/chunked": _chunked,
     "/big": _big,
+    "/huge": _huge,
     "/cpu": _cpu,
     "/alloc": _alloc,
     "/free": _free,
