@@ -8,7 +8,8 @@
 //! 5. wrk (tests and benchmarks),
 //! 6. nginx and memcached (the tests' stacks: a reverse proxy in front of
 //!    Gunicorn, a cache its apps talk to; the tests start their own processes
-//!    on free ports and never use the system services),
+//!    on free ports and never use the system services), and iproute2's `ss`
+//!    (the tests read a server socket's send buffer size with it),
 //! 7. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
@@ -239,6 +240,12 @@ fn stack_servers(apt: &mut Apt) -> Result<()> {
         if !Path::new(binary).is_file() {
             bail!("installed {package} but {binary} is still missing");
         }
+    }
+    if util::succeeds(command("ss").arg("-V")) {
+        println!("setup: ss: present");
+    } else {
+        println!("setup: installing iproute2 (ss)...");
+        apt.install(&["iproute2"])?;
     }
     Ok(())
 }
