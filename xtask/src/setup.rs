@@ -14,7 +14,10 @@
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
 //! benchmark needs: redis-server (the plugin's Redis mode), bpftool (BPF
-//! program names), and the gunicorn 23 + gunicorn-prometheus-exporter venv.
+//! program names), and the gunicorn 23 + gunicorn-prometheus-exporter venv;
+//! with `--vm` (what `cargo xtask vmtest` runs first) what booting other
+//! kernels needs: QEMU, kmod (depmod) and a static busybox (virtme-ng builds
+//! its initramfs with them) and the virtme-ng venv.
 
 use std::path::Path;
 
@@ -40,6 +43,9 @@ pub struct Options {
     /// Also what `cargo xtask bench` needs: redis-server, bpftool, the plugin venv.
     #[arg(long)]
     pub bench: bool,
+    /// Also what `cargo xtask vmtest` needs: QEMU, kmod, busybox-static, virtme-ng.
+    #[arg(long)]
+    pub vm: bool,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -53,6 +59,9 @@ pub fn run(opts: Options) -> Result<()> {
     venv::run(venv::Options::default())?;
     if opts.bench {
         bench(&mut apt)?;
+    }
+    if opts.vm {
+        vm(&mut apt)?;
     }
     println!("setup: done");
     Ok(())
@@ -79,6 +88,38 @@ fn bench(apt: &mut Apt) -> Result<()> {
     venv::ensure_bench(false)
 }
 
+/// Only what booting kernels in VMs adds to the rest of setup (`cargo xtask
+/// vmtest` runs the rest through `cargo xtask build` first).
+pub fn vm_only() -> Result<()> {
+    vm(&mut Apt::default())
+}
+
+/// Debian packages virtme-ng needs on the host (`qemu-system-x86_64`,
+/// `depmod`, a static `busybox` for its initramfs).
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "kmod", "busybox-static"];
+
+fn vm(apt: &mut Apt) -> Result<()> {
+    let missing: Vec<&str> = VM_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: {}: present", VM_PACKAGES.join(" "));
+    } else {
+        println!("setup: installing {}...", missing.join(" "));
+        // Recommends would pull in a desktop's worth of QEMU UI and firmware.
+        apt.install_without_recommends(&missing)?;
+    }
+    venv::ensure_vm(false)
+}
+
+/// Whether dpkg has `package` installed.
+fn installed(package: &str) -> bool {
+    util::stdout(command("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_ok_and(|status| status.trim() == "install ok installed")
+}
+
 /// apt-get, updating the package lists at most once per run.
 #[derive(Default)]
 struct Apt {
@@ -87,6 +128,14 @@ struct Apt {
 
 impl Apt {
     fn install(&mut self, packages: &[&str]) -> Result<()> {
+        self.install_with(&[], packages)
+    }
+
+    fn install_without_recommends(&mut self, packages: &[&str]) -> Result<()> {
+        self.install_with(&["--no-install-recommends"], packages)
+    }
+
+    fn install_with(&mut self, options: &[&str], packages: &[&str]) -> Result<()> {
         if !self.updated {
             println!("setup: apt-get update...");
             util::run(
@@ -100,6 +149,7 @@ impl Apt {
         util::run(
             command("apt-get")
                 .args(["install", "-y", "-q"])
+                .args(options)
                 .args(packages)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )

@@ -1,12 +1,13 @@
 //! `cargo xtask venv`: Python venvs under `target/venvs/` with pinned Gunicorn
 //! versions and worker-class dependencies, and the stacks venv (gunicorn 27 with
 //! the frameworks and servers people run it with) (`--bench`: also the
-//! benchmark's gunicorn 23 + gunicorn-prometheus-exporter venv).
+//! benchmark's gunicorn 23 + gunicorn-prometheus-exporter venv; `--vm`: also
+//! virtme-ng, which `cargo xtask vmtest` boots kernels with).
 //!
 //! Every package of each venv is pinned (transitive ones too). A stamp file in
 //! the venv holds the interpreter version and the requirement list; a venv whose
-//! stamp matches and whose gunicorn answers `--version` is left alone, any
-//! other is rebuilt from scratch.
+//! stamp matches and whose main program answers `--version` with the pinned
+//! version is left alone, any other is rebuilt from scratch.
 
 use std::{fs, path::Path};
 
@@ -24,7 +25,10 @@ const STAMP: &str = ".xtask-requirements";
 
 pub struct Venv {
     pub name: &'static str,
-    pub gunicorn_version: &'static str,
+    /// The program in `bin/` whose `--version` proves the venv works...
+    pub program: &'static str,
+    /// ...by printing this version as a word of its own.
+    pub version: &'static str,
     pub requirements: &'static [&'static str],
 }
 
@@ -32,7 +36,8 @@ pub struct Venv {
 /// 27 has no eventlet worker.
 pub const GUNICORN27: Venv = Venv {
     name: "gunicorn27",
-    gunicorn_version: "27.0.1",
+    program: "gunicorn",
+    version: "27.0.1",
     requirements: &[
         "gunicorn==27.0.1",
         "gevent==26.9.0",
@@ -48,7 +53,8 @@ pub const GUNICORN27: Venv = Venv {
 /// prints a deprecation warning at worker boot).
 pub const GUNICORN23: Venv = Venv {
     name: "gunicorn23",
-    gunicorn_version: "23.0.0",
+    program: "gunicorn",
+    version: "23.0.0",
     requirements: &[
         "gunicorn==23.0.0",
         "eventlet==0.41.3",
@@ -111,7 +117,8 @@ pub const VENVS: &[Venv] = &[GUNICORN27, GUNICORN23, STACKS];
 /// from this same venv, so plugin and baseline share gunicorn and Python.
 pub const GUNICORN23_PLUGIN: Venv = Venv {
     name: "gunicorn23-plugin",
-    gunicorn_version: "23.0.0",
+    program: "gunicorn",
+    version: "23.0.0",
     requirements: &[
         "gunicorn==23.0.0",
         "packaging==26.3",
@@ -127,6 +134,24 @@ pub const GUNICORN23_PLUGIN: Venv = Venv {
 /// gunicorn 27 rows use the tests' gunicorn27 venv.
 pub const BENCH_VENVS: &[Venv] = &[GUNICORN23_PLUGIN];
 
+/// virtme-ng, which boots a kernel with the host's filesystem for
+/// `cargo xtask vmtest` (its `vng` runs `virtme-run` from the same bin
+/// directory, so that directory goes on PATH).
+pub const VIRTME_NG: Venv = Venv {
+    name: "virtme-ng",
+    program: "vng",
+    version: "1.42",
+    requirements: &[
+        "virtme-ng==1.42",
+        "argcomplete==3.7.2",
+        "requests==2.34.2",
+        "certifi==2026.10.19.post1",
+        "charset-normalizer==3.5.3",
+        "idna==3.20",
+        "urllib3==2.8.0",
+    ],
+};
+
 #[derive(Debug, Default, Args)]
 pub struct Options {
     /// Rebuild the venvs even when they are up to date.
@@ -135,6 +160,9 @@ pub struct Options {
     /// Also the benchmark's venv (gunicorn 23 with gunicorn-prometheus-exporter).
     #[arg(long)]
     pub bench: bool,
+    /// Also virtme-ng (what `cargo xtask vmtest` boots kernels with).
+    #[arg(long)]
+    pub vm: bool,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -145,7 +173,15 @@ pub fn run(opts: Options) -> Result<()> {
     if opts.bench {
         ensure_bench(opts.force)?;
     }
+    if opts.vm {
+        ensure_vm(opts.force)?;
+    }
     Ok(())
+}
+
+/// The virtme-ng venv (made or checked, as the tests' are).
+pub fn ensure_vm(force: bool) -> Result<()> {
+    ensure(&VIRTME_NG, &python_version()?, force)
 }
 
 /// The benchmark-only venvs (made or checked, as the tests' are).
@@ -174,34 +210,41 @@ fn stamp_text(venv: &Venv, python: &str) -> String {
     text
 }
 
-fn gunicorn_version_ok(dir: &Path, venv: &Venv) -> bool {
-    let out = command(dir.join("bin/gunicorn")).arg("--version").output();
+fn version_ok(dir: &Path, venv: &Venv) -> bool {
+    let out = command(dir.join("bin").join(venv.program))
+        .arg("--version")
+        .output();
     out.is_ok_and(|o| {
-        o.status.success()
-            && String::from_utf8_lossy(&[o.stdout, o.stderr].concat())
-                .contains(&format!("(version {})", venv.gunicorn_version))
+        o.status.success() && prints_version(&[o.stdout, o.stderr].concat(), venv.version)
     })
+}
+
+/// Whether `--version` output names `version` as a word: gunicorn prints
+/// `gunicorn (version 27.0.1)`, vng `virtme-ng 1.42`.
+fn prints_version(output: &[u8], version: &str) -> bool {
+    String::from_utf8_lossy(output)
+        .split_whitespace()
+        .any(|w| w.trim_matches(|c| c == '(' || c == ')') == version)
 }
 
 fn ensure(venv: &Venv, python: &str, force: bool) -> Result<()> {
     let dir = venv_dir(venv.name);
     let stamp = stamp_text(venv, python);
     let stamp_path = dir.join(STAMP);
-    if !force
-        && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp)
-        && gunicorn_version_ok(&dir, venv)
+    if !force && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) && version_ok(&dir, venv)
     {
         println!(
-            "venv: {} (gunicorn {}): up to date",
-            venv.name, venv.gunicorn_version
+            "venv: {} ({} {}): up to date",
+            venv.name, venv.program, venv.version
         );
         return Ok(());
     }
 
     println!(
-        "venv: creating {} (gunicorn {}) in {}...",
+        "venv: creating {} ({} {}) in {}...",
         venv.name,
-        venv.gunicorn_version,
+        venv.program,
+        venv.version,
         dir.display()
     );
     if dir.exists() {
@@ -227,16 +270,31 @@ fn ensure(venv: &Venv, python: &str, force: bool) -> Result<()> {
     util::run(command(dir.join("bin/pip")).args(["check", "--disable-pip-version-check"]))
         .with_context(|| format!("venv {}: broken dependencies", venv.name))?;
 
-    let version = util::stdout(command(dir.join("bin/gunicorn")).arg("--version"))?;
-    if !gunicorn_version_ok(&dir, venv) {
+    let program = dir.join("bin").join(venv.program);
+    let version = util::stdout(command(&program).arg("--version"))?;
+    if !version_ok(&dir, venv) {
         bail!(
-            "venv {}: `gunicorn --version` printed {:?}, expected version {}",
+            "venv {}: `{} --version` printed {:?}, expected version {}",
             venv.name,
+            venv.program,
             version.trim(),
-            venv.gunicorn_version
+            venv.version
         );
     }
     fs::write(&stamp_path, stamp).with_context(|| format!("writing {}", stamp_path.display()))?;
     println!("venv: {}: {}", venv.name, version.trim());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_version_word() {
+        assert!(prints_version(b"gunicorn (version 27.0.1)\n", "27.0.1"));
+        assert!(prints_version(b"virtme-ng 1.42\n", "1.42"));
+        assert!(!prints_version(b"virtme-ng 1.420\n", "1.42"));
+        assert!(!prints_version(b"gunicorn (version 23.0.0)\n", "27.0.1"));
+    }
 }
