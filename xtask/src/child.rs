@@ -1,12 +1,12 @@
 //! Long-running children of xtask (gunicorn masters, the exporter,
-//! redis-server), shared by the demo and the bench.
+//! redis-server, QEMU), shared by the demo, the bench and vmtest.
 
 use std::{
     fs::{self, File},
     io,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -94,6 +94,32 @@ impl Proc {
             }
             Err(e) => Err(e).with_context(|| format!("waiting for {}", self.name)),
         }
+    }
+
+    /// Whether it has exited (reaping it if so).
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        if self.exited {
+            bail!("{} was already stopped", self.name);
+        }
+        let status = self
+            .child
+            .try_wait()
+            .with_context(|| format!("waiting for {}", self.name))?;
+        self.exited = status.is_some();
+        Ok(status)
+    }
+
+    /// SIGKILL to its whole process group at once (a child that hands its work
+    /// to a grandchild, like vng to QEMU), then waits for it.
+    pub fn kill_group(&mut self) {
+        if self.exited {
+            return;
+        }
+        // SAFETY: plain syscall; the group is the one our child leads, and the
+        // child is not reaped yet, so its pid (= the group id) is still ours.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.child.wait();
+        self.exited = true;
     }
 
     /// Its stop signal, then SIGKILL to its process group after 10 s; waits for it.

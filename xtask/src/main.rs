@@ -6,7 +6,10 @@
 //! - `venv`: only the Python venvs with the pinned Gunicorn versions.
 //! - `build`: setup, then the release exporter (its build.rs builds the eBPF object).
 //! - `demo`: run a sample Gunicorn with the exporter attached and show its metrics.
-//! - `test`: setup, build, then the unit and integration tests.
+//! - `test`: setup, build, then the unit and integration tests, then the VM
+//!   suite on each kernel of the matrix.
+//! - `vmtest`: setup, build, then the VM suite on Debian's 6.1, 6.12, 6.18 and
+//!   5.10 kernels (or those named), each booted under QEMU.
 //! - `bench`: setup, build, then measure what the exporter and the usual
 //!   alternatives cost gunicorn (not part of the tests; several minutes).
 
@@ -18,6 +21,7 @@ mod setup;
 mod test;
 mod util;
 mod venv;
+mod vmtest;
 
 use std::{
     path::{Path, PathBuf},
@@ -47,8 +51,10 @@ enum Task {
     Build(build::Options),
     /// Run a sample Gunicorn with the exporter attached and show its metrics.
     Demo(demo::Options),
-    /// Setup, build, then run the unit and integration tests.
+    /// Setup, build, then run the unit and integration tests, then the VM suite.
     Test(test::Options),
+    /// Setup, build, then run the VM suite on Debian kernels booted under QEMU.
+    Vmtest(vmtest::Options),
     /// Measure the cost and accuracy of the exporter against plain gunicorn and
     /// the alternatives (statsd, gunicorn-prometheus-exporter); writes
     /// target/bench/report.md and chart.svg. Needs root; takes ~20 min.
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
         Task::Build(opts) => build::run(opts),
         Task::Demo(opts) => demo::run(opts),
         Task::Test(opts) => test::run(opts),
+        Task::Vmtest(opts) => vmtest::run(opts),
         Task::Bench(opts) => bench::run(opts),
     };
     match result {
@@ -139,6 +146,19 @@ mod tests {
             }
             other => panic!("parsed {other:?}"),
         }
+    }
+
+    #[test]
+    fn vmtest_options() {
+        let cli = Cli::try_parse_from(["xtask", "vmtest", "--kernel", "6.1", "--kernel", "5.10"])
+            .unwrap();
+        match cli.task {
+            Task::Vmtest(opts) => {
+                assert_eq!(opts.kernels, [vmtest::Series::V6_1, vmtest::Series::V5_10])
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["xtask", "vmtest", "--kernel", "4.19"]).is_err());
     }
 
     #[test]

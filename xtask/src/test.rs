@@ -98,13 +98,13 @@ pub fn run(opts: Options) -> Result<()> {
 
 /// Tests counted from cargo's `test result: ok. N passed; M failed; ...` lines.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
-    passed: u64,
-    failed: u64,
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
 }
 
 impl Tally {
-    fn add_line(&mut self, line: &str) {
+    pub fn add_line(&mut self, line: &str) {
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
             return;
         };

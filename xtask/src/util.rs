@@ -65,7 +65,8 @@ pub fn describe(cmd: &Command) -> String {
     parts.join(" ")
 }
 
-fn quote(s: &str) -> String {
+/// `s` quoted for a POSIX shell (as it is when nothing in it needs quoting).
+pub fn quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));

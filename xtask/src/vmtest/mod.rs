@@ -1,0 +1,244 @@
+//! `cargo xtask vmtest [--kernel SERIES ...]`: the VM suite
+//! (`tests/tests/vm.rs`) on the kernels operators run, each booted in turn
+//! under QEMU: `full_` tests on 6.1 (the oldest kernel the exporter fully
+//! supports), `smoke_` tests on 6.12 and 6.18, and on 5.10 the `refuse_`
+//! test (the exporter must refuse it in one clear line).
+//!
+//! Kernels are Debian's packages ([`kernels`]), cached outside the clone;
+//! [`boot`] runs one VM. `cargo xtask test` runs the whole matrix after the
+//! host suite and counts its tests.
+
+mod boot;
+mod kernels;
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+pub use kernels::Series;
+
+use crate::{
+    build, exporter_bin, setup, target_dir, test::Tally, test_apps_dir, util, venv, venv_dir,
+    workspace_root,
+};
+
+#[derive(Debug, Default, Args)]
+pub struct Options {
+    /// A kernel series to boot (repeatable; default: 6.1 6.12 6.18 5.10).
+    #[arg(long = "kernel", value_enum, value_name = "SERIES")]
+    pub kernels: Vec<Series>,
+    /// Run the VM suite's tests whose names contain this instead of each
+    /// series' own (`full_`, `smoke_`, `refuse_`), e.g. `full_` on 6.18.
+    #[arg(long, value_name = "NAME")]
+    pub tests: Option<String>,
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    build::run(build::Options::default())?;
+    let series = if opts.kernels.is_empty() {
+        Series::ALL.to_vec()
+    } else {
+        opts.kernels
+    };
+    let runs = matrix(&series, opts.tests.as_deref())?;
+    let mut tally = Tally::default();
+    for r in &runs {
+        r.count(&mut tally);
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if runs.iter().any(|r| !r.passed()) {
+        bail!("the VM suite failed on some kernel (see above)");
+    }
+    Ok(())
+}
+
+/// Which tests of the VM suite a series runs, and how long its VM may take
+/// (several times what it takes on this 2-core machine: boot ~15 s, each
+/// exporter start ~15 s of BPF loading, Python ~10x slower than on the host).
+fn plan(series: Series) -> (&'static str, Duration) {
+    match series {
+        Series::V6_1 => ("full_", Duration::from_secs(900)),
+        Series::V6_12 | Series::V6_18 => ("smoke_", Duration::from_secs(420)),
+        Series::V5_10 => ("refuse_", Duration::from_secs(240)),
+    }
+}
+
+/// One kernel's part of the matrix.
+pub struct KernelRun {
+    pub series: Series,
+    kernel: Option<kernels::Kernel>,
+    outcome: Option<boot::Outcome>,
+    /// Why it has no outcome (the kernel could not be had, the VM not started).
+    problem: Option<String>,
+}
+
+impl KernelRun {
+    /// The suite's own counts, plus one failure for a run that did not end
+    /// by itself or failed without a failed test (a crash, a timeout).
+    pub fn count(&self, tally: &mut Tally) {
+        let mut own = Tally::default();
+        if let Some(o) = &self.outcome {
+            for line in o.output.lines() {
+                own.add_line(line);
+            }
+        }
+        if !self.passed() && own.failed == 0 {
+            own.failed = 1;
+        }
+        tally.passed += own.passed;
+        tally.failed += own.failed;
+    }
+
+    pub fn passed(&self) -> bool {
+        self.problem.is_none()
+            && self
+                .outcome
+                .as_ref()
+                .is_some_and(|o| o.problem.is_none() && o.exit_code == Some(0))
+    }
+
+    /// One line for the summary table.
+    fn summary(&self) -> String {
+        let kernel = self
+            .kernel
+            .as_ref()
+            .map_or("-".to_string(), |k| format!("{} {}", k.package, k.version));
+        let result = match (&self.problem, &self.outcome) {
+            (Some(p), _) => format!("error: {}", p.lines().next().unwrap_or_default()),
+            (None, Some(o)) => {
+                let mut t = Tally::default();
+                for line in o.output.lines() {
+                    t.add_line(line);
+                }
+                let mut r = format!("{} passed, {} failed", t.passed, t.failed);
+                if let Some(p) = &o.problem {
+                    r.push_str(&format!(" ({})", p.lines().next().unwrap_or_default()));
+                } else if o.exit_code != Some(0) {
+                    r.push_str(&format!(" (exit code {:?})", o.exit_code));
+                }
+                format!("{r} in {:.0} s", o.wall.as_secs_f64())
+            }
+            (None, None) => "not run".to_string(),
+        };
+        format!("{:<5} {kernel:<58} {result}", self.series.name())
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Boots each of `series` in turn (the exporter must be built) and runs its
+/// part of the VM suite (or the tests `tests` names). A kernel that cannot be
+/// had or booted is a failed run, and the others still run; Ctrl-C stops
+/// everything.
+pub fn matrix(series: &[Series], tests: Option<&str>) -> Result<Vec<KernelRun>> {
+    setup::vm_only()?;
+    let test_bin = vm_test_binary()?;
+    // QEMU runs in its own process group, which the terminal's Ctrl-C does
+    // not reach: xtask kills it.
+    ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    let archive = kernels::Archive::open()?;
+    let mut runs = Vec::new();
+    for &s in series {
+        let (filter, timeout) = match tests {
+            // Any test may be among them: the longest series' time.
+            Some(t) => (t, plan(Series::V6_1).1),
+            None => plan(s),
+        };
+        let mut run = KernelRun {
+            series: s,
+            kernel: None,
+            outcome: None,
+            problem: None,
+        };
+        match archive.kernel(s) {
+            Err(e) => run.problem = Some(format!("{e:#}")),
+            Ok(kernel) => {
+                println!(
+                    "vmtest: {}: booting {} ({} {} from {}), running the tests named *{filter}*...",
+                    s.name(),
+                    kernel.release,
+                    kernel.package,
+                    kernel.version,
+                    kernel.suite
+                );
+                let guest = boot::Guest {
+                    kernel: &kernel,
+                    test_bin: &test_bin,
+                    filter,
+                    env: vec![
+                        ("EXPORTER_BIN", exporter_bin()),
+                        ("GUNICORN27_VENV", venv_dir(venv::GUNICORN27.name)),
+                        ("GUNICORN23_VENV", venv_dir(venv::GUNICORN23.name)),
+                        ("TEST_APPS_DIR", test_apps_dir()),
+                    ],
+                    results: target_dir().join("vmtest").join(s.name()),
+                    timeout,
+                };
+                match boot::run(&guest, &STOP) {
+                    Ok(o) if o.release.as_ref().is_some_and(|r| *r != kernel.release) => {
+                        run.problem = Some(format!(
+                            "the VM ran {:?}, not {}",
+                            o.release, kernel.release
+                        ));
+                        run.outcome = Some(o);
+                    }
+                    Ok(o) => run.outcome = Some(o),
+                    Err(e) if STOP.load(Ordering::SeqCst) => return Err(e),
+                    Err(e) => run.problem = Some(format!("{e:#}")),
+                }
+                run.kernel = Some(kernel);
+            }
+        }
+        if let Some(p) = run
+            .problem
+            .as_ref()
+            .or(run.outcome.as_ref().and_then(|o| o.problem.as_ref()))
+        {
+            eprintln!("vmtest: {}: {p}", s.name());
+        }
+        println!("vmtest: {}", run.summary());
+        runs.push(run);
+    }
+    println!("vmtest: summary (series, Debian package, VM suite result, VM wall time):");
+    for r in &runs {
+        println!("  {}", r.summary());
+    }
+    Ok(runs)
+}
+
+/// Builds the VM suite's test binary; its path.
+fn vm_test_binary() -> Result<std::path::PathBuf> {
+    println!("vmtest: building the VM suite (tests/tests/vm.rs)...");
+    let mut cmd = util::cargo();
+    cmd.current_dir(workspace_root()).args([
+        "test",
+        "--release",
+        "-p",
+        "integration-tests",
+        "--test",
+        "vm",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    let out = util::output(&mut cmd).context("building the VM suite failed")?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "vm"
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            return Ok(exe.into());
+        }
+    }
+    bail!(
+        "`{}` named no test executable for tests/tests/vm.rs",
+        util::describe(&cmd)
+    )
+}
