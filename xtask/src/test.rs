@@ -1,6 +1,8 @@
-//! `cargo xtask test [-- ARGS]`: setup, build, then the test steps, stopping at
-//! the first failed step. Ends with the plain line `N passed, M failed`, the
-//! tests counted over every step's `test result:` lines, which CI reads.
+//! `cargo xtask test [-- ARGS]`: setup, build, then the host test steps,
+//! stopping at the first failed step, then the VM suite on each kernel of the
+//! matrix (`cargo xtask vmtest`). Ends with the plain line `N passed, M
+//! failed`, the tests counted over every step's `test result:` lines and every
+//! VM's, which CI reads.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -10,10 +12,15 @@ use std::{
 use anyhow::Result;
 use clap::Args;
 
-use crate::{build, exporter_bin, setup, test_apps_dir, util, venv, venv_dir, workspace_root};
+use crate::{
+    build, exporter_bin, setup, test_apps_dir, util, venv, venv_dir, vmtest, workspace_root,
+};
 
 #[derive(Debug, Default, Args)]
 pub struct Options {
+    /// Only the host steps, not the VM suite (`cargo xtask vmtest` runs it alone).
+    #[arg(long)]
+    pub no_vm: bool,
     /// Extra arguments for the integration test binaries (after `--`), e.g. a
     /// test name filter or `--nocapture`.
     #[arg(last = true)]
@@ -71,26 +78,54 @@ pub fn run(opts: Options) -> Result<()> {
     steps.push(("integration tests", cmd));
 
     let mut tally = Tally::default();
-    let mut failure = None;
+    let mut failures = Vec::new();
+    let steps_count = steps.len();
+    let mut ran = 0;
     for (name, mut cmd) in steps {
         cmd.current_dir(&root);
         println!("test: {name}: {}", util::describe(&cmd));
+        ran += 1;
         if let Err(e) = run_counting(&mut cmd, &mut tally) {
-            failure = Some(format!("{name}: {e:#}"));
+            failures.push(format!("{name}: {e:#}"));
             break;
         }
     }
-    if tally.passed == 0 && failure.is_none() {
-        failure = Some("no test ran".to_string());
+    // After the host suite, failed integration tests included (a run shows
+    // all failures), one VM at a time: an emulated VM keeps both cores busy.
+    if !opts.no_vm && ran == steps_count {
+        let all = vmtest::Series::ALL;
+        println!("test: VM suite on kernels {:?}", all.map(|s| s.name()));
+        match vmtest::matrix(&all, None) {
+            Ok(runs) => {
+                for r in &runs {
+                    r.count(&mut tally);
+                }
+                let failed: Vec<&str> = runs
+                    .iter()
+                    .filter(|r| !r.passed())
+                    .map(|r| r.series.name())
+                    .collect();
+                if !failed.is_empty() {
+                    failures.push(format!("VM suite: failed on {}", failed.join(", ")));
+                }
+            }
+            Err(e) => {
+                tally.failed += 1;
+                failures.push(format!("VM suite: {e:#}"));
+            }
+        }
     }
-    if let Some(f) = &failure {
+    if tally.passed == 0 && failures.is_empty() {
+        failures.push("no test ran".to_string());
+    }
+    for f in &failures {
         eprintln!("xtask: error: {f}");
     }
     // Last line of the output, for CI: a failed step counts at least once
     // even when it failed before any test ran (a build error).
-    let failed = tally.failed.max(failure.is_some() as u64);
+    let failed = tally.failed.max(!failures.is_empty() as u64);
     println!("{} passed, {failed} failed", tally.passed);
-    if failure.is_some() {
+    if !failures.is_empty() {
         std::process::exit(1);
     }
     Ok(())
