@@ -1,5 +1,9 @@
 //! Waiting for a condition with a deadline. Every wait in the suite goes through
 //! here: poll, and when the deadline passes report what was last seen.
+//!
+//! `TEST_TIMEOUT_SCALE=N` multiplies every deadline: `cargo xtask vmtest` sets
+//! it in emulated VMs, where Python runs several times slower than on the
+//! host, so the suite's deadlines keep their meaning there.
 
 use std::{
     thread,
@@ -17,6 +21,7 @@ pub fn until<T>(
     timeout: Duration,
     mut probe: impl FnMut() -> Result<T, String>,
 ) -> Result<T, String> {
+    let timeout = timeout * scale();
     let start = Instant::now();
     loop {
         match probe() {
@@ -32,4 +37,13 @@ pub fn until<T>(
         }
         thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// `TEST_TIMEOUT_SCALE` (a whole number, 1 when unset or invalid).
+pub fn scale() -> u32 {
+    std::env::var("TEST_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
 }
