@@ -91,11 +91,11 @@ pub fn run(opts: Options) -> Result<()> {
         }
     }
     // After the host suite, failed integration tests included (a run shows
-    // all failures), one VM at a time: an emulated VM keeps both cores busy.
+    // all failures): the VMs alone have the machine.
     if !opts.no_vm && ran == steps_count {
         let all = vmtest::Series::ALL;
         println!("test: VM suite on kernels {:?}", all.map(|s| s.name()));
-        match vmtest::matrix(&all, None) {
+        match vmtest::matrix(&all, None, vmtest::JOBS) {
             Ok(runs) => {
                 for r in &runs {
                     r.count(&mut tally);

@@ -23,13 +23,15 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// What to run in the VM.
 pub struct Guest<'a> {
+    /// Prefixes its echoed output (VMs run side by side).
+    pub label: &'a str,
     pub kernel: &'a Kernel,
     /// The VM suite's test binary, run in place.
     pub test_bin: &'a Path,
     /// Which of its tests (a name filter).
     pub filter: &'a str,
-    /// The tests' environment (paths on the host, seen as they are).
-    pub env: Vec<(&'static str, PathBuf)>,
+    /// The tests' environment (host paths are seen as they are).
+    pub env: Vec<(&'static str, String)>,
     /// Where the guest writes its results; emptied first.
     pub results: PathBuf,
     /// QEMU is killed after this.
@@ -94,7 +96,7 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
         log.clone(),
         libc::SIGTERM,
     )?;
-    let mut echo = Echo::new(results.join("output"), start);
+    let mut echo = Echo::new(guest.label, results.join("output"), start);
     let mut problem = None;
     loop {
         echo.lines();
@@ -147,7 +149,7 @@ fn script_text(guest: &Guest) -> String {
     var("TEST_BIN", &guest.test_bin.display().to_string());
     var("FILTER", guest.filter);
     for (name, value) in &guest.env {
-        var(name, &value.display().to_string());
+        var(name, value);
     }
     text.push_str(include_str!("guest.sh"));
     text
@@ -156,16 +158,18 @@ fn script_text(guest: &Guest) -> String {
 /// Echoes the lines a file gains while the VM writes it (the suite's
 /// progress, through 9p), each with the time since the VM started: libtest
 /// ends a test's line when the test ends, so this times every test.
-struct Echo {
+struct Echo<'a> {
+    label: &'a str,
     path: PathBuf,
     start: Instant,
     offset: u64,
     partial: String,
 }
 
-impl Echo {
-    fn new(path: PathBuf, start: Instant) -> Echo {
+impl<'a> Echo<'a> {
+    fn new(label: &'a str, path: PathBuf, start: Instant) -> Echo<'a> {
         Echo {
+            label,
             path,
             start,
             offset: 0,
@@ -187,7 +191,7 @@ impl Echo {
         self.partial.push_str(&String::from_utf8_lossy(&bytes));
         let secs = self.start.elapsed().as_secs_f64();
         while let Some(end) = self.partial.find('\n') {
-            println!("  |{secs:6.1}s| {}", &self.partial[..end]);
+            println!("  {:<5}|{secs:6.1}s| {}", self.label, &self.partial[..end]);
             self.partial.drain(..=end);
         }
     }

@@ -12,7 +12,13 @@ mod boot;
 mod kernels;
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    collections::VecDeque,
+    path::Path,
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
     time::Duration,
 };
 
@@ -26,7 +32,7 @@ use crate::{
     workspace_root,
 };
 
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Args)]
 pub struct Options {
     /// A kernel series to boot (repeatable; default: 6.1 6.12 6.18 5.10).
     #[arg(long = "kernel", value_enum, value_name = "SERIES")]
@@ -35,7 +41,19 @@ pub struct Options {
     /// series' own (`full_`, `smoke_`, `refuse_`), e.g. `full_` on 6.18.
     #[arg(long, value_name = "NAME")]
     pub tests: Option<String>,
+    /// VMs running at once.
+    #[arg(long, default_value_t = JOBS)]
+    pub jobs: usize,
 }
+
+/// VMs at once by default: the suite runs one test at a time, so an emulated
+/// VM keeps about one core busy, and this machine has two.
+pub const JOBS: usize = 2;
+
+/// Deadlines of the suite's waits in a VM, as multiples of the host's: Python
+/// runs 5-10x slower under emulation (and slower still while two VMs share
+/// the cores).
+const TIMEOUT_SCALE: &str = "4";
 
 pub fn run(opts: Options) -> Result<()> {
     build::run(build::Options::default())?;
@@ -44,7 +62,7 @@ pub fn run(opts: Options) -> Result<()> {
     } else {
         opts.kernels
     };
-    let runs = matrix(&series, opts.tests.as_deref())?;
+    let runs = matrix(&series, opts.tests.as_deref(), opts.jobs)?;
     let mut tally = Tally::default();
     for r in &runs {
         r.count(&mut tally);
@@ -130,85 +148,129 @@ impl KernelRun {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Boots each of `series` in turn (the exporter must be built) and runs its
-/// part of the VM suite (or the tests `tests` names). A kernel that cannot be
-/// had or booted is a failed run, and the others still run; Ctrl-C stops
-/// everything.
-pub fn matrix(series: &[Series], tests: Option<&str>) -> Result<Vec<KernelRun>> {
+/// Boots each of `series` (the exporter must be built), `jobs` VMs at a
+/// time, and runs its part of the VM suite (or the tests `tests` names). A
+/// kernel that cannot be had or booted is a failed run, and the others still
+/// run; Ctrl-C stops everything.
+pub fn matrix(series: &[Series], tests: Option<&str>, jobs: usize) -> Result<Vec<KernelRun>> {
     setup::vm_only()?;
     let test_bin = vm_test_binary()?;
     // QEMU runs in its own process group, which the terminal's Ctrl-C does
     // not reach: xtask kills it.
     ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
+    // Every kernel first, one after the other: apt's cache takes one download
+    // at a time.
     let archive = kernels::Archive::open()?;
-    let mut runs = Vec::new();
-    for &s in series {
-        let (filter, timeout) = match tests {
-            // Any test may be among them: the longest series' time.
-            Some(t) => (t, plan(Series::V6_1).1),
-            None => plan(s),
-        };
-        let mut run = KernelRun {
-            series: s,
-            kernel: None,
-            outcome: None,
-            problem: None,
-        };
-        match archive.kernel(s) {
-            Err(e) => run.problem = Some(format!("{e:#}")),
-            Ok(kernel) => {
-                println!(
-                    "vmtest: {}: booting {} ({} {} from {}), running the tests named *{filter}*...",
-                    s.name(),
-                    kernel.release,
-                    kernel.package,
-                    kernel.version,
-                    kernel.suite
-                );
-                let guest = boot::Guest {
-                    kernel: &kernel,
-                    test_bin: &test_bin,
-                    filter,
-                    env: vec![
-                        ("EXPORTER_BIN", exporter_bin()),
-                        ("GUNICORN27_VENV", venv_dir(venv::GUNICORN27.name)),
-                        ("GUNICORN23_VENV", venv_dir(venv::GUNICORN23.name)),
-                        ("TEST_APPS_DIR", test_apps_dir()),
-                    ],
-                    results: target_dir().join("vmtest").join(s.name()),
-                    timeout,
-                };
-                match boot::run(&guest, &STOP) {
-                    Ok(o) if o.release.as_ref().is_some_and(|r| *r != kernel.release) => {
-                        run.problem = Some(format!(
-                            "the VM ran {:?}, not {}",
-                            o.release, kernel.release
-                        ));
-                        run.outcome = Some(o);
-                    }
-                    Ok(o) => run.outcome = Some(o),
-                    Err(e) if STOP.load(Ordering::SeqCst) => return Err(e),
-                    Err(e) => run.problem = Some(format!("{e:#}")),
+    let queue: VecDeque<(Series, Result<kernels::Kernel>)> =
+        series.iter().map(|&s| (s, archive.kernel(s))).collect();
+    drop(archive);
+
+    let queue = Mutex::new(queue);
+    let done = Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                while !STOP.load(Ordering::SeqCst) {
+                    let Some((s, kernel)) = lock(&queue).pop_front() else {
+                        break;
+                    };
+                    let run = run_one(s, kernel, &test_bin, tests);
+                    lock(&done).push(run);
                 }
-                run.kernel = Some(kernel);
-            }
+            });
         }
-        if let Some(p) = run
-            .problem
-            .as_ref()
-            .or(run.outcome.as_ref().and_then(|o| o.problem.as_ref()))
-        {
-            eprintln!("vmtest: {}: {p}", s.name());
-        }
-        println!("vmtest: {}", run.summary());
-        runs.push(run);
+    });
+    if STOP.load(Ordering::SeqCst) {
+        bail!("interrupted (Ctrl-C): the VMs were killed");
     }
+    let mut runs = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    runs.sort_by_key(|r| series.iter().position(|s| *s == r.series));
     println!("vmtest: summary (series, Debian package, VM suite result, VM wall time):");
     for r in &runs {
         println!("  {}", r.summary());
     }
     Ok(runs)
+}
+
+/// A mutex's guard, even if another lane panicked holding it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One kernel's VM and what came of it.
+fn run_one(
+    s: Series,
+    kernel: Result<kernels::Kernel>,
+    test_bin: &Path,
+    tests: Option<&str>,
+) -> KernelRun {
+    let (filter, timeout) = match tests {
+        // Any test may be among them: the longest series' time.
+        Some(t) => (t, plan(Series::V6_1).1),
+        None => plan(s),
+    };
+    let mut run = KernelRun {
+        series: s,
+        kernel: None,
+        outcome: None,
+        problem: None,
+    };
+    match kernel {
+        Err(e) => run.problem = Some(format!("{e:#}")),
+        Ok(kernel) => {
+            println!(
+                "vmtest: {}: booting {} ({} {} from {}), running the tests named *{filter}*...",
+                s.name(),
+                kernel.release,
+                kernel.package,
+                kernel.version,
+                kernel.suite
+            );
+            let guest = boot::Guest {
+                label: s.name(),
+                kernel: &kernel,
+                test_bin,
+                filter,
+                env: vec![
+                    ("EXPORTER_BIN", exporter_bin().display().to_string()),
+                    (
+                        "GUNICORN27_VENV",
+                        venv_dir(venv::GUNICORN27.name).display().to_string(),
+                    ),
+                    (
+                        "GUNICORN23_VENV",
+                        venv_dir(venv::GUNICORN23.name).display().to_string(),
+                    ),
+                    ("TEST_APPS_DIR", test_apps_dir().display().to_string()),
+                    ("TEST_TIMEOUT_SCALE", TIMEOUT_SCALE.to_string()),
+                ],
+                results: target_dir().join("vmtest").join(s.name()),
+                timeout,
+            };
+            match boot::run(&guest, &STOP) {
+                Ok(o) if o.release.as_ref().is_some_and(|r| *r != kernel.release) => {
+                    run.problem = Some(format!(
+                        "the VM ran {:?}, not {}",
+                        o.release, kernel.release
+                    ));
+                    run.outcome = Some(o);
+                }
+                Ok(o) => run.outcome = Some(o),
+                Err(e) => run.problem = Some(format!("{e:#}")),
+            }
+            run.kernel = Some(kernel);
+        }
+    }
+    if let Some(p) = run
+        .problem
+        .as_ref()
+        .or(run.outcome.as_ref().and_then(|o| o.problem.as_ref()))
+    {
+        eprintln!("vmtest: {}: {p}", s.name());
+    }
+    println!("vmtest: {}", run.summary());
+    run
 }
 
 /// Builds the VM suite's test binary; its path.
