@@ -103,8 +103,9 @@ pub fn cache_dir() -> Result<PathBuf> {
     Ok(base.join("gunicorn-ebpf-exporter").join("kernels"))
 }
 
-/// The private apt archive and the kernels unpacked from it, locked for this
-/// process (another vmtest run waits rather than unpacking the same tree).
+/// The private apt archive and the kernels unpacked from it, locked while
+/// this value lives (another vmtest run waits rather than unpacking the same
+/// tree or pruning one in use).
 pub struct Archive {
     dir: PathBuf,
     /// What `apt-get update` reported failing, shown when a series finds nothing.

@@ -165,11 +165,11 @@ pub fn matrix(series: &[Series], tests: Option<&str>, jobs: usize) -> Result<Vec
     ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
     // Every kernel first, one after the other: apt's cache takes one download
-    // at a time.
+    // at a time. The archive stays locked until the VMs are done, so another
+    // run (another clone) cannot prune a tree a VM boots from.
     let archive = kernels::Archive::open()?;
     let queue: VecDeque<(Series, Result<kernels::Kernel>)> =
         series.iter().map(|&s| (s, archive.kernel(s))).collect();
-    drop(archive);
 
     let queue = Mutex::new(queue);
     let done = Mutex::new(Vec::new());
@@ -186,6 +186,7 @@ pub fn matrix(series: &[Series], tests: Option<&str>, jobs: usize) -> Result<Vec
             });
         }
     });
+    drop(archive);
     if STOP.load(Ordering::SeqCst) {
         bail!("interrupted (Ctrl-C): the VMs were killed");
     }
