@@ -282,9 +282,10 @@ impl Archive {
                 best = Some(c);
             }
         }
+        let problems = problems_of(&self.update_problems, series.suites());
         match best {
             Some(b) => Ok(b),
-            None if self.update_problems.is_empty() => bail!(
+            None if problems.is_empty() => bail!(
                 "no generic linux-image-{}.*-amd64 package in {}",
                 series.name(),
                 series.suites().join(", ")
@@ -293,7 +294,7 @@ impl Archive {
                 "no generic linux-image-{}.*-amd64 package in {}; apt-get update reported:\n  {}",
                 series.name(),
                 series.suites().join(", "),
-                self.update_problems.join("\n  ")
+                problems.join("\n  ")
             ),
         }
     }
@@ -433,6 +434,26 @@ fn update_problems(output: &str) -> Vec<String> {
     out
 }
 
+/// The lines of `problems` about `suites` (`... bookworm-security InRelease`,
+/// `.../dists/bookworm-security/...`), or all of them when none names one.
+fn problems_of<'a>(problems: &'a [String], suites: &[&str]) -> Vec<&'a str> {
+    let about = |p: &str| {
+        suites
+            .iter()
+            .any(|s| p.contains(&format!(" {s} ")) || p.contains(&format!("/{s}/")))
+    };
+    let mine: Vec<&str> = problems
+        .iter()
+        .map(String::as_str)
+        .filter(|p| about(p))
+        .collect();
+    if mine.is_empty() {
+        problems.iter().map(String::as_str).collect()
+    } else {
+        mine
+    }
+}
+
 /// Whether `name` is the generic amd64 image of `series`, signed
 /// (`linux-image-6.1.0-57-amd64`, `linux-image-6.12.117+deb13-amd64`,
 /// `linux-image-6.12.115+deb13.1-amd64`) or `-unsigned`; not -cloud
@@ -546,6 +567,12 @@ W: Some index files failed to download. They have been ignored, or old ones used
             ]
         );
         assert!(update_problems("Hit:1 x\nReading package lists...\n").is_empty());
+        let problems = update_problems(out);
+        assert_eq!(
+            problems_of(&problems, Series::V5_10.suites()),
+            &problems[..2]
+        );
+        assert_eq!(problems_of(&problems, Series::V6_18.suites()), problems);
     }
 
     #[test]
