@@ -14,21 +14,21 @@ pub mod map {
     pub const CONFIG: &str = "CONFIG";
     /// Per-CPU counters indexed by [`super::error`].
     pub const ERRORS: &str = "ERRORS";
-    /// Ring buffer of [`super::Event`]s.
+    /// Per-CPU counters indexed by [`super::stat`].
+    pub const STATS: &str = "STATS";
+    /// Ring buffer of [`super::Event`]s and the records that start with one.
     pub const EVENTS: &str = "EVENTS";
-    /// tgid -> the worker's last [`super::Heartbeat`] (utimensat on its heartbeat file).
-    pub const HEARTBEAT: &str = "HEARTBEAT";
-    /// tid -> 1 while a worker thread has logged a request error it has not answered yet.
-    pub const EXC_PENDING: &str = "EXC_PENDING";
-    /// TCP port (host order) -> 1 for the ports the masters listen on.
+    /// TCP port -> 1 for the ports the masters listen on (an array of 65536).
     pub const LISTEN_PORTS: &str = "LISTEN_PORTS";
-    /// [`super::Handshake`]s by [`super::Peer::slot`]: connections waiting in
-    /// an accept queue (direct-mapped: a later handshake overwrites its slot).
+    /// Inode of a unix socket file the masters listen on -> 1.
+    pub const LISTEN_INODES: &str = "LISTEN_INODES";
+    /// [`super::Handshake`]s by [`super::Handshake::slot`]: connections
+    /// waiting in an accept queue (direct-mapped: a later one overwrites).
     pub const HANDSHAKES: &str = "HANDSHAKES";
-    /// [`super::Queue`], per CPU: time from handshake to accept.
+    /// [`super::Queue`], per CPU: time from handshake to the worker.
     pub const QUEUE: &str = "QUEUE";
-    /// Connections the workers accepted, per CPU (one slot).
-    pub const ACCEPTED: &str = "ACCEPTED";
+    /// tgid -> wait status of a watched process that died and is not reaped yet.
+    pub const DEAD: &str = "DEAD";
 }
 
 /// Roles in [`Proc::role`].
@@ -44,9 +44,8 @@ pub struct Proc {
     pub role: u32,
     /// The master that forked this worker (itself for a master).
     pub master: u32,
-    /// The code passed to exit_group, valid when `flags` has [`flag::EXITED`].
-    pub exit_code: i32,
     pub flags: u32,
+    pub _pad: u32,
 }
 
 impl Proc {
@@ -55,8 +54,8 @@ impl Proc {
         Proc {
             role: role::MASTER,
             master: pid,
-            exit_code: 0,
             flags: 0,
+            _pad: 0,
         }
     }
 
@@ -65,35 +64,30 @@ impl Proc {
         Proc {
             role: role::WORKER,
             master,
-            exit_code: 0,
             flags: 0,
+            _pad: 0,
         }
     }
 }
 
 /// Bits of [`Proc::flags`].
 pub mod flag {
-    /// The process called exit_group (it was not killed by a signal).
-    pub const EXITED: u32 = 1;
     /// Its master sent it SIGABRT (gunicorn's worker timeout): requests it
     /// answers from now on with a 5xx, or never answers, failed by timeout.
     pub const ABORTING: u32 = 2;
 }
 
-/// Why a request failed, beyond its status ([`MetricKey::cause`]).
+/// Why a request failed, when the kernel or the worker's death tells
+/// ([`FailedEvent::cause`]); otherwise userspace classifies it by its
+/// exception record or its status.
 pub mod cause {
-    /// No response (client went away: `aborted`) or a plain 5xx (`http_5xx`).
     pub const NONE: u8 = 0;
     pub const WORKER_TIMEOUT: u8 = 1;
     pub const WORKER_CRASH: u8 = 2;
     pub const WORKER_KILLED: u8 = 3;
-    /// An app exception gunicorn answered with a 500 (its class arrives as
-    /// [`super::event::EXCEPTION`] and [`super::event::EXCEPTION_ANSWERED`]).
-    pub const APP_EXCEPTION: u8 = 4;
 }
 
-/// Which syscall family an exit program handles: where its buffer argument
-/// leads to the bytes.
+/// Which syscall family moved the bytes: where its buffer argument leads.
 pub mod io {
     pub const READ: u32 = 1;
     pub const WRITE: u32 = 2;
@@ -104,6 +98,30 @@ pub mod io {
     /// recvmsg/sendmsg: `buf` points at a msghdr.
     pub const RECVMSG: u32 = 6;
     pub const SENDMSG: u32 = 7;
+
+    /// The family of x86-64 syscall `nr`, for the socket tracepoints (which
+    /// fire inside any of them); 0 for one that is not followed.
+    #[inline(always)]
+    pub fn of_syscall(nr: u64) -> u32 {
+        match nr {
+            0 => READ,      // read
+            1 => WRITE,     // write
+            19 => READV,    // readv
+            20 => WRITEV,   // writev
+            40 => SENDFILE, // sendfile
+            44 => WRITE,    // sendto
+            45 => READ,     // recvfrom
+            46 => SENDMSG,  // sendmsg
+            47 => RECVMSG,  // recvmsg
+            _ => 0,
+        }
+    }
+}
+
+/// x86-64 syscall numbers the programs look for in `orig_ax`.
+pub mod nr {
+    pub const CLOSE: u64 = 3;
+    pub const SHUTDOWN: u64 = 48;
 }
 
 /// A client connection: the worker and its socket's fd.
@@ -114,78 +132,51 @@ pub struct ConnKey {
     pub fd: u32,
 }
 
-/// One series family: a worker, a method, a status (0 = no response) and
-/// the [`cause`] of a failure.
+/// One series family: a worker, a method and a status (0 = no response).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MetricKey {
     pub tgid: u32,
     pub status: u16,
     pub method: u8,
-    pub cause: u8,
+    pub _pad: u8,
 }
 
-/// A client as a listening socket's queue sees it: family, its port (host
-/// order) and its address (IPv4 in the first 4 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Peer {
-    pub family: u16,
-    pub port: u16,
-    pub addr: [u8; 16],
-}
-
-/// AF_INET and AF_INET6.
+/// Socket families (`sock_common.skc_family`).
+pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
-impl Peer {
-    /// The peer of a `struct sockaddr_in`/`sockaddr_in6` as accept(2) fills it.
-    pub fn from_sockaddr(sa: &[u8; 24]) -> Option<Peer> {
-        let family = u16::from_ne_bytes([sa[0], sa[1]]);
-        let port = u16::from_be_bytes([sa[2], sa[3]]);
-        let mut addr = [0u8; 16];
-        match family {
-            AF_INET => addr[..4].copy_from_slice(&sa[4..8]),
-            AF_INET6 => addr.copy_from_slice(&sa[8..24]),
-            _ => return None,
-        }
-        Some(Peer { family, port, addr })
-    }
-
-    /// The peer's slot in a direct-mapped table of `1 << bits` entries: a
-    /// multiplicative hash of port and address (Fibonacci hashing), so that
-    /// one client's consecutive ports spread over the table.
-    #[inline(always)]
-    pub fn slot(&self, bits: u32) -> u32 {
-        let word = |i: usize| {
-            u32::from_ne_bytes([
-                self.addr[i],
-                self.addr[i + 1],
-                self.addr[i + 2],
-                self.addr[i + 3],
-            ])
-        };
-        let mixed =
-            word(0) ^ word(4) ^ word(8) ^ word(12) ^ (self.port as u32) << 16 ^ self.port as u32;
-        mixed.wrapping_mul(0x9E37_79B1) >> (32 - bits)
-    }
-}
-
-/// A completed TCP handshake waiting for its accept: one slot of the
+/// A completed TCP handshake waiting for a worker: one slot of the
 /// HANDSHAKES array. `started_ns` 0 means the slot is free (consumed).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Handshake {
-    pub peer: Peer,
-    pub _pad: u32,
+    /// The new connection's `struct sock *`.
+    pub sk: u64,
     pub started_ns: u64,
 }
 
-/// log2 of the HANDSHAKES slots: 16384 x 32 B = 512 KiB, far more than the
+impl Handshake {
+    /// The slot of socket `sk` in a direct-mapped table of `1 << bits`
+    /// entries: a hash of the pointer (socket structs sit a slab object
+    /// apart, so the raw low bits would crowd a few slots).
+    #[inline(always)]
+    pub fn slot(sk: u64, bits: u32) -> u32 {
+        // murmur3's 64-bit finaliser: every input bit moves every output bit.
+        let mut h = sk ^ (sk >> 33);
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        (h >> (64 - bits)) as u32
+    }
+}
+
+/// log2 of the HANDSHAKES slots: 16384 x 16 B = 256 KiB, far more than the
 /// connections any accept queue holds at once, so collisions are rare; one
-/// costs the overwritten connection its queue-time sample (counted as an
-/// accept without a sample, never as a wrong time).
+/// costs the overwritten connection its queue-time sample (counted as a
+/// connection without a sample, never as a wrong time).
 pub const HANDSHAKE_BITS: u32 = 14;
 
 /// Time from the TCP handshake completing to a worker accepting the connection.
@@ -234,7 +225,7 @@ pub const SIZE_SLOTS: usize = 16;
 /// Request and response size bucket bounds in bytes: powers of 4 from 64 B to
 /// 1 GiB (a superset of gunicorn-prometheus-exporter's 1 KiB .. 4 MiB).
 pub const SIZE_BOUNDS: [u64; SIZE_SLOTS] = {
-    let mut b = [u64::MAX; SIZE_SLOTS];
+    let mut b = [crate::buckets::INF; SIZE_SLOTS];
     let mut i = 0;
     while i < 13 {
         b[i] = 64 << (2 * i);
@@ -247,8 +238,51 @@ pub const SIZE_BOUNDS: [u64; SIZE_SLOTS] = {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Duration bucket upper bounds in ns, padded with `u64::MAX`.
+    /// Duration bucket upper bounds in ns, padded with [`crate::buckets::INF`].
     pub duration_bounds_ns: [u64; DURATION_SLOTS],
+    /// Where the kernel structs' fields are on the running kernel.
+    pub offsets: Offsets,
+    /// [`hooks`]: which hook set is attached.
+    pub hooks: u32,
+    pub _pad: u32,
+}
+
+/// The hook sets ([`Config::hooks`]).
+pub mod hooks {
+    /// Socket-layer tracepoints (sock_send_length, sock_recv_length, inet_sock_set_state).
+    pub const SOCKETS: u32 = 1;
+    /// Syscall tracepoints (accept, recvfrom, sendto, close...).
+    pub const SYSCALLS: u32 = 2;
+}
+
+/// Byte offsets of the kernel struct fields the programs read with
+/// bpf_probe_read_kernel. aya has no CO-RE, so userspace takes them from the
+/// running kernel's BTF (/sys/kernel/btf/vmlinux) and writes them here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    /// task_struct.pid, .tgid, .exit_code, .signal, .files
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_exit_code: u32,
+    pub task_signal: u32,
+    pub task_files: u32,
+    /// signal_struct.live (an atomic_t: threads not yet in do_exit)
+    pub signal_live: u32,
+    /// files_struct.fdt, fdtable.fd
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    /// file.private_data (a socket's `struct socket *`), socket.sk
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// sock_common.skc_family, .skc_num (the local port, host order)
+    pub sk_family: u32,
+    pub sk_num: u32,
+    /// unix_sock.path.dentry, dentry.d_inode, inode.i_ino
+    pub unix_dentry: u32,
+    pub dentry_inode: u32,
+    pub inode_ino: u32,
+    pub _pad: u32,
 }
 
 /// Everything recorded about the finished requests of one [`MetricKey`].
@@ -283,13 +317,14 @@ impl Aggregate {
     /// Adds one finished request.
     #[inline(always)]
     pub fn record(&mut self, f: &Finished, duration_bounds_ns: &[u64; DURATION_SLOTS]) {
+        let duration_ns = f.duration_ns();
         self.count += 1;
-        self.duration_sum_ns += f.duration_ns;
+        self.duration_sum_ns += duration_ns;
         self.req_bytes_sum += f.req_bytes;
         self.resp_bytes_sum += f.resp_bytes;
         if let Some(slot) = self
             .duration
-            .get_mut(bucket_index(duration_bounds_ns, f.duration_ns))
+            .get_mut(bucket_index(duration_bounds_ns, duration_ns))
         {
             *slot += 1;
         }
@@ -332,9 +367,9 @@ pub mod error {
     pub const METRICS_FULL: u32 = 0;
     /// A connection could not be tracked: CONNS full (its requests are lost).
     pub const CONNS_FULL: u32 = 1;
-    /// A new worker could not be tracked: TRACKED full.
+    /// A new worker could not be tracked: TRACKED (or DEAD) full.
     pub const TRACKED_FULL: u32 = 2;
-    /// A lifecycle event was dropped: the ring buffer was full.
+    /// An event was dropped: the ring buffer was full.
     pub const EVENTS_LOST: u32 = 3;
     /// A syscall buffer could not be read (one read or write not classified).
     pub const READ_FAILED: u32 = 4;
@@ -350,12 +385,21 @@ pub mod error {
     ];
 }
 
-/// Lifecycle event kinds, and what [`Event`]'s fields hold for each.
+/// Per-CPU counters of what the kernel side saw ([`map::STATS`]).
+pub mod stat {
+    /// Server-side connections the workers took from their listeners.
+    pub const CONNECTIONS: u32 = 0;
+    /// Responses whose framing was not found within the scanned bound.
+    pub const UNFRAMED: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Event kinds, and what [`Event`]'s fields hold for each.
 pub mod event {
     /// A tracked master forked a process. `other`: the master.
     pub const FORK: u32 = 1;
     /// A tracked process's last thread exited. `other`: its master; `value`:
-    /// its exit_group code, or [`super::NO_EXIT_CODE`] when a signal killed it.
+    /// its wait status (see [`super::exit_code`]).
     pub const EXIT: u32 = 2;
     /// A tracked process called execve (a master re-executing on USR2).
     /// `other`: its master before the exec.
@@ -366,61 +410,32 @@ pub mod event {
     /// A signal was delivered to a tracked process (`pid`). `value`: the
     /// signal; `code`: 1 when a handler runs for it, 0 for the default action.
     pub const DELIVER: u32 = 5;
-    /// A master's wait4 reaped a child. `pid`: the master; `other`: the
-    /// child; `value`: the wait status.
+    /// A dead watched process was reaped (released by its parent's wait).
+    /// `pid`: its master; `other`: the process; `value`: its wait status.
     pub const REAP: u32 = 6;
-    /// A master called listen(2).
-    pub const LISTEN: u32 = 7;
-    /// A worker's first heartbeat: it finished booting.
+    /// A worker's first heartbeat: it finished booting (made by userspace,
+    /// which watches the heartbeat files).
     pub const BOOTED: u32 = 8;
     /// The OOM killer chose a tracked process.
     pub const OOM: u32 = 9;
-    /// A worker thread wrote gunicorn's "Error handling request" record: an
-    /// [`super::ExceptionEvent`]. `other`: the thread; `value`: the record's
-    /// length; `code`: how many tail bytes are valid.
-    pub const EXCEPTION: u32 = 10;
-    /// That thread then answered a request with a 5xx. `other`: the thread;
-    /// `value`: the method; `code`: the status.
-    pub const EXCEPTION_ANSWERED: u32 = 11;
-    /// A worker closed its heartbeat file: gunicorn does that right before it
-    /// runs the worker_exit hook. `other`: its master.
-    pub const WORKER_EXITING: u32 = 12;
+    /// A failed request: a [`super::FailedEvent`].
+    pub const FAILED: u32 = 13;
+    /// A piece of a log record with a Python traceback a worker thread
+    /// wrote: a [`super::RecordEvent`].
+    pub const RECORD: u32 = 14;
 }
 
-/// A worker's heartbeat: when, and on which fd (its heartbeat file).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Heartbeat {
-    pub ts_ns: u64,
-    pub fd: u32,
-    pub _pad: u32,
-}
-
-/// An [`event::EXCEPTION`]: the header, then the record's last bytes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExceptionEvent {
-    pub header: Event,
-    pub tail: [u8; crate::errlog::ERRLOG_TAIL],
-}
-
-impl ExceptionEvent {
-    pub fn from_bytes(bytes: &[u8]) -> Option<ExceptionEvent> {
-        if bytes.len() < core::mem::size_of::<ExceptionEvent>() {
-            return None;
-        }
-        // SAFETY: length checked; plain integers and bytes, any pattern is valid.
-        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<ExceptionEvent>()) })
-    }
-
-    /// The valid tail bytes (the record's last bytes, at the array's start).
-    pub fn tail(&self) -> &[u8] {
-        let n = (self.header.code.max(0) as usize).min(self.tail.len());
-        &self.tail[..n]
+/// The exit code a wait `status` carries, or [`NO_EXIT_CODE`] when a signal
+/// ended the process.
+pub fn exit_code(status: i32) -> i32 {
+    if status & 0x7f == 0 {
+        (status >> 8) & 0xff
+    } else {
+        NO_EXIT_CODE
     }
 }
 
-/// [`Event::value`] of an EXIT without exit_group.
+/// An exit without an exit code: killed by a signal.
 pub const NO_EXIT_CODE: i32 = i32::MIN;
 
 /// A lifecycle event from the ring buffer; see [`event`] for the fields.
@@ -436,16 +451,63 @@ pub struct Event {
     pub ts_ns: u64,
 }
 
-impl Event {
-    /// Decodes a ring-buffer record; `None` if it is too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
-        if bytes.len() < core::mem::size_of::<Event>() {
+/// A ring-buffer record of a fixed `#[repr(C)]` type made of integers.
+pub trait Record: Copy + Sized {
+    /// Decodes one; `None` if the bytes are too short.
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < core::mem::size_of::<Self>() {
             return None;
         }
-        // SAFETY: length checked; Event is plain integers, any bit pattern is valid.
-        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+        // SAFETY: length checked; implementors are plain integers and bytes,
+        // for which any bit pattern is valid.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
     }
 }
+
+impl Record for Event {}
+
+/// A failed request ([`event::FAILED`]): not answered, a 5xx, or cut short.
+/// The header's `pid` is the worker, `other` the thread that read the
+/// request, `value` the status (0: none), `ts_ns` when it ended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailedEvent {
+    pub header: Event,
+    pub start_ns: u64,
+    /// [`crate::http::target_hash`] of the request target, over `target_len` bytes.
+    pub target: u32,
+    pub method: u8,
+    pub target_len: u8,
+    /// 1 when the response started but was cut short of its framing.
+    pub cut: u8,
+    /// [`cause`] the kernel knows (the master was aborting the worker).
+    pub cause: u8,
+}
+
+impl Record for FailedEvent {}
+
+/// Bytes of a log record carried per [`RecordEvent`].
+pub const RECORD_PIECE: usize = 4096;
+/// Pieces of one record at most: longer records are cut (their tracebacks'
+/// ends are then not seen).
+pub const RECORD_PIECES: usize = 16;
+
+/// One piece of a log record with a traceback ([`event::RECORD`]). The
+/// header's `pid` is the worker, `other` the thread that wrote it, `value`
+/// the record's whole length, `code` this piece's offset in it, `ts_ns` when
+/// it was written. `len` bytes of `bytes` are valid; the ring buffer carries
+/// only those.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordEvent {
+    pub header: Event,
+    pub len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; RECORD_PIECE],
+}
+
+/// Bytes of a [`RecordEvent`] before its data.
+pub const RECORD_HEADER: usize = core::mem::size_of::<Event>() + 8;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -457,8 +519,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Aggregate {}
     unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::Peer {}
-    unsafe impl aya::Pod for super::Heartbeat {}
+    unsafe impl aya::Pod for super::Handshake {}
+    unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Queue {}
     unsafe impl aya::Pod for crate::request::Conn {}
 }
@@ -469,25 +531,23 @@ mod tests {
     use crate::buckets::padded;
 
     #[test]
-    fn peer_slots_spread_one_clients_ports() {
-        let peer = |port| Peer {
-            family: AF_INET,
-            port,
-            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        };
-        let slots: std::collections::HashSet<u32> = (40000..41024)
-            .map(|p| peer(p).slot(HANDSHAKE_BITS))
+    fn handshake_slots_spread_sockets() {
+        // Socket structs a slab object apart (2 KiB here) spread like random keys.
+        let slots: std::collections::HashSet<u32> = (0..4096u64)
+            .map(|i| Handshake::slot(0xffff_8880_0000_0000 + i * 2048, HANDSHAKE_BITS))
             .collect();
-        // 1024 consecutive ports of one client: almost all in distinct slots.
-        assert!(slots.len() > 1000, "{} distinct slots", slots.len());
+        // As a random function would: 16384 * (1 - e^(-1/4)) = 3624 expected.
+        assert!(slots.len() > 3500, "{} distinct slots", slots.len());
         assert!(slots.iter().all(|&s| s < 1 << HANDSHAKE_BITS));
-        let v6 = Peer {
-            family: AF_INET6,
-            port: 1,
-            addr: [0xff; 16],
-        };
-        assert!(v6.slot(HANDSHAKE_BITS) < 1 << HANDSHAKE_BITS);
-        assert_eq!(std::mem::size_of::<Handshake>(), 32);
+        assert_eq!(std::mem::size_of::<Handshake>(), 16);
+    }
+
+    #[test]
+    fn wait_statuses() {
+        assert_eq!(exit_code(0), 0);
+        assert_eq!(exit_code(3 << 8), 3);
+        assert_eq!(exit_code(9), NO_EXIT_CODE, "SIGKILL");
+        assert_eq!(exit_code(6 | 0x80), NO_EXIT_CODE, "SIGABRT with a core");
     }
 
     #[test]
@@ -496,7 +556,7 @@ mod tests {
         assert_eq!(SIZE_BOUNDS[2], 1024);
         assert_eq!(SIZE_BOUNDS[10], 4 * 1024 * 1024 * 16);
         assert_eq!(SIZE_BOUNDS[12], 1 << 30);
-        assert_eq!(SIZE_BOUNDS[13], u64::MAX);
+        assert_eq!(SIZE_BOUNDS[13], crate::buckets::INF);
         assert!(SIZE_BOUNDS.contains(&4194304));
     }
 
@@ -507,10 +567,11 @@ mod tests {
         let f = Finished {
             method: 1,
             status: 200,
-            duration_ns: 2_000,
+            start_ns: 1_000,
+            end_ns: 3_000,
             req_bytes: 64,
             resp_bytes: 65,
-            cause: 0,
+            ..Finished::default()
         };
         a.record(&f, &bounds);
         assert_eq!(
@@ -523,31 +584,6 @@ mod tests {
             (b.count, b.duration_sum_ns, b.duration[1], b.resp_bytes_sum),
             (2, 4_000, 2, 130)
         );
-    }
-
-    #[test]
-    fn peers_from_sockaddrs() {
-        let mut v4 = [0u8; 24];
-        v4[..2].copy_from_slice(&AF_INET.to_ne_bytes());
-        v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
-        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        let p = Peer::from_sockaddr(&v4).unwrap();
-        assert_eq!(
-            (p.family, p.port, &p.addr[..4], p.addr[4]),
-            (AF_INET, 8080, &[127u8, 0, 0, 1][..], 0)
-        );
-        let mut v6 = [0u8; 24];
-        v6[..2].copy_from_slice(&AF_INET6.to_ne_bytes());
-        v6[2..4].copy_from_slice(&443u16.to_be_bytes());
-        v6[23] = 1;
-        assert_eq!(
-            Peer::from_sockaddr(&v6).map(|p| (p.port, p.addr[15])),
-            Some((443, 1))
-        );
-        let unix = [
-            1u8, 0, b'/', b't', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(Peer::from_sockaddr(&unix), None);
     }
 
     #[test]
@@ -574,8 +610,10 @@ mod tests {
         assert_eq!(size_of::<ConnKey>(), 8);
         assert_eq!(size_of::<MetricKey>(), 8);
         assert_eq!(size_of::<Event>(), 32);
-        assert_eq!(size_of::<crate::request::Conn>(), 40);
-        assert_eq!(size_of::<ExceptionEvent>(), 32 + crate::errlog::ERRLOG_TAIL);
+        assert_eq!(size_of::<crate::request::Conn>(), 72);
+        assert_eq!(size_of::<FailedEvent>(), 48);
+        assert_eq!(size_of::<RecordEvent>(), RECORD_HEADER + RECORD_PIECE);
+        assert_eq!(size_of::<Config>(), 8 * DURATION_SLOTS + 16 * 4 + 8);
         assert_eq!(
             size_of::<Aggregate>(),
             8 * (4 + DURATION_SLOTS + 2 * SIZE_SLOTS)

@@ -1,25 +1,35 @@
 //! Histogram bucket index.
 //!
-//! A bounds array has a power-of-two length and ends in `u64::MAX` (the `+Inf`
-//! bucket); unused slots are padded with `u64::MAX` too. A value belongs to the
+//! A bounds array has a power-of-two length and ends in [`INF`] (the `+Inf`
+//! bucket); unused slots are padded with [`INF`] too. A value belongs to the
 //! first bucket whose upper bound is `>=` it, as Prometheus' `le` says, so a
 //! value exactly on a boundary lands in that boundary's bucket.
 
-/// Index of the first `bounds[i] >= v`. Branch-light binary search: log2(N)
-/// comparisons, no loop the verifier has to bound by iteration count.
+/// The `+Inf` bound: every value (nanoseconds, bytes) is below it, and so
+/// below 2^63, which [`bucket_index`] relies on.
+pub const INF: u64 = i64::MAX as u64;
+
+/// Index of the first `bounds[i] >= v`: the number of bounds below `v`,
+/// counted without a branch. The BPF verifier follows every path through a
+/// program: a binary search gives it a distinct index on each of its paths,
+/// and a counting loop compiled to one branch per bound gives it 2^N
+/// combinations of 0/1 values; the sign of `bound - v` (both below 2^63)
+/// gives it none.
 #[inline(always)]
 pub fn bucket_index<const N: usize>(bounds: &[u64; N], v: u64) -> usize {
-    let mut base = 0usize;
-    let mut half = N / 2;
-    while half > 0 {
-        // base + 2 * half <= N holds on entry, so the probe is in range.
-        let probe = bounds.get(base + half - 1).copied().unwrap_or(u64::MAX);
-        if probe < v {
-            base += half;
-        }
-        half /= 2;
+    let v = if v < INF { v } else { INF };
+    let mut below = 0u64;
+    let mut i = 0;
+    while i < N {
+        // A volatile load: with the bound known (SIZE_BOUNDS is a constant),
+        // LLVM turns the subtraction back into a branch per bound.
+        // SAFETY: i < N.
+        let bound = unsafe { core::ptr::read_volatile(bounds.as_ptr().add(i)) };
+        below += bound.wrapping_sub(v) >> 63;
+        i += 1;
     }
-    if base < N { base } else { N - 1 }
+    let below = below as usize;
+    if below < N { below } else { N - 1 }
 }
 
 /// Builds a padded bounds array from finite, strictly increasing bounds.
@@ -29,20 +39,17 @@ pub fn padded<const N: usize>(finite: &[u64]) -> Option<[u64; N]> {
     if finite.len() >= N || finite.windows(2).any(|w| w[0] >= w[1]) {
         return None;
     }
-    if finite.last() == Some(&u64::MAX) {
+    if finite.last().is_some_and(|&b| b >= INF) {
         return None;
     }
-    let mut out = [u64::MAX; N];
+    let mut out = [INF; N];
     out[..finite.len()].copy_from_slice(finite);
     Some(out)
 }
 
 /// The number of meaningful slots: the finite bounds plus `+Inf`.
 pub fn used_slots<const N: usize>(bounds: &[u64; N]) -> usize {
-    bounds
-        .iter()
-        .position(|&b| b == u64::MAX)
-        .map_or(N, |i| i + 1)
+    bounds.iter().position(|&b| b == INF).map_or(N, |i| i + 1)
 }
 
 #[cfg(test)]
@@ -63,6 +70,7 @@ mod tests {
         assert_eq!(bucket_index(&b, 30), 2);
         assert_eq!(bucket_index(&b, 31), 3, "+Inf");
         assert_eq!(bucket_index(&b, u64::MAX), 3, "+Inf");
+        assert_eq!(bucket_index(&b, INF), 3, "+Inf");
         assert_eq!(used_slots(&b), 4);
     }
 
@@ -97,6 +105,7 @@ mod tests {
         assert!(padded::<8>(&[2, 1]).is_none());
         assert!(padded::<8>(&[1, 1]).is_none());
         assert!(padded::<8>(&[1, u64::MAX]).is_none());
+        assert!(padded::<8>(&[1, INF]).is_none());
         assert!(padded::<8>(&[]).is_some());
     }
 }

@@ -1,109 +1,118 @@
-//! Recognising gunicorn's "Error handling request" log record, which a worker
-//! writes (with the traceback) just before it answers an app exception with
-//! a 500. Its last line names the exception: `RuntimeError: boom`.
+//! Recognising, from its first bytes, a log record that carries a Python
+//! traceback: what gunicorn writes (with `Error handling request`) before it
+//! answers an app exception with a 500, what Flask (`Exception on`) and Django
+//! (`Internal Server Error`) log when they turn one into a 500 themselves, and
+//! any other record of Python's logging module with a traceback. Such a
+//! record is one write(2): its message line, then
+//! `Traceback (most recent call last):` (or an exception group's variant).
+//! The kernel sends those records to userspace, which reads the class.
 
-/// Bytes of a log write's start the kernel searches.
-pub const ERRLOG_HEAD: usize = 96;
-/// Bytes of its end the kernel sends to userspace.
-pub const ERRLOG_TAIL: usize = 128;
+/// Bytes of a write's start the kernel searches for the traceback line.
+pub const ERRLOG_HEAD: usize = 512;
+/// The buffer holding that head: its first half is the head, the rest room
+/// for word loads past it (see [`crate::framing::load64`]).
+pub const ERRLOG_BUF: usize = 2 * ERRLOG_HEAD;
+/// Writes shorter than this cannot hold a message and a traceback.
+pub const ERRLOG_MIN: u64 = 48;
 
-const MARKER: &[u8; 22] = b"Error handling request";
+const TRACEBACK: &[u8; 34] = b"Traceback (most recent call last):";
+/// An exception group's traceback line, after its `  + ` prefix.
+const GROUP: &[u8; 20] = b"  + Exception Group ";
 
-/// Whether a log write starts a gunicorn "Error handling request" record
-/// (the marker within its first [`ERRLOG_HEAD`] bytes, after any prefix the
-/// log format adds).
-#[inline(always)]
-pub fn is_request_error(head: &[u8; ERRLOG_HEAD], len: usize) -> bool {
-    let len = if len < ERRLOG_HEAD { len } else { ERRLOG_HEAD };
+use crate::framing::{first_byte, load64, newlines};
+
+const fn word(text: &[u8], at: usize) -> u64 {
+    let mut w = 0u64;
     let mut i = 0;
-    while i + MARKER.len() <= len {
-        if head[i] == b'E' {
-            let mut j = 1;
-            while j < MARKER.len() && head[i + j] == MARKER[j] {
-                j += 1;
-            }
-            if j == MARKER.len() {
-                return true;
-            }
-        }
+    while i < 8 && at + i < text.len() {
+        w |= (text[at + i] as u64) << (8 * i);
         i += 1;
+    }
+    w
+}
+
+/// Whether a write of `len` bytes whose first bytes are `head` is a record
+/// with a traceback: the traceback line starts the write, or the line right
+/// after its first line (the log message), within [`ERRLOG_HEAD`] bytes.
+#[inline(always)]
+pub fn has_traceback(head: &[u8; ERRLOG_BUF], len: usize) -> bool {
+    let len = if len < ERRLOG_HEAD { len } else { ERRLOG_HEAD };
+    if traceback_at(head, len, 0) {
+        return true;
+    }
+    let mut pos = 0;
+    while pos < ERRLOG_HEAD {
+        if pos >= len {
+            return false;
+        }
+        let mut mask = newlines(load64(head, pos));
+        if len - pos < 8 {
+            mask &= (1u64 << (8 * (len - pos))) - 1;
+        }
+        if mask != 0 {
+            return traceback_at(head, len, pos + first_byte(mask) + 1);
+        }
+        pos += 8;
     }
     false
 }
 
-/// The exception class named by a record's last non-empty line, e.g.
-/// `RuntimeError` from `...\nRuntimeError: boom\n` or
-/// `django.db.utils.OperationalError` from a dotted one; `None` when the
-/// last line does not start with a Python (dotted) identifier.
-pub fn exception_class(tail: &[u8]) -> Option<&str> {
-    let text = core::str::from_utf8(tail).ok().or_else(|| {
-        // The tail may start inside a multi-byte character: skip to a boundary.
-        (1..4).find_map(|skip| tail.get(skip..).and_then(|t| core::str::from_utf8(t).ok()))
-    })?;
-    let line = text.trim_end().rsplit('\n').next()?.trim_end_matches('\r');
-    let class = line.split(':').next()?.trim();
-    let valid = !class.is_empty()
-        && class.len() <= 128
-        && class.split('.').all(|part| {
-            let mut chars = part.chars();
-            chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
-                && chars.all(|c| c.is_alphanumeric() || c == '_')
-        });
-    valid.then_some(class)
+/// Whether a traceback line (plain, or an exception group's) starts at `at`:
+/// compared a word at a time, the differences OR-ed so that only the final
+/// test branches.
+#[inline(always)]
+fn traceback_at(head: &[u8; ERRLOG_BUF], len: usize, at: usize) -> bool {
+    let w = |i: usize| load64(head, at + 8 * i);
+    let plain = (w(0) ^ word(TRACEBACK, 0))
+        | (w(1) ^ word(TRACEBACK, 8))
+        | (w(2) ^ word(TRACEBACK, 16))
+        | (w(3) ^ word(TRACEBACK, 24))
+        | ((w(4) ^ word(TRACEBACK, 32)) & 0xffff);
+    let group = (w(0) ^ word(GROUP, 0))
+        | (w(1) ^ word(GROUP, 8))
+        | ((w(2) ^ word(GROUP, 16)) & 0xffff_ffff);
+    (plain == 0 && at + TRACEBACK.len() <= len) || (group == 0 && at + GROUP.len() <= len)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn head(s: &[u8]) -> ([u8; ERRLOG_HEAD], usize) {
-        let mut h = [b'x'; ERRLOG_HEAD];
+    fn tb(s: &[u8]) -> bool {
+        let mut h = [b'x'; ERRLOG_BUF];
         let n = s.len().min(ERRLOG_HEAD);
         h[..n].copy_from_slice(&s[..n]);
-        (h, s.len())
+        has_traceback(&h, s.len())
     }
 
     #[test]
-    fn finds_the_record() {
-        let (h, n) = head(
-            b"[2026-11-22 03:51:19 +0000] [23304] [ERROR] Error handling request /boom\nTraceback",
+    fn finds_records_with_tracebacks() {
+        assert!(tb(b"[2026-11-22 03:51:19 +0000] [23304] [ERROR] Error handling request GET /boom\nTraceback (most recent call last):\n  File"));
+        assert!(tb(b"[2026-11-22 03:51:19 +0000] [9] [ERROR] Exception on /x [GET]\nTraceback (most recent call last):\n"));
+        assert!(tb(
+            b"Internal Server Error: /db\nTraceback (most recent call last):\n  File"
+        ));
+        assert!(tb(
+            b"Traceback (most recent call last):\n  File \"x\", line 1\n"
+        ));
+        assert!(tb(
+            b"Error in handler\n  + Exception Group Traceback (most recent call last):\n"
+        ));
+        assert!(!tb(
+            b"127.0.0.1 - - [22/Nov/2026:03:51:19 +0000] \"GET /ok HTTP/1.1\" 200 2\n"
+        ));
+        assert!(!tb(
+            b"[2026-11-22 03:51:19 +0000] [23304] [INFO] Booting worker with pid: 1\n"
+        ));
+        assert!(
+            !tb(b"message\nsecond line\nTraceback (most recent call last):\n"),
+            "only right after the first line"
         );
-        assert!(is_request_error(&h, n));
-        let (h, n) = head(b"Error handling request /x");
-        assert!(is_request_error(&h, n));
-        let (h, n) = head(b"[2026-11-22 03:51:19 +0000] [23304] [INFO] Booting worker with pid: 1");
-        assert!(!is_request_error(&h, n));
-        let (h, _) = head(b"Error handling request /x");
-        assert!(!is_request_error(&h, 21), "cut before the marker ends");
-        let (h, n) = head(b"127.0.0.1 - - [22/Nov/2026:03:51:19 +0000] \"GET /ok HTTP/1.1\" 200 2");
-        assert!(!is_request_error(&h, n));
-    }
-
-    #[test]
-    fn classes() {
-        assert_eq!(
-            exception_class(b"  File \"app.py\", line 3\nRuntimeError: boom\n"),
-            Some("RuntimeError")
+        assert!(
+            !tb(b"msg\nTraceback (most recent"),
+            "cut before the line ends"
         );
-        assert_eq!(
-            exception_class(b"raise\ndjango.db.utils.OperationalError: no such table\n\n"),
-            Some("django.db.utils.OperationalError")
-        );
-        assert_eq!(
-            exception_class(b"x\nKeyboardInterrupt\n"),
-            Some("KeyboardInterrupt")
-        );
-        assert_eq!(
-            exception_class(b"x\nZeroDivisionError: division by zero\r\n"),
-            Some("ZeroDivisionError")
-        );
-        assert_eq!(exception_class(b"x\n  weird line: with spaces\n"), None);
-        assert_eq!(exception_class(b""), None);
-        assert_eq!(
-            exception_class(b"\xa9\nValueError: caf\xc3\xa9\n"),
-            Some("ValueError"),
-            "starts mid-character"
-        );
-        assert_eq!(exception_class(b"x\n1bad: x\n"), None);
+        let long = [&[b'p'; 600][..], b"\nTraceback (most recent call last):\n"].concat();
+        assert!(!tb(&long), "the first line must end within the head");
     }
 }

@@ -3,8 +3,9 @@
 //! The kernel copies the first [`HEAD_LEN`] bytes of each buffer; `len` says how
 //! many of them the syscall really transferred (the rest is stale memory).
 
-/// Bytes of each buffer the kernel looks at.
-pub const HEAD_LEN: usize = 16;
+/// Bytes of each buffer the kernel looks at: a status line, a chunk-size
+/// line, or a request line's method and the start of its target.
+pub const HEAD_LEN: usize = 32;
 
 /// Method codes stored in maps. `OTHER` is a syntactically valid method that is
 /// not one of the known ones; it keeps the label set bounded.
@@ -95,6 +96,51 @@ pub fn request_method(head: &[u8; HEAD_LEN], len: usize) -> Option<u8> {
     })
 }
 
+/// Bytes of a request target hashed at most: what fits in a head after the
+/// shortest method.
+pub const TARGET_MAX: usize = HEAD_LEN - 4;
+
+/// FNV-1a over the request target's path as far as the head holds it (up to
+/// a space, `?` or the head's end), and how many bytes were hashed. Userspace
+/// hashes the path an exception record names the same way, to tie the record
+/// to the request it interrupted ([`target_hash_of`]).
+#[inline(always)]
+pub fn target_hash(head: &[u8; HEAD_LEN], len: usize) -> (u32, u8) {
+    let len = if len < HEAD_LEN { len } else { HEAD_LEN };
+    let mut sp = 0;
+    while sp < len && head[sp] != b' ' {
+        sp += 1;
+    }
+    let mut hash = FNV_OFFSET;
+    let mut n = 0u8;
+    let mut i = sp + 1;
+    while i < HEAD_LEN {
+        if i >= len {
+            break;
+        }
+        let b = head[i];
+        if b == b' ' || b == b'?' || b == b'\r' {
+            break;
+        }
+        hash = (hash ^ b as u32).wrapping_mul(FNV_PRIME);
+        n += 1;
+        i += 1;
+    }
+    (hash, n)
+}
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
+
+/// [`target_hash`] of a path (query string already removed) cut to the
+/// `n` bytes the kernel hashed.
+pub fn target_hash_of(path: &[u8], n: u8) -> u32 {
+    let n = (n as usize).min(path.len());
+    path[..n]
+        .iter()
+        .fold(FNV_OFFSET, |h, &b| (h ^ b as u32).wrapping_mul(FNV_PRIME))
+}
+
 /// The status code of a response status line (`HTTP/1.x NNN`), or `None`.
 /// The code must be 100..=599 and be followed by a space or a CR.
 #[inline(always)]
@@ -176,7 +222,11 @@ mod tests {
         assert_eq!(m(b"HTTP/1.1 200 OK\r\n"), None);
         assert_eq!(m(b"{\"json\": 1}"), None);
         assert_eq!(m(b"GET\t/"), None);
-        assert_eq!(m(b"ABCDEFGHIJKLMNOP /"), None, "token fills the head");
+        assert_eq!(
+            m(b"ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEF /"),
+            None,
+            "token fills the head"
+        );
         assert_eq!(m(b"\x16\x03\x01\x02\x00"), None, "TLS client hello");
     }
 
@@ -279,6 +329,26 @@ mod tests {
                 &h[..len]
             );
         }
+    }
+
+    #[test]
+    fn target_hashes_match_userspace() {
+        let (h, n) = head(b"GET /boom?x=1 HTTP/1.1\r\n");
+        assert_eq!(target_hash(&h, n), (target_hash_of(b"/boom", 5), 5));
+        let (h, n) = head(b"POST /users/123/orders/4567/items/89 HTTP/1.1");
+        let (hash, hashed) = target_hash(&h, n);
+        assert_eq!(hashed as usize, HEAD_LEN - 5, "cut at the head's end");
+        assert_eq!(
+            hash,
+            target_hash_of(b"/users/123/orders/4567/items/89", hashed)
+        );
+        assert_ne!(hash, target_hash_of(b"/users/123/orders/4567/items/8", 30));
+        let (h, _) = head(b"GET /short HTTP/1.1");
+        assert_eq!(
+            target_hash(&h, 7),
+            (target_hash_of(b"/sh", 3), 3),
+            "short read"
+        );
     }
 
     #[test]

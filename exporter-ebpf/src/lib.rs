@@ -8,6 +8,7 @@
 //! - [`abi`]: `#[repr(C)]` map keys, values and ring-buffer events, map names.
 //! - [`http`]: recognising a request line and a status line from a few bytes.
 //! - [`buckets`]: histogram bucket index, exact at the boundaries.
+//! - [`framing`]: where a response ends, from its headers and body framing.
 //! - [`request`]: the per-connection state machine that turns reads and writes
 //!   into finished requests.
 //! - [`errlog`]: recognising gunicorn's "Error handling request" record and
@@ -18,6 +19,7 @@
 pub mod abi;
 pub mod buckets;
 pub mod errlog;
+pub mod framing;
 pub mod http;
 pub mod request;
 pub mod tracepoint;

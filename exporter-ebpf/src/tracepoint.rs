@@ -1,8 +1,11 @@
-//! Offsets of the tracepoint fields the programs read, from
+//! Offsets of the classic tracepoint fields the programs read, from
 //! `/sys/kernel/tracing/events/<category>/<name>/format`. Syscall tracepoints
 //! lay out `__syscall_nr` at 8 and then one 8-byte slot per argument from 16;
 //! the exit tracepoints carry `ret` at 16. Userspace checks these against the
-//! running kernel's format files before loading (see [`expected_fields`]).
+//! running kernel's format files before loading ([`LIFECYCLE_FIELDS`],
+//! [`SYSCALL_FIELDS`]). Raw tracepoints take their arguments as an array of
+//! u64 instead, and kernel structs are read at offsets from BTF
+//! ([`crate::abi::Offsets`]).
 
 /// First syscall argument (fd for every syscall we trace).
 pub const ARG0: usize = 16;
@@ -20,13 +23,13 @@ pub const RET: usize = 16;
 /// arguments, read by exit programs (see `syscall_args` in the programs).
 pub const PT_REGS_DI: usize = 112;
 pub const PT_REGS_SI: usize = 104;
+pub const PT_REGS_DX: usize = 96;
+/// The syscall number (`orig_ax`; `ax` holds the return value).
+pub const PT_REGS_ORIG_AX: usize = 120;
 
 /// task:task_newtask `pid` (the new task) and `clone_flags`.
 pub const NEWTASK_PID: usize = 8;
 pub const NEWTASK_CLONE_FLAGS: usize = 32;
-/// sched:sched_process_exit `pid` (the exiting thread) and `group_dead`.
-pub const EXIT_PID: usize = 24;
-pub const EXIT_GROUP_DEAD: usize = 32;
 
 /// signal:signal_generate `sig`, `code` and target `pid`.
 pub const GENERATE_SIG: usize = 8;
@@ -38,58 +41,42 @@ pub const DELIVER_SA_HANDLER: usize = 24;
 /// oom:mark_victim `pid`.
 pub const OOM_PID: usize = 8;
 
-/// sock:inet_sock_set_state fields.
-pub const SOCK_OLDSTATE: usize = 16;
-pub const SOCK_NEWSTATE: usize = 20;
-pub const SOCK_SPORT: usize = 24;
-pub const SOCK_DPORT: usize = 26;
-pub const SOCK_FAMILY: usize = 28;
-pub const SOCK_PROTOCOL: usize = 30;
-pub const SOCK_DADDR: usize = 36;
-pub const SOCK_DADDR_V6: usize = 56;
-/// TCP states.
+/// TCP states (include/net/tcp_states.h).
 pub const TCP_ESTABLISHED: i32 = 1;
 pub const TCP_SYN_RECV: i32 = 3;
-/// IPPROTO_TCP.
-pub const IPPROTO_TCP: u16 = 6;
+pub const TCP_FIN_WAIT1: i32 = 4;
+pub const TCP_CLOSE: i32 = 7;
+pub const TCP_CLOSE_WAIT: i32 = 8;
+pub const TCP_LAST_ACK: i32 = 9;
 
 /// `CLONE_THREAD`: the new task is a thread, not a process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
 
-/// (tracepoint, field, offset) the programs rely on.
-pub fn expected_fields() -> &'static [(&'static str, &'static str, usize)] {
-    &[
-        ("syscalls/sys_exit_recvfrom", "ret", RET),
-        ("syscalls/sys_exit_sendto", "ret", RET),
-        ("syscalls/sys_exit_sendfile64", "ret", RET),
-        ("syscalls/sys_enter_shutdown", "how", ARG1),
-        ("syscalls/sys_enter_close", "fd", ARG0),
-        ("syscalls/sys_exit_accept4", "ret", RET),
-        ("syscalls/sys_enter_epoll_ctl", "op", ARG1),
-        ("syscalls/sys_enter_epoll_ctl", "fd", ARG2),
-        ("task/task_newtask", "pid", NEWTASK_PID),
-        ("task/task_newtask", "clone_flags", NEWTASK_CLONE_FLAGS),
-        ("sched/sched_process_exit", "pid", EXIT_PID),
-        ("sched/sched_process_exit", "group_dead", EXIT_GROUP_DEAD),
-        ("syscalls/sys_enter_exit_group", "error_code", ARG0),
-        ("syscalls/sys_exit_wait4", "ret", RET),
-        ("syscalls/sys_enter_utimensat", "filename", ARG1),
-        ("signal/signal_generate", "sig", GENERATE_SIG),
-        ("signal/signal_generate", "code", GENERATE_CODE),
-        ("signal/signal_generate", "pid", GENERATE_PID),
-        ("signal/signal_deliver", "sig", DELIVER_SIG),
-        ("signal/signal_deliver", "sa_handler", DELIVER_SA_HANDLER),
-        ("oom/mark_victim", "pid", OOM_PID),
-        ("sock/inet_sock_set_state", "oldstate", SOCK_OLDSTATE),
-        ("sock/inet_sock_set_state", "newstate", SOCK_NEWSTATE),
-        ("sock/inet_sock_set_state", "sport", SOCK_SPORT),
-        ("sock/inet_sock_set_state", "dport", SOCK_DPORT),
-        ("sock/inet_sock_set_state", "family", SOCK_FAMILY),
-        ("sock/inet_sock_set_state", "protocol", SOCK_PROTOCOL),
-        ("sock/inet_sock_set_state", "daddr", SOCK_DADDR),
-        ("sock/inet_sock_set_state", "daddr_v6", SOCK_DADDR_V6),
-    ]
-}
+/// (tracepoint, field, offset) the lifecycle programs rely on (every hook set).
+pub const LIFECYCLE_FIELDS: &[(&str, &str, usize)] = &[
+    ("task/task_newtask", "pid", NEWTASK_PID),
+    ("task/task_newtask", "clone_flags", NEWTASK_CLONE_FLAGS),
+    ("signal/signal_generate", "sig", GENERATE_SIG),
+    ("signal/signal_generate", "code", GENERATE_CODE),
+    ("signal/signal_generate", "pid", GENERATE_PID),
+    ("signal/signal_deliver", "sig", DELIVER_SIG),
+    ("signal/signal_deliver", "sa_handler", DELIVER_SA_HANDLER),
+    ("oom/mark_victim", "pid", OOM_PID),
+];
+
+/// (tracepoint, field, offset) the syscall hook set relies on.
+pub const SYSCALL_FIELDS: &[(&str, &str, usize)] = &[
+    ("syscalls/sys_exit_recvfrom", "ret", RET),
+    ("syscalls/sys_exit_sendto", "ret", RET),
+    ("syscalls/sys_exit_sendfile64", "ret", RET),
+    ("syscalls/sys_enter_shutdown", "fd", ARG0),
+    ("syscalls/sys_enter_shutdown", "how", ARG1),
+    ("syscalls/sys_enter_close", "fd", ARG0),
+    ("syscalls/sys_exit_accept4", "ret", RET),
+    ("syscalls/sys_enter_write", "fd", ARG0),
+    ("syscalls/sys_enter_write", "buf", ARG1),
+    ("syscalls/sys_enter_write", "count", ARG2),
+];
 
 /// The offset of `field` in a tracepoint format file's text, if declared.
 /// Lines look like `\tfield:int fd;\toffset:16;\tsize:8;\tsigned:0;`.
