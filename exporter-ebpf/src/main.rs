@@ -1,24 +1,84 @@
 //! The eBPF programs. Built for `bpfel-unknown-none` by the exporter's build
 //! script; on the host this binary is empty (only the library is used there).
+//!
+//! - `procs`, `signals`: the process tree and its lifecycle (every kernel);
+//! - `sockets`: client-socket I/O from the socket-layer tracepoints;
+//! - `syscalls`: the same from syscall tracepoints, where those are missing;
+//! - `conns`: the glue both run the shared request state machine through;
+//! - `queue`: time from TCP handshake to worker; `records`: traceback records.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
-mod maps;
+mod conns;
 #[cfg(target_arch = "bpf")]
-mod net;
+mod maps;
 #[cfg(target_arch = "bpf")]
 mod procs;
 #[cfg(target_arch = "bpf")]
 mod queue;
 #[cfg(target_arch = "bpf")]
-mod signals;
-
-/// Does nothing: `--empty-programs` attaches it everywhere to measure the
-/// cost floor of tracing itself.
+mod records;
 #[cfg(target_arch = "bpf")]
-#[aya_ebpf::macros::tracepoint]
-pub fn empty(_ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-    0
+mod signals;
+#[cfg(target_arch = "bpf")]
+mod sockets;
+#[cfg(target_arch = "bpf")]
+mod syscalls;
+
+/// Programs that do nothing: `--empty-programs` attaches them in place of the
+/// real ones to measure the cost floor of the hooks themselves.
+#[cfg(target_arch = "bpf")]
+mod empty {
+    use aya_ebpf::{
+        macros::{raw_tracepoint, tracepoint, uprobe},
+        programs::{ProbeContext, RawTracePointContext, TracePointContext},
+    };
+
+    #[tracepoint]
+    pub fn empty(_ctx: TracePointContext) -> u32 {
+        0
+    }
+
+    #[raw_tracepoint]
+    pub fn empty_raw(_ctx: RawTracePointContext) -> i32 {
+        0
+    }
+
+    #[uprobe]
+    pub fn empty_uprobe(_ctx: ProbeContext) -> u32 {
+        0
+    }
+}
+
+/// Programs only loaded (never attached) at start, to learn whether the
+/// running kernel has the helpers the real programs call: a load that fails
+/// names the missing helper, instead of a verifier dump at the real load.
+#[cfg(target_arch = "bpf")]
+mod probe {
+    use core::ffi::c_void;
+
+    use aya_ebpf::{
+        helpers::generated::{bpf_get_current_task_btf, bpf_loop, bpf_task_pt_regs},
+        macros::raw_tracepoint,
+        programs::RawTracePointContext,
+    };
+
+    #[raw_tracepoint]
+    pub fn probe_task_pt_regs(_ctx: RawTracePointContext) -> i32 {
+        // SAFETY: the helpers take the current task's BTF pointer.
+        unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as i32 }
+    }
+
+    #[inline(never)]
+    extern "C" fn step(_index: u32, _ctx: *mut c_void) -> i64 {
+        1
+    }
+
+    #[raw_tracepoint]
+    pub fn probe_loop(_ctx: RawTracePointContext) -> i32 {
+        // SAFETY: a callback that only stops the loop.
+        unsafe { bpf_loop(1, step as *mut c_void, core::ptr::null_mut(), 0) as i32 }
+    }
 }
 
 #[cfg(target_arch = "bpf")]

@@ -13,10 +13,11 @@ use aya_ebpf::{
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, Event, Heartbeat, MetricKey, Proc, cause, error, flag, role,
+        Aggregate, Config, ConnKey, Event, FailedEvent, MetricKey, Offsets, Proc, cause, error,
+        event, flag, role, stat,
     },
     request::{Conn, Finished},
-    tracepoint::{PT_REGS_DI, PT_REGS_SI},
+    tracepoint::{PT_REGS_DI, PT_REGS_DX, PT_REGS_ORIG_AX, PT_REGS_SI},
 };
 
 #[map]
@@ -35,24 +36,14 @@ pub static ZERO: PerCpuArray<Aggregate> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(error::COUNT, 0);
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+/// Lifecycle events, failed requests and traceback records, in order.
 #[map]
-pub static HEARTBEAT: HashMap<u32, Heartbeat> = HashMap::with_max_entries(4096, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// tgid -> (wait status, master) of a watched process between its death and
+/// its reaping.
 #[map]
-pub static EXC_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
-#[map]
-pub static ACCEPTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// A tracepoint field, loaded straight from the context: tracepoint programs
-/// may read their record at offsets aligned to the load size, which saves a
-/// bpf_probe_read helper call per field.
-#[inline(always)]
-pub fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    // SAFETY: offsets come from the tracepoint formats (userspace checks them
-    // against the running kernel before loading) and are aligned to their
-    // field; the verifier rejects any access outside the record.
-    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
-}
+pub static DEAD: HashMap<u32, [u32; 2]> = HashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 pub fn pid_tgid() -> (u32, u32) {
@@ -66,6 +57,48 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// A classic tracepoint's field, loaded straight from the context: tracepoint
+/// programs may read their record at offsets aligned to the load size, which
+/// saves a helper call per field.
+#[inline(always)]
+pub fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: offsets come from the tracepoint formats (userspace checks them
+    // against the running kernel before loading) and are aligned to their
+    // field; the verifier rejects any access outside the record.
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
+}
+
+/// The configuration userspace wrote before attaching.
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    // SAFETY: written once before the programs are attached, read-only after.
+    CONFIG.get_ptr(0).map(|c| unsafe { &*c })
+}
+
+#[inline(always)]
+pub fn offsets() -> Option<&'static Offsets> {
+    config().map(|c| &c.offsets)
+}
+
+/// A kernel struct field at `base + off` (0 when unreadable). No branch on
+/// the outcome: the helper zeroes the destination when it fails, so every
+/// read leaves the verifier one path with an unknown value, not two (a known
+/// 0 and an unknown), which doubled the paths to verify at each read.
+#[inline(always)]
+pub fn kernel<T: Copy + Default>(base: u64, off: u32) -> T {
+    let mut value = T::default();
+    // SAFETY: the helper faults safely on a bad kernel address and writes at
+    // most size_of::<T>() bytes into `value`.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            &mut value as *mut T as *mut _,
+            core::mem::size_of::<T>() as u32,
+            (base + off as u64) as *const _,
+        )
+    };
+    value
+}
+
 #[inline(always)]
 pub fn count_error(kind: u32) {
     if let Some(counter) = ERRORS.get_ptr_mut(kind) {
@@ -75,36 +108,35 @@ pub fn count_error(kind: u32) {
 }
 
 #[inline(always)]
+pub fn count(kind: u32) {
+    if let Some(counter) = STATS.get_ptr_mut(kind) {
+        // SAFETY: as in count_error.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
 pub fn tracked(tgid: u32) -> Option<Proc> {
-    // SAFETY: Proc is plain data; a racing update can at worst be read torn,
-    // and both fields are only ever written together at insert.
+    // SAFETY: Proc is plain data; a racing update can at worst be read torn.
     TRACKED.get_ptr(&tgid).map(|p| unsafe { *p })
 }
 
+/// The tracked worker `tgid`, if it is one.
 #[inline(always)]
-pub fn is_worker(tgid: u32) -> bool {
-    matches!(tracked(tgid), Some(p) if p.role == role::WORKER)
+pub fn worker(tgid: u32) -> Option<Proc> {
+    tracked(tgid).filter(|p| p.role == role::WORKER)
 }
 
-/// Adds a finished request to its worker's series. A 5xx or unanswered
-/// request of a worker its master is aborting failed by timeout.
-#[inline(always)]
+/// Adds a finished request to its worker's series; a failed one also goes
+/// to userspace, which tells why it failed.
+#[inline(never)]
 pub fn record(tgid: u32, done: &Finished) {
-    let Some(config) = CONFIG.get_ptr(0) else {
-        return;
-    };
-    let failed = done.status >= 500 || done.status == 0;
-    let aborting = failed && matches!(tracked(tgid), Some(p) if p.flags & flag::ABORTING != 0);
-    let cause = if aborting {
-        cause::WORKER_TIMEOUT
-    } else {
-        done.cause
-    };
+    let Some(config) = config() else { return };
     let key = MetricKey {
         tgid,
         status: done.status,
         method: done.method,
-        cause,
+        _pad: 0,
     };
     let aggregate = match METRICS.get_ptr_mut(&key) {
         Some(a) => a,
@@ -118,8 +150,40 @@ pub fn record(tgid: u32, done: &Finished) {
             }
         }
     };
-    // SAFETY: our CPU's copy of the value; CONFIG is written once before attach.
-    unsafe { (*aggregate).record(done, &(*config).duration_bounds_ns) };
+    // SAFETY: our CPU's copy of the value.
+    unsafe { (*aggregate).record(done, &config.duration_bounds_ns) };
+    if done.failed() {
+        failed(tgid, done);
+    }
+}
+
+#[inline(always)]
+fn failed(tgid: u32, done: &Finished) {
+    let aborting = matches!(tracked(tgid), Some(p) if p.flags & flag::ABORTING != 0);
+    let ev = FailedEvent {
+        header: Event {
+            kind: event::FAILED,
+            pid: tgid,
+            other: done.tid,
+            value: done.status as i32,
+            code: 0,
+            _pad: 0,
+            ts_ns: done.end_ns,
+        },
+        start_ns: done.start_ns,
+        target: done.target,
+        method: done.method,
+        target_len: done.target_len,
+        cut: done.cut as u8,
+        cause: if aborting {
+            cause::WORKER_TIMEOUT
+        } else {
+            cause::NONE
+        },
+    };
+    if EVENTS.output::<FailedEvent>(&ev, 0).is_err() {
+        count_error(error::EVENTS_LOST);
+    }
 }
 
 /// Sends a lifecycle event to userspace (see `abi::event` for the fields).
@@ -143,26 +207,35 @@ pub fn emit(kind: u32, pid: u32, other: u32, value: i32, code: i32) {
 #[inline(always)]
 pub fn set_flags(tgid: u32, bits: u32) {
     if let Some(p) = TRACKED.get_ptr_mut(&tgid) {
-        // SAFETY: a map value; a lost race between two setters loses a bit
-        // only when both run at once for the same process, which the
-        // lifecycle never does (exit_group and SIGABRT come from one thread each).
+        // SAFETY: a map value; the only writer of flags is SIGABRT's generation.
         unsafe { (*p).flags |= bits };
     }
 }
 
-/// The first two arguments of the syscall this thread is in, from the
-/// registers the kernel saved at its entry (a syscall reads but never changes
-/// them; only its return value is written back). Exit programs read them
-/// there, so no enter program has to run and stash them.
+/// The syscall this thread is in, from the registers the kernel saved at its
+/// entry (a syscall reads but never changes them; only its return value is
+/// written back): its number and first three arguments. Programs that run
+/// inside a syscall (its exit, or a socket tracepoint) read them there, so no
+/// enter program has to stash them.
+#[derive(Clone, Copy)]
+pub struct Syscall {
+    pub nr: u64,
+    pub arg0: u64,
+    pub arg1: u64,
+    pub arg2: u64,
+}
+
 #[inline(always)]
-pub fn syscall_args() -> (u64, u64) {
+pub fn syscall() -> Syscall {
     // SAFETY: helpers returning the current task and its saved user registers
     // (BTF pointers: the verifier checks each load against struct pt_regs).
     unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
-        (
-            core::ptr::read_volatile(regs.add(PT_REGS_DI / 8)),
-            core::ptr::read_volatile(regs.add(PT_REGS_SI / 8)),
-        )
+        Syscall {
+            nr: core::ptr::read_volatile(regs.add(PT_REGS_ORIG_AX / 8)),
+            arg0: core::ptr::read_volatile(regs.add(PT_REGS_DI / 8)),
+            arg1: core::ptr::read_volatile(regs.add(PT_REGS_SI / 8)),
+            arg2: core::ptr::read_volatile(regs.add(PT_REGS_DX / 8)),
+        }
     }
 }

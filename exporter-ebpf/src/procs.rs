@@ -1,30 +1,27 @@
 //! The process tree and its lifecycle: the master's forks become tracked
 //! workers in the kernel (no early request of a new worker is missed); execs,
-//! exits, reaps, listens, heartbeats and OOM kills become events.
+//! deaths, reaps and OOM kills become events. None of these hooks is a
+//! syscall tracepoint: they fire on process events only.
 
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_get_current_task,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use exporter_ebpf::{
-    abi::{Heartbeat, NO_EXIT_CODE, Proc, error, event, flag, role},
-    tracepoint::{
-        ARG0, ARG1, CLONE_THREAD, EXIT_GROUP_DEAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID, RET,
-    },
+    abi::{Proc, error, event, role},
+    tracepoint::{CLONE_THREAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID},
 };
 
-use crate::maps::{
-    HEARTBEAT, TRACKED, count_error, emit, field, now, pid_tgid, syscall_args, tracked,
-};
-
-#[inline(always)]
-fn is_master(tgid: u32) -> bool {
-    matches!(tracked(tgid), Some(p) if p.role == role::MASTER)
-}
+use crate::maps::{DEAD, TRACKED, count_error, emit, field, kernel, offsets, pid_tgid, tracked};
 
 /// task:task_newtask runs in the parent before the child first runs, and
 /// carries clone_flags, so threads (CLONE_THREAD) are told from processes.
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let (_, parent) = pid_tgid();
-    if !is_master(parent) {
+    if !matches!(tracked(parent), Some(p) if p.role == role::MASTER) {
         return 0;
     }
     let (flags, child) = (
@@ -55,101 +52,58 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// exit_group's code, kept until the process's last thread is gone.
-#[tracepoint]
-pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
-    let (_, tgid) = pid_tgid();
-    if let Some(p) = TRACKED.get_ptr_mut(&tgid) {
-        // SAFETY: offset from the syscall layout; a map value of this type.
-        unsafe {
-            (*p).exit_code = field::<u64>(&ctx, ARG0) as i32;
-            (*p).flags |= flag::EXITED;
-        }
-    }
-    0
-}
+const EEXIST: i32 = -17;
 
-/// sched:sched_process_exit fires for every exiting thread; the last one
-/// (group_dead) ends the process.
+/// sched:sched_process_exit fires for every exiting thread. The process is
+/// dead when no thread is left alive: `signal->live` (which do_exit has just
+/// decremented) is 0. That is the kernel's own test for `group_dead`, which
+/// only recent kernels pass to the tracepoint. Two threads exiting at once
+/// may both see 0: DEAD's insert lets only the first report it.
 #[tracepoint]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
-    let group_dead = field::<u8>(&ctx, EXIT_GROUP_DEAD);
-    if group_dead == 0 {
+    let Some(p) = tracked(tgid) else { return 0 };
+    let Some(off) = offsets() else { return 0 };
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let signal: u64 = kernel(task, off.task_signal);
+    let live: i32 = kernel(signal, off.signal_live);
+    if live != 0 || signal == 0 {
         return 0;
     }
-    let Some(p) = tracked(tgid) else { return 0 };
+    // The wait status the parent will see (exit code << 8, or the signal).
+    let status: i32 = kernel(task, off.task_exit_code);
+    match DEAD.insert(&tgid, &[status as u32, p.master], BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(EEXIST) => return 0,
+        Err(_) => count_error(error::TRACKED_FULL),
+    }
     let _ = TRACKED.remove(&tgid);
-    let _ = HEARTBEAT.remove(&tgid);
-    let code = if p.flags & flag::EXITED != 0 {
-        p.exit_code
-    } else {
-        NO_EXIT_CODE
-    };
-    emit(event::EXIT, tgid, p.master, code, 0);
+    emit(event::EXIT, tgid, p.master, status, 0);
     0
 }
 
-/// wait4 in a master: report the reaped child and its status.
-#[tracepoint]
-pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
-    let child = field::<i64>(&ctx, RET);
-    if child <= 0 {
+/// sched:sched_process_free: a task is released, which for a dead process's
+/// leader happens once its parent reaped it (wait) - Gunicorn's child_exit
+/// moment - and an RCU grace period passed. Runs in any context: the task
+/// comes as the raw tracepoint's argument.
+#[raw_tracepoint(tracepoint = "sched_process_free")]
+pub fn sched_process_free(ctx: RawTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let Some(off) = offsets() else { return 0 };
+    let pid: u32 = kernel(task, off.task_pid);
+    let Some(dead) = DEAD.get_ptr(&pid) else {
         return 0;
-    }
-    let (_, tgid) = pid_tgid();
-    if !is_master(tgid) {
-        return 0;
-    }
-    let (_, status_ptr) = syscall_args();
-    let status = if status_ptr == 0 {
-        0
-    } else {
-        // SAFETY: the user's status pointer; the helper faults safely.
-        unsafe { bpf_probe_read_user(status_ptr as *const i32).unwrap_or(0) }
     };
-    emit(event::REAP, tgid, child as u32, status, 0);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_listen(_ctx: TracePointContext) -> u32 {
-    let (_, tgid) = pid_tgid();
-    if is_master(tgid) {
-        emit(event::LISTEN, tgid, tgid, 0, 0);
-    }
-    0
-}
-
-/// A worker's heartbeat: gunicorn touches its heartbeat file with
-/// futimens(fd), i.e. utimensat with a NULL path. The first one after boot
-/// means the worker is initialised.
-#[tracepoint]
-pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
-    let (_, tgid) = pid_tgid();
-    let path = field::<u64>(&ctx, ARG1);
-    if path != 0 {
+    // A thread of the process shares its tgid, not its pid.
+    let tgid: u32 = kernel(task, off.task_tgid);
+    if tgid != pid {
         return 0;
     }
-    let Some(p) = tracked(tgid) else { return 0 };
-    if p.role != role::WORKER {
-        return 0;
-    }
-    let beat = Heartbeat {
-        ts_ns: now(),
-        fd: field::<u64>(&ctx, ARG0) as u32,
-        _pad: 0,
-    };
-    match HEARTBEAT.get_ptr_mut(&tgid) {
-        // SAFETY: this worker's entry; removed only when it exits.
-        Some(slot) => unsafe { *slot = beat },
-        None => {
-            if HEARTBEAT.insert(&tgid, &beat, 0).is_err() {
-                count_error(error::TRACKED_FULL);
-            }
-            emit(event::BOOTED, tgid, p.master, 0, 0);
-        }
-    }
+    // SAFETY: plain data.
+    let [status, master] = unsafe { *dead };
+    let _ = DEAD.remove(&pid);
+    emit(event::REAP, master, pid, status as i32, 0);
     0
 }
 

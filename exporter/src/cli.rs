@@ -5,6 +5,8 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
+use crate::capabilities::Hooks;
+
 /// Exact per-worker request metrics of a running Gunicorn, from the kernel.
 ///
 /// Attaches eBPF tracepoint programs to a Gunicorn master and its workers (no
@@ -39,17 +41,27 @@ pub struct Options {
     #[arg(long, default_value_t = 60.0)]
     pub series_grace: f64,
 
-    /// Which syscalls carry client-socket I/O. `gunicorn`: what every Gunicorn
-    /// worker class uses (recvfrom, sendto, sendfile). `all`: also read, readv,
-    /// recvmsg, write, writev, sendmsg, for apps or servers that use them; every
-    /// traced syscall costs every process on the host a little (see README).
-    #[arg(long, value_enum, default_value_t = IoSyscalls::Gunicorn)]
+    /// Which hooks see the workers' client-socket I/O. `auto`: the socket
+    /// tracepoints where the kernel has them (Linux 6.5+: no syscall
+    /// tracepoint, nothing added to the rest of the host's syscalls), else the
+    /// syscall tracepoints. `sockets` or `syscalls` force one (an error where
+    /// the kernel lacks it).
+    #[arg(long, value_enum, default_value_t = Hooks::Auto)]
+    pub hooks: Hooks,
+
+    /// With the syscall hooks, which syscalls carry client-socket I/O.
+    /// `auto`: what Gunicorn's worker classes use (recvfrom, sendto,
+    /// sendfile), plus read, readv, recvmsg, write, writev and sendmsg once a
+    /// worker is seen running uvloop, whose libuv uses them. `gunicorn`: never
+    /// those. `all`: those from the start. Every traced syscall costs every
+    /// process on the host a little (see README). The socket hooks see every
+    /// family anyway.
+    #[arg(long, value_enum, default_value_t = IoSyscalls::Auto)]
     pub io_syscalls: IoSyscalls,
 
-    /// Do not trace workers' write(2) for gunicorn's "Error handling request"
-    /// records: app-exception 500s are then reported as error_type http_5xx
-    /// instead of their exception class, and every write on the host skips a
-    /// small program.
+    /// Do not follow workers' log records with Python tracebacks: failed
+    /// requests are then reported as error_type http_5xx (or aborted) instead
+    /// of their exception class, and workers' writes skip a small program.
     #[arg(long)]
     pub no_exception_classes: bool,
 
@@ -83,6 +95,7 @@ pub struct Options {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum IoSyscalls {
+    Auto,
     Gunicorn,
     All,
 }
@@ -117,6 +130,9 @@ mod tests {
         assert!(Options::try_parse_from(["x", "--pid", "1", "--pidfile", "/p"]).is_err());
         let o = Options::try_parse_from(["x", "--pid", "42"]).unwrap();
         assert_eq!((o.pid, o.port, o.buckets.len()), (Some(42), 9091, 15));
+        assert_eq!((o.hooks, o.io_syscalls), (Hooks::Auto, IoSyscalls::Auto));
+        let o = Options::try_parse_from(["x", "--pid", "1", "--hooks", "syscalls"]).unwrap();
+        assert_eq!(o.hooks, Hooks::Syscalls);
     }
 
     #[test]

@@ -11,13 +11,10 @@ use std::{
 };
 
 use exporter_ebpf::{
-    abi::{Aggregate, MetricKey, SIZE_BOUNDS, cause, error},
+    abi::{Aggregate, MetricKey, SIZE_BOUNDS, error, stat},
     buckets::used_slots,
     http::method,
-    request::{
-        ABORTED, Conn,
-        phase::{READING, RESPONDING},
-    },
+    request::{ABORTED, Conn, phase::RESPONDING},
 };
 use prometheus::{
     core::{Collector, Desc},
@@ -42,7 +39,7 @@ pub struct Exporter {
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [x::Family; 22] = [
+const FAMILIES: [x::Family; 25] = [
     (
         x::REQUESTS,
         "Completed HTTP responses, by method and status code.",
@@ -145,6 +142,21 @@ const FAMILIES: [x::Family; 22] = [
         &[],
     ),
     (x::BUILD_INFO, "Exporter build information.", &["version"]),
+    (
+        x::KERNEL_INFO,
+        "The running kernel and the hooks the exporter chose on it: sockets (socket-layer tracepoints, no syscall tracepoint) or syscalls.",
+        &["release", "hooks"],
+    ),
+    (
+        x::KERNEL_CAPABILITY,
+        "1 for each kernel capability the exporter probed and found, 0 for one it did not.",
+        &["capability"],
+    ),
+    (
+        x::UNFRAMED,
+        "Responses whose end their framing did not tell (headers beyond the scanned bound, or framing not as announced): ended by the worker's signals instead.",
+        &[],
+    ),
 ];
 
 impl Exporter {
@@ -239,21 +251,8 @@ impl Exporter {
         });
 
         let mut failed: BTreeMap<(u32, u8, &str), u64> = BTreeMap::new();
-        for ((pid, m, class), n) in state.exceptions.counts() {
-            *failed.entry((*pid, *m, class.as_str())).or_default() += n;
-        }
-        for (k, a) in series {
-            let kind = match (k.status, k.cause) {
-                // Counted by exception class, above.
-                (_, cause::APP_EXCEPTION) => continue,
-                (_, cause::WORKER_TIMEOUT) => "worker_timeout",
-                (_, cause::WORKER_CRASH) => "worker_crash",
-                (_, cause::WORKER_KILLED) => "worker_killed",
-                (ABORTED, _) => "aborted",
-                (500.., _) => "http_5xx",
-                _ => continue,
-            };
-            *failed.entry((k.tgid, k.method, kind)).or_default() += a.count;
+        for ((pid, m, kind), n) in state.exceptions.counts() {
+            *failed.entry((*pid, *m, kind.as_str())).or_default() += n;
         }
         let failed = failed.into_iter().map(|((pid, m, kind), n)| {
             (
@@ -341,9 +340,7 @@ impl Exporter {
                 b.1 += a.duration_sum_ns;
             }
         }
-        let in_flight = conns
-            .iter()
-            .filter(|(_, c)| matches!(c.phase, READING | RESPONDING));
+        let in_flight = conns.iter().filter(|(_, c)| c.busy());
         for (pid, conn) in in_flight {
             if let Some(b) = busy.get_mut(pid) {
                 b.0 += 1;
@@ -372,11 +369,11 @@ impl Exporter {
             .iter()
             .map(|(pid, b)| (worker(state, *pid), b.1 as f64 / 1e9));
         let heartbeat_age = state
-            .kernel
-            .heartbeats()
+            .heartbeats
+            .ages()
             .into_iter()
             .filter(|(pid, _)| alive.iter().any(|(p, _)| p == pid))
-            .map(|(pid, at)| (worker(state, pid), now_ns.saturating_sub(at) as f64 / 1e9));
+            .map(|(pid, age)| (worker(state, pid), age));
 
         vec![
             x::gauge(x::WORKER_STATE, Self::help(x::WORKER_STATE), states),
@@ -417,7 +414,11 @@ impl Exporter {
             state.kernel.read_queue(),
             Default::default(),
         );
-        let accepted = self.or_count("the accept counter", state.kernel.accepted(), 0);
+        let accepted = self.or_count(
+            "the connection counter",
+            state.kernel.connections_taken(),
+            0,
+        );
         let queue_row = HistogramRow {
             labels: vec![],
             bounds: &buckets.seconds,
@@ -485,6 +486,8 @@ impl Exporter {
             state.kernel.read_errors(),
             [0; error::COUNT as usize],
         );
+        let unframed = self.or_count("the unframed counter", state.kernel.stat(stat::UNFRAMED), 0);
+        let info = &state.kernel_info;
         vec![
             x::counter(
                 x::KERNEL_ERRORS,
@@ -506,6 +509,32 @@ impl Exporter {
                     vec![("version", env!("CARGO_PKG_VERSION").to_string())],
                     1.0,
                 )],
+            ),
+            x::gauge(
+                x::KERNEL_INFO,
+                Self::help(x::KERNEL_INFO),
+                [(
+                    vec![
+                        ("release", info.release.clone()),
+                        ("hooks", info.hooks.name().to_string()),
+                    ],
+                    1.0,
+                )],
+            ),
+            x::gauge(
+                x::KERNEL_CAPABILITY,
+                Self::help(x::KERNEL_CAPABILITY),
+                info.capabilities.iter().map(|c| {
+                    (
+                        vec![("capability", c.name.to_string())],
+                        c.present as u8 as f64,
+                    )
+                }),
+            ),
+            x::counter(
+                x::UNFRAMED,
+                Self::help(x::UNFRAMED),
+                [(vec![], unframed as f64)],
             ),
         ]
     }

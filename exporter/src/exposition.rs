@@ -29,6 +29,9 @@ pub const UP: &str = "gunicorn_up";
 pub const KERNEL_ERRORS: &str = "gunicorn_exporter_kernel_errors_total";
 pub const COLLECT_ERRORS: &str = "gunicorn_exporter_collect_errors_total";
 pub const BUILD_INFO: &str = "gunicorn_exporter_build_info";
+pub const KERNEL_INFO: &str = "gunicorn_exporter_kernel_info";
+pub const KERNEL_CAPABILITY: &str = "gunicorn_exporter_kernel_capability";
+pub const UNFRAMED: &str = "gunicorn_exporter_unframed_responses_total";
 // Resources, from /proc (resources.rs).
 pub const WORKER_MEMORY: &str = "gunicorn_worker_memory_bytes";
 pub const MASTER_MEMORY: &str = "gunicorn_master_memory_bytes";

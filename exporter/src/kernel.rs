@@ -1,35 +1,44 @@
-//! The kernel side as userspace sees it: load the embedded object, configure
-//! it, attach its programs, and typed access to its maps.
+//! The kernel side as userspace sees it: load the embedded object, probe
+//! the helpers, configure it, attach the hook set the kernel supports, and
+//! typed access to its maps.
+
+use std::{collections::BTreeMap, os::unix::ffi::OsStrExt as _, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{
+        ProgramError, RawTracePoint, TracePoint, UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, DURATION_SLOTS, Heartbeat, MetricKey, Proc, Queue, error, map,
+        Aggregate, Config, ConnKey, DURATION_SLOTS, MetricKey, Offsets, Proc, Queue, error, hooks,
+        map, stat,
     },
     request::Conn,
 };
 use thiserror::Error;
 
-/// Insert only if absent (a heartbeat the kernel saw meanwhile wins).
-const BPF_NOEXIST: u64 = 1;
-
-use crate::cli::IoSyscalls;
+use crate::capabilities::{self, Hooks};
 
 // The programs take syscall arguments from x86-64 `struct pt_regs` offsets
-// (exporter_ebpf::tracepoint::PT_REGS_DI/SI); another architecture needs its own.
+// (exporter_ebpf::tracepoint::PT_REGS_*); another architecture needs its own.
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("gunicorn-ebpf-exporter's eBPF programs read x86-64 syscall registers");
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exporter-ebpf"));
 
+/// Insert only if absent.
+const BPF_NOEXIST: u64 = 1;
+
 #[derive(Debug, Error)]
 pub enum KernelError {
     #[error("loading the eBPF object failed")]
     Load(#[source] aya::EbpfError),
+    #[error(transparent)]
+    Unsupported(#[from] capabilities::Unsupported),
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("map {name}")]
@@ -46,70 +55,149 @@ pub enum KernelError {
     },
 }
 
-/// (program, category, tracepoint). Processes first, so forks are followed
-/// before any I/O is. Syscalls are traced at their exit only (their arguments
-/// come from the saved registers), except the few whose entry is the event.
-type Attachment = (&'static str, &'static str, &'static str);
-
-const PROCESS: [Attachment; 10] = [
-    ("task_newtask", "task", "task_newtask"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sys_enter_exit_group", "syscalls", "sys_enter_exit_group"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sys_exit_wait4", "syscalls", "sys_exit_wait4"),
-    ("sys_enter_listen", "syscalls", "sys_enter_listen"),
-    ("sys_enter_utimensat", "syscalls", "sys_enter_utimensat"),
-    ("signal_generate", "signal", "signal_generate"),
-    ("signal_deliver", "signal", "signal_deliver"),
-    ("mark_victim", "oom", "mark_victim"),
-];
-const GUNICORN_IO: [Attachment; 9] = [
-    ("sys_exit_accept4", "syscalls", "sys_exit_accept4"),
-    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
-    ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
-    ("sys_exit_sendto", "syscalls", "sys_exit_sendto"),
-    ("sys_exit_sendfile64", "syscalls", "sys_exit_sendfile64"),
-    ("sys_enter_shutdown", "syscalls", "sys_enter_shutdown"),
-    ("sys_enter_close", "syscalls", "sys_enter_close"),
-    ("sys_enter_epoll_ctl", "syscalls", "sys_enter_epoll_ctl"),
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-];
-/// The exception class behind an app-exception 500 (--no-exception-classes drops it).
-const ERROR_LOG: [Attachment; 1] = [("error_log_write", "syscalls", "sys_enter_write")];
-const OTHER_IO: [Attachment; 6] = [
-    ("sys_exit_read", "syscalls", "sys_exit_read"),
-    ("sys_exit_readv", "syscalls", "sys_exit_readv"),
-    ("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
-    ("sys_exit_write", "syscalls", "sys_exit_write"),
-    ("sys_exit_writev", "syscalls", "sys_exit_writev"),
-    ("sys_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
-];
-
-/// Which optional programs to attach.
+/// Where a program attaches.
 #[derive(Clone, Copy, Debug)]
-pub struct Programs {
-    pub io: IoSyscalls,
-    pub exception_classes: bool,
-    /// Attach [`EMPTY`] in place of every program (the cost floor).
-    pub empty: bool,
+enum Point {
+    /// A classic tracepoint: category, name.
+    Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint by name.
+    Raw(&'static str),
 }
 
-/// A program that returns at once, for measuring what tracing itself costs.
-const EMPTY: &str = "empty";
+/// (program, where).
+type Attachment = (&'static str, Point);
+
+/// The process tree and lifecycle: no syscall tracepoint, every hook set.
+const LIFECYCLE: [Attachment; 7] = [
+    ("task_newtask", Point::Tracepoint("task", "task_newtask")),
+    (
+        "sched_process_exec",
+        Point::Tracepoint("sched", "sched_process_exec"),
+    ),
+    (
+        "sched_process_exit",
+        Point::Tracepoint("sched", "sched_process_exit"),
+    ),
+    ("sched_process_free", Point::Raw("sched_process_free")),
+    (
+        "signal_generate",
+        Point::Tracepoint("signal", "signal_generate"),
+    ),
+    (
+        "signal_deliver",
+        Point::Tracepoint("signal", "signal_deliver"),
+    ),
+    ("mark_victim", Point::Tracepoint("oom", "mark_victim")),
+];
+/// Client-socket I/O from the socket layer.
+const SOCKETS: [Attachment; 3] = [
+    ("sock_recv_length", Point::Raw("sock_recv_length")),
+    ("sock_send_length", Point::Raw("sock_send_length")),
+    ("inet_sock_set_state", Point::Raw("inet_sock_set_state")),
+];
+/// Client-socket I/O from the syscalls Gunicorn's worker classes use.
+const SYSCALLS: [Attachment; 8] = [
+    (
+        "sys_exit_accept4",
+        Point::Tracepoint("syscalls", "sys_exit_accept4"),
+    ),
+    (
+        "sys_exit_accept",
+        Point::Tracepoint("syscalls", "sys_exit_accept"),
+    ),
+    (
+        "sys_exit_recvfrom",
+        Point::Tracepoint("syscalls", "sys_exit_recvfrom"),
+    ),
+    (
+        "sys_exit_sendto",
+        Point::Tracepoint("syscalls", "sys_exit_sendto"),
+    ),
+    (
+        "sys_exit_sendfile64",
+        Point::Tracepoint("syscalls", "sys_exit_sendfile64"),
+    ),
+    (
+        "sys_enter_shutdown",
+        Point::Tracepoint("syscalls", "sys_enter_shutdown"),
+    ),
+    (
+        "sys_enter_close",
+        Point::Tracepoint("syscalls", "sys_enter_close"),
+    ),
+    ("inet_sock_set_state", Point::Raw("inet_sock_set_state")),
+];
+/// The read/write family, for servers that use it (uvloop's libuv).
+const SYSCALL_RW: [Attachment; 6] = [
+    (
+        "sys_exit_read",
+        Point::Tracepoint("syscalls", "sys_exit_read"),
+    ),
+    (
+        "sys_exit_readv",
+        Point::Tracepoint("syscalls", "sys_exit_readv"),
+    ),
+    (
+        "sys_exit_recvmsg",
+        Point::Tracepoint("syscalls", "sys_exit_recvmsg"),
+    ),
+    (
+        "sys_exit_write",
+        Point::Tracepoint("syscalls", "sys_exit_write"),
+    ),
+    (
+        "sys_exit_writev",
+        Point::Tracepoint("syscalls", "sys_exit_writev"),
+    ),
+    (
+        "sys_exit_sendmsg",
+        Point::Tracepoint("syscalls", "sys_exit_sendmsg"),
+    ),
+];
+/// Workers' error-log writes, with the syscall hooks.
+const SYSCALL_LOG: [Attachment; 1] = [(
+    "sys_enter_write",
+    Point::Tracepoint("syscalls", "sys_enter_write"),
+)];
+/// The same with the socket hooks: a uprobe on the C library's write() in
+/// each worker.
+const LIBC_WRITE: &str = "libc_write";
+
+/// Programs that return at once (`--empty-programs`), one per program type.
+const EMPTY_TRACEPOINT: &str = "empty";
+const EMPTY_RAW: &str = "empty_raw";
+const EMPTY_UPROBE: &str = "empty_uprobe";
+
+/// What to attach.
+#[derive(Clone, Copy, Debug)]
+pub struct Programs {
+    /// The read/write family with the syscall hooks from the start (else
+    /// only once a worker needs it: [`Kernel::need_rw_family`]).
+    pub rw_family: bool,
+    /// Follow workers' tracebacks (exception classes).
+    pub exception_classes: bool,
+    /// Attach the empty programs in place of every program (the cost floor).
+    pub empty: bool,
+}
 
 pub struct Kernel {
     tracked: HashMap<MapData, u32, Proc>,
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
     errors: PerCpuArray<MapData, u64>,
-    heartbeats: HashMap<MapData, u32, Heartbeat>,
-    listen_ports: HashMap<MapData, u16, u8>,
+    stats: PerCpuArray<MapData, u64>,
+    listen_ports: Array<MapData, u8>,
+    listen_inodes: HashMap<MapData, u64, u8>,
     queue: PerCpuArray<MapData, Queue>,
-    accepted: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
+    programs: Programs,
+    hooks: Hooks,
     attached: Vec<&'static str>,
+    rw_attached: bool,
+    /// Per-worker uprobes on the C library's write() (socket hooks).
+    write_probes: BTreeMap<u32, UProbeLinkId>,
     /// Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -121,15 +209,43 @@ where
 }
 
 impl Kernel {
-    /// Loads the programs with the duration buckets and attaches them.
+    /// Loads the object, checks the helpers the programs need (adding them
+    /// to `probed`), configures and attaches the hook set `probed` chose.
     pub fn load(
         duration_bounds_ns: [u64; DURATION_SLOTS],
+        offsets: Offsets,
+        probed: capabilities::Kernel,
         programs: Programs,
-    ) -> Result<Kernel, KernelError> {
+    ) -> Result<(Kernel, capabilities::Kernel), KernelError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(KernelError::Load)?;
+        let probed = capabilities::with_helpers(probed, |name| {
+            let Some(program) = ebpf.program_mut(name) else {
+                return false;
+            };
+            let loaded = <&mut RawTracePoint>::try_from(program).is_ok_and(|p| p.load().is_ok());
+            // Unloaded at once: it only had to pass the verifier.
+            if let Some(Ok(p)) = ebpf.program_mut(name).map(<&mut RawTracePoint>::try_from) {
+                let _ = p.unload();
+            }
+            loaded
+        })?;
+        let hooks = probed.hooks;
         let mut config: Array<MapData, Config> = take(&mut ebpf, map::CONFIG)?;
         config
-            .set(0, Config { duration_bounds_ns }, 0)
+            .set(
+                0,
+                Config {
+                    duration_bounds_ns,
+                    offsets,
+                    hooks: if hooks == Hooks::Sockets {
+                        hooks::SOCKETS
+                    } else {
+                        hooks::SYSCALLS
+                    },
+                    _pad: 0,
+                },
+                0,
+            )
             .map_err(|source| KernelError::Map {
                 name: map::CONFIG,
                 source,
@@ -139,61 +255,146 @@ impl Kernel {
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,
             errors: take(&mut ebpf, map::ERRORS)?,
-            heartbeats: take(&mut ebpf, map::HEARTBEAT)?,
+            stats: take(&mut ebpf, map::STATS)?,
             listen_ports: take(&mut ebpf, map::LISTEN_PORTS)?,
+            listen_inodes: take(&mut ebpf, map::LISTEN_INODES)?,
             queue: take(&mut ebpf, map::QUEUE)?,
-            accepted: take(&mut ebpf, map::ACCEPTED)?,
             events: Some(take(&mut ebpf, map::EVENTS)?),
+            programs,
+            hooks,
             attached: Vec::new(),
-            _ebpf: ebpf,
+            rw_attached: false,
+            write_probes: BTreeMap::new(),
+            ebpf,
         };
-        let other: &[Attachment] = if programs.io == IoSyscalls::All {
-            &OTHER_IO
-        } else {
-            &[]
-        };
-        let errors: &[Attachment] = if programs.exception_classes {
-            &ERROR_LOG
-        } else {
-            &[]
-        };
-        for &(name, category, tracepoint) in PROCESS
-            .iter()
-            .chain(&GUNICORN_IO)
-            .chain(errors)
-            .chain(other)
-        {
-            let name = if programs.empty { EMPTY } else { name };
-            kernel.attach((name, category, tracepoint))?;
+        // The process tree first, so forks are followed before any I/O is.
+        for attachment in LIFECYCLE {
+            kernel.attach(attachment)?;
         }
-        Ok(kernel)
+        match hooks {
+            Hooks::Sockets => {
+                for attachment in SOCKETS {
+                    kernel.attach(attachment)?;
+                }
+            }
+            _ => {
+                for attachment in SYSCALLS {
+                    kernel.attach(attachment)?;
+                }
+                if programs.exception_classes {
+                    for attachment in SYSCALL_LOG {
+                        kernel.attach(attachment)?;
+                    }
+                }
+                if programs.rw_family {
+                    kernel.need_rw_family()?;
+                }
+            }
+        }
+        Ok((kernel, probed))
     }
 
-    fn attach(&mut self, (name, category, tracepoint): Attachment) -> Result<(), KernelError> {
-        let program: &mut TracePoint = self
-            ._ebpf
+    fn attach(&mut self, (name, point): Attachment) -> Result<(), KernelError> {
+        let name = match (self.programs.empty, point) {
+            (false, _) => name,
+            (true, Point::Tracepoint(..)) => EMPTY_TRACEPOINT,
+            (true, Point::Raw(_)) => EMPTY_RAW,
+        };
+        let error = |source| KernelError::Program { name, source };
+        let program = self
+            .ebpf
             .program_mut(name)
-            .ok_or(KernelError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| KernelError::Program { name, source })?;
-        // One program may serve several tracepoints (EMPTY does): load it once.
-        if program.fd().is_err() {
-            program
-                .load()
-                .map_err(|source| KernelError::Program { name, source })?;
+            .ok_or(KernelError::MissingProgram(name))?;
+        match point {
+            Point::Tracepoint(category, tracepoint) => {
+                let program: &mut TracePoint = program.try_into().map_err(error)?;
+                // One program may serve several tracepoints (the empty ones): load it once.
+                if program.fd().is_err() {
+                    program.load().map_err(error)?;
+                }
+                program.attach(category, tracepoint).map_err(error)?;
+            }
+            Point::Raw(tracepoint) => {
+                let program: &mut RawTracePoint = program.try_into().map_err(error)?;
+                if program.fd().is_err() {
+                    program.load().map_err(error)?;
+                }
+                program.attach(tracepoint).map_err(error)?;
+            }
         }
-        program
-            .attach(category, tracepoint)
-            .map_err(|source| KernelError::Program { name, source })?;
         self.attached.push(name);
         Ok(())
     }
 
+    /// Programs attached (one entry per hook point).
     pub fn attached(&self) -> &[&'static str] {
         &self.attached
     }
 
-    /// The ring buffer of lifecycle events (taken once, by the event loop).
+    /// Attaches the read/write family (syscall hooks) if it is not yet: a
+    /// worker reads and writes its clients with read/write/readv/writev.
+    /// The socket hooks see those calls anyway.
+    pub fn need_rw_family(&mut self) -> Result<bool, KernelError> {
+        if self.hooks == Hooks::Sockets || self.rw_attached {
+            return Ok(false);
+        }
+        for attachment in SYSCALL_RW {
+            self.attach(attachment)?;
+        }
+        self.rw_attached = true;
+        Ok(true)
+    }
+
+    /// With the socket hooks, follows worker `pid`'s write() calls (its
+    /// error-log records) with a uprobe on its C library.
+    pub fn watch_writes(&mut self, pid: u32) -> Result<(), String> {
+        if self.hooks != Hooks::Sockets
+            || !self.programs.exception_classes
+            || self.write_probes.contains_key(&pid)
+        {
+            return Ok(());
+        }
+        let library =
+            libc_of(pid).ok_or_else(|| format!("no C library mapped in process {pid}"))?;
+        let name = if self.programs.empty {
+            EMPTY_UPROBE
+        } else {
+            LIBC_WRITE
+        };
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} is missing"))?
+            .try_into()
+            .map_err(|e: ProgramError| e.to_string())?;
+        if program.fd().is_err() {
+            program.load().map_err(|e| e.to_string())?;
+        }
+        let scope =
+            UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).ok_or("pid 0 has no uprobes")?);
+        let link = program
+            .attach("write", &library, scope)
+            .map_err(|e| format!("uprobe on write() in {}: {e}", library.display()))?;
+        self.write_probes.insert(pid, link);
+        Ok(())
+    }
+
+    /// Stops following a dead worker's writes.
+    pub fn unwatch_writes(&mut self, pid: u32) {
+        let Some(link) = self.write_probes.remove(&pid) else {
+            return;
+        };
+        let name = if self.programs.empty {
+            EMPTY_UPROBE
+        } else {
+            LIBC_WRITE
+        };
+        if let Some(Ok(program)) = self.ebpf.program_mut(name).map(<&mut UProbe>::try_from) {
+            let _ = program.detach(link);
+        }
+    }
+
+    /// The ring buffer of events (taken once, by the event loop).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
@@ -204,6 +405,14 @@ impl Kernel {
 
     pub fn untrack(&mut self, pid: u32) {
         let _ = self.tracked.remove(&pid);
+    }
+
+    /// A connection the worker held before the exporter attached: followed
+    /// from its next request line (unless the kernel already has it).
+    pub fn seed_conn(&mut self, tgid: u32, fd: u32) {
+        let _ = self
+            .conns
+            .insert(ConnKey { tgid, fd }, Conn::attached(), BPF_NOEXIST);
     }
 
     /// Removes the connections a dead worker left behind, for userspace to finish.
@@ -259,22 +468,45 @@ impl Kernel {
         }
     }
 
-    /// Makes the TCP ports the masters listen on the ones whose queue is timed.
-    pub fn set_listen_ports(&mut self, ports: &std::collections::BTreeSet<u16>) {
-        let old: Vec<u16> = self.listen_ports.keys().filter_map(Result::ok).collect();
-        for port in old.iter().filter(|p| !ports.contains(p)) {
-            let _ = self.listen_ports.remove(port);
+    /// Makes `ports` the TCP ports and `inodes` the unix socket files the
+    /// masters listen on: connections to them are the workers' clients, and
+    /// their handshakes are timed.
+    pub fn set_listeners(
+        &mut self,
+        ports: &std::collections::BTreeSet<u16>,
+        inodes: &std::collections::BTreeSet<u64>,
+        was: &mut (
+            std::collections::BTreeSet<u16>,
+            std::collections::BTreeSet<u64>,
+        ),
+    ) {
+        for &port in was.0.difference(ports) {
+            let _ = self.listen_ports.set(port as u32, 0, 0);
         }
-        for port in ports.iter().filter(|p| !old.contains(p)) {
-            if let Err(e) = self.listen_ports.insert(port, 1, 0) {
-                log::warn!("cannot time the accept queue of port {port}: {e}");
+        for &port in ports.difference(&was.0) {
+            if let Err(e) = self.listen_ports.set(port as u32, 1, 0) {
+                log::warn!("cannot follow connections to port {port}: {e}");
             }
         }
+        for inode in was.1.difference(inodes) {
+            let _ = self.listen_inodes.remove(inode);
+        }
+        for &inode in inodes.difference(&was.1) {
+            if let Err(e) = self.listen_inodes.insert(inode, 1, 0) {
+                log::warn!("cannot follow connections to unix socket inode {inode}: {e}");
+            }
+        }
+        *was = (ports.clone(), inodes.clone());
     }
 
-    /// Connections accepted by workers since attach.
-    pub fn accepted(&self) -> Result<u64, MapError> {
-        Ok(self.accepted.get(&0, 0)?.iter().sum())
+    /// A per-CPU counter of `abi::stat`, summed.
+    pub fn stat(&self, index: u32) -> Result<u64, MapError> {
+        Ok(self.stats.get(&index, 0)?.iter().sum())
+    }
+
+    /// Server-side connections the workers took since attach.
+    pub fn connections_taken(&self) -> Result<u64, MapError> {
+        self.stat(stat::CONNECTIONS)
     }
 
     /// The accept-queue wait histogram, summed over CPUs.
@@ -284,28 +516,6 @@ impl Kernel {
         Ok(total)
     }
 
-    /// A heartbeat that happened before we attached (from the file's mtime).
-    pub fn seed_heartbeat(&mut self, pid: u32, fd: u32, at_ns: u64) {
-        let _ = self.heartbeats.insert(
-            pid,
-            Heartbeat {
-                ts_ns: at_ns,
-                fd,
-                _pad: 0,
-            },
-            BPF_NOEXIST,
-        );
-    }
-
-    /// tgid -> monotonic ns of its last heartbeat.
-    pub fn heartbeats(&self) -> Vec<(u32, u64)> {
-        self.heartbeats
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(pid, beat)| (pid, beat.ts_ns))
-            .collect()
-    }
-
     /// The kernel's failure counters, summed over CPUs, indexed by `abi::error`.
     pub fn read_errors(&self) -> Result<[u64; error::COUNT as usize], MapError> {
         let mut out = [0u64; error::COUNT as usize];
@@ -313,5 +523,32 @@ impl Kernel {
             *slot = self.errors.get(&(index as u32), 0)?.iter().sum();
         }
         Ok(out)
+    }
+}
+
+/// The C library `pid` has mapped, as a path this process can open (through
+/// the process's root, so one in a container works too).
+fn libc_of(pid: u32) -> Option<PathBuf> {
+    let maps = std::fs::read(format!("/proc/{pid}/maps")).ok()?;
+    let line = maps.split(|&b| b == b'\n').find(|line| {
+        let path = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+        let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        name.starts_with(b"libc.so") || name.starts_with(b"libc-") || name.starts_with(b"ld-musl")
+    })?;
+    let path = line.rsplit(|&b| b == b' ').next()?;
+    let mut full = PathBuf::from(format!("/proc/{pid}/root"));
+    full.push(std::ffi::OsStr::from_bytes(path.strip_prefix(b"/")?));
+    Some(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_this_process_c_library() {
+        let path = libc_of(std::process::id()).expect("libc mapped");
+        assert!(path.starts_with(format!("/proc/{}/root/", std::process::id())));
+        assert!(path.exists(), "{}", path.display());
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use exporter_ebpf::abi::{Event, NO_EXIT_CODE, cause, event};
+use exporter_ebpf::abi::{Event, NO_EXIT_CODE, cause, event, exit_code};
 
 pub mod sig {
     pub const HUP: i32 = 1;
@@ -277,8 +277,10 @@ struct WorkerLife {
     /// Booted before we saw it (adopted at attach) or since: its next first
     /// heartbeat in the kernel's eyes is no post_worker_init.
     booted: bool,
-    /// It closed its heartbeat file: gunicorn is running worker_exit, even if
-    /// a signal kills it before exit_group.
+    /// A stop signal (TERM, QUIT, INT) killed it by its default action after
+    /// it had booted: Python restores the default handlers as it finalizes,
+    /// after Gunicorn ran worker_exit (Gunicorn re-sends SIGTERM, which can
+    /// land then).
     exiting: bool,
 }
 
@@ -328,11 +330,6 @@ impl Lifecycle {
             }
             event::SIGNAL => self.signal(ev.pid, ev.other, ev.value),
             event::DELIVER => self.deliver(ev.pid, ev.value, ev.code != 0, &mut out),
-            event::WORKER_EXITING => {
-                if let Some(w) = self.workers.get_mut(&ev.pid) {
-                    w.exiting = true;
-                }
-            }
             event::OOM => {
                 if let Some(w) = self.workers.get_mut(&ev.pid) {
                     w.oom = true;
@@ -348,7 +345,7 @@ impl Lifecycle {
                     out.hooks.push(o);
                 }
             }
-            event::EXIT => self.exit(ev.pid, ev.value, &mut out),
+            event::EXIT => self.exit(ev.pid, exit_code(ev.value), &mut out),
             _ => {}
         }
         out
@@ -461,10 +458,13 @@ impl Lifecycle {
             }
             return;
         }
-        let Some(w) = self.workers.get(&pid) else {
+        let Some(w) = self.workers.get_mut(&pid) else {
             return;
         };
         if !handled {
+            if w.booted && matches!(signal, sig::TERM | sig::QUIT | sig::INT) {
+                w.exiting = true;
+            }
             return;
         }
         let master = w.master;
@@ -662,9 +662,11 @@ mod tests {
         let mut l = watched();
         l.on(&ev(event::DELIVER, M, M, sig::TTOU, 1));
         l.on(&ev(event::SIGNAL, 1, M, sig::TERM, 0));
-        l.on(&ev(event::WORKER_EXITING, 1, M, 0, 0));
+        l.on(&ev(event::DELIVER, 1, 1, sig::TERM, 1));
         l.on(&ev(event::SIGNAL, 1, M, sig::TERM, 0));
-        let out = l.on(&ev(event::EXIT, 1, M, NO_EXIT_CODE, 0));
+        // Default action: handlers were restored as the worker finalized.
+        l.on(&ev(event::DELIVER, 1, 1, sig::TERM, 0));
+        let out = l.on(&ev(event::EXIT, 1, M, sig::TERM, 0));
         assert_eq!(hooks(&out), ["worker_exit"]);
         assert_eq!(out.hooks[0].status, None);
         assert_eq!(exit_reason(&out), Some(Reason::ScaleDown));
@@ -694,7 +696,7 @@ mod tests {
         l.on(&ev(event::SIGNAL, 1, M, sig::ABRT, 0));
         let out = l.on(&ev(event::DELIVER, 1, 1, sig::ABRT, 1));
         assert_eq!(hooks(&out), ["worker_abort"]);
-        let out = l.on(&ev(event::EXIT, 1, M, 1, 0));
+        let out = l.on(&ev(event::EXIT, 1, M, 1 << 8, 0));
         assert_eq!(hooks(&out), ["worker_exit"]);
         assert_eq!(exit_reason(&out), Some(Reason::Timeout));
     }
@@ -704,7 +706,7 @@ mod tests {
         let mut l = watched();
         l.on(&ev(event::SIGNAL, 1, 1, sig::ABRT, 0));
         assert!(hooks(&l.on(&ev(event::DELIVER, 1, 1, sig::ABRT, 1))).is_empty());
-        let out = l.on(&ev(event::EXIT, 1, M, NO_EXIT_CODE, 0));
+        let out = l.on(&ev(event::EXIT, 1, M, sig::ABRT, 0));
         assert!(
             hooks(&out).is_empty(),
             "no worker_exit when killed by a signal"
@@ -717,19 +719,19 @@ mod tests {
         let mut l = watched();
         l.on(&ev(event::SIGNAL, 1, 1, sig::SEGV, 0));
         assert_eq!(
-            exit_reason(&l.on(&ev(event::EXIT, 1, M, NO_EXIT_CODE, 0))),
+            exit_reason(&l.on(&ev(event::EXIT, 1, M, sig::SEGV, 0))),
             Some(Reason::Crash)
         );
         l.on(&ev(event::SIGNAL, 2, 4242, sig::KILL, 0));
         assert_eq!(
-            exit_reason(&l.on(&ev(event::EXIT, 2, M, NO_EXIT_CODE, 0))),
+            exit_reason(&l.on(&ev(event::EXIT, 2, M, sig::KILL, 0))),
             Some(Reason::Killed)
         );
         l.adopt_worker(3, M);
         l.on(&ev(event::OOM, 3, M, 0, 0));
         l.on(&ev(event::SIGNAL, 3, 999, sig::KILL, 0));
         assert_eq!(
-            exit_reason(&l.on(&ev(event::EXIT, 3, M, NO_EXIT_CODE, 0))),
+            exit_reason(&l.on(&ev(event::EXIT, 3, M, sig::KILL, 0))),
             Some(Reason::Oom)
         );
     }

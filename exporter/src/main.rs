@@ -7,11 +7,14 @@
 
 mod actions;
 mod backlog;
+mod btf;
+mod capabilities;
 mod cli;
 mod collector;
 mod events;
 mod exceptions;
 mod exposition;
+mod heartbeats;
 mod kernel;
 mod lifecycle;
 mod logging;
@@ -22,7 +25,6 @@ mod server;
 mod state;
 mod target;
 // Not used yet: the exception-class pairing is being rewritten to use it.
-#[allow(dead_code)]
 mod traceback;
 mod workers;
 
@@ -36,7 +38,15 @@ use anyhow::{Context as _, anyhow};
 use clap::Parser as _;
 use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
-use crate::{actions::Actions, cli::Options, collector::Exporter, kernel::Kernel, state::State};
+use crate::{
+    actions::Actions,
+    btf::KernelBtf,
+    cli::{IoSyscalls, Options},
+    collector::Exporter,
+    heartbeats::Heartbeats,
+    kernel::Kernel,
+    state::{Settings, State},
+};
 
 fn main() -> ExitCode {
     let options = Options::parse();
@@ -89,36 +99,74 @@ fn run(options: Options) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
 
     preflight::ensure_tracefs()?;
-    preflight::check_btf()?;
-    preflight::check_layout()?;
+    let btf_path = std::path::Path::new(preflight::KERNEL_BTF);
+    if !btf_path.exists() {
+        return Err(capabilities::no_btf().into());
+    }
+    let btf = KernelBtf::load(btf_path)?;
+    let offsets = btf
+        .offsets()
+        .map_err(|e| capabilities::Unsupported::Missing {
+            release: capabilities::release(),
+            feature: e.to_string(),
+            since: "6.1",
+        })?;
+    let probed = capabilities::probe(Some(&btf), options.hooks)?;
+    drop(btf);
+    preflight::check_layout(probed.hooks)?;
     let programs = kernel::Programs {
-        io: options.io_syscalls,
+        rw_family: options.io_syscalls == IoSyscalls::All,
         exception_classes: !options.no_exception_classes,
         empty: options.empty_programs,
     };
     if options.empty_programs {
         log::warn!(
-            "--empty-programs: the tracepoints run a program that does nothing; request and lifecycle metrics stay at zero"
+            "--empty-programs: the hooks run a program that does nothing; request and lifecycle metrics stay at zero"
         );
     }
-    let mut kernel = Kernel::load(bounds, programs).context("attaching the eBPF programs")?;
-    let tracepoints = kernel.attached().len();
+    let (kernel, probed) =
+        Kernel::load(bounds, offsets, probed, programs).context("attaching the eBPF programs")?;
+    log::info!("{}", probed.describe());
+    if probed.hooks == capabilities::Hooks::Sockets
+        && !options.no_exception_classes
+        && !probed.has(capabilities::cap::UPROBES)
+    {
+        log::warn!(
+            "this kernel has no uprobes: with the socket hooks, exception classes are not followed (failed requests count as http_5xx or aborted); --hooks syscalls follows them"
+        );
+    }
+    let hooked = kernel.attached().len();
+    let mut kernel = kernel;
     let ring = kernel
         .take_events()
         .context("the lifecycle ring buffer was already taken")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // The heartbeat watch's stream registers with the runtime's reactor.
+    let _runtime = runtime.enter();
+    let inotify = inotify::Inotify::init().context("creating an inotify instance")?;
+    let beats = inotify
+        .into_event_stream(vec![0u8; 4096])
+        .context("watching heartbeat files")?;
     let master_pid = master.info.pid;
     let mut state = State::new(
         kernel,
-        bounds,
-        options.series_grace(),
-        options.pidfile.clone(),
+        probed,
+        Heartbeats::new(beats.watches()),
+        Settings {
+            bounds,
+            grace: options.series_grace(),
+            pidfile: options.pidfile.clone(),
+            rw_on_demand: options.io_syscalls == IoSyscalls::Auto,
+        },
         actions,
     );
     state
         .attach(master.info)
         .context("tracking the master and its workers")?;
     log::info!(
-        "attached to gunicorn master {master_pid} ({} workers, {tracepoints} tracepoints); serving http://{addr}/metrics",
+        "attached to gunicorn master {master_pid} ({} workers, {hooked} hooks); serving http://{addr}/metrics",
         state.workers.alive().count()
     );
     let state = Arc::new(Mutex::new(state));
@@ -126,9 +174,6 @@ fn run(options: Options) -> anyhow::Result<()> {
     registry.register(Box::new(Exporter::new(state.clone())?))?;
     registry.register(Box::new(resources::Resources::new(state.clone())?))?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         tokio::spawn(action_runner);
         tokio::spawn(refresh_every_second(state.clone()));
@@ -136,14 +181,15 @@ fn run(options: Options) -> anyhow::Result<()> {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             result = server::serve(listener, Arc::new(registry)) => result.context("serving /metrics"),
-            result = events::run(ring, state) => result.context("reading lifecycle events"),
+            result = events::ring(ring, state.clone()) => result.context("reading kernel events"),
+            result = events::heartbeats(beats, state) => result.context("watching heartbeat files"),
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = terminate.recv() => Ok(()),
         }
     })
 }
 
-/// Liveness, pidfile re-attach and series expiry move on between scrapes too.
+/// Liveness, pidfile re-attach, listeners and series expiry move on between scrapes too.
 async fn refresh_every_second(state: Arc<Mutex<State>>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -159,7 +205,15 @@ mod tests {
     #[test]
     fn bucket_bounds_are_exact_nanoseconds() {
         let b = duration_bounds_ns(&[0.001, 0.05, 60.0]).unwrap();
-        assert_eq!(&b[..4], &[1_000_000, 50_000_000, 60_000_000_000, u64::MAX]);
+        assert_eq!(
+            &b[..4],
+            &[
+                1_000_000,
+                50_000_000,
+                60_000_000_000,
+                exporter_ebpf::buckets::INF
+            ]
+        );
         assert!(duration_bounds_ns(&[0.5, 0.1]).is_err());
         assert!(duration_bounds_ns(&[-1.0]).is_err());
         assert!(duration_bounds_ns(&[f64::NAN]).is_err());

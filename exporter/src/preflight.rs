@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use exporter_ebpf::tracepoint::{expected_fields, field_offset};
+use exporter_ebpf::tracepoint::{LIFECYCLE_FIELDS, SYSCALL_FIELDS, field_offset};
+
+use crate::capabilities::Hooks;
 use thiserror::Error;
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -19,10 +21,6 @@ pub enum PreflightError {
         "tracefs is not mounted at {TRACEFS} and mounting it failed ({0}): run `mount -t tracefs tracefs {TRACEFS}`"
     )]
     NoTracefs(std::io::Error),
-    #[error(
-        "this kernel has no BTF ({KERNEL_BTF} is missing): the programs read syscall arguments through BTF-typed helpers (bpf_task_pt_regs); use a kernel built with CONFIG_DEBUG_INFO_BTF=y, as current distributions' kernels are"
-    )]
-    NoBtf,
     #[error(
         "tracepoint {tracepoint} is missing from this kernel ({TRACEFS}/events/{tracepoint}/format): it needs CONFIG_FTRACE_SYSCALLS"
     )]
@@ -49,18 +47,6 @@ pub fn capabilities_suffice(cap_eff: u64) -> bool {
     let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
     let load = has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON));
     load && has(CAP_SYS_PTRACE)
-}
-
-pub fn check_btf() -> Result<(), PreflightError> {
-    btf_present(Path::new(KERNEL_BTF))
-}
-
-fn btf_present(path: &Path) -> Result<(), PreflightError> {
-    if path.exists() {
-        Ok(())
-    } else {
-        Err(PreflightError::NoBtf)
-    }
 }
 
 pub fn check_privileges() -> Result<(), PreflightError> {
@@ -96,9 +82,15 @@ pub fn ensure_tracefs() -> Result<(), PreflightError> {
     }
 }
 
-/// Compares the running kernel's tracepoint formats with what the programs read.
-pub fn check_layout() -> Result<(), PreflightError> {
-    for &(tracepoint, field, expected) in expected_fields() {
+/// Compares the running kernel's tracepoint formats with what the classic
+/// tracepoint programs of `hooks` read.
+pub fn check_layout(hooks: Hooks) -> Result<(), PreflightError> {
+    let syscalls: &[(&str, &str, usize)] = if hooks == Hooks::Sockets {
+        &[]
+    } else {
+        SYSCALL_FIELDS
+    };
+    for &(tracepoint, field, expected) in LIFECYCLE_FIELDS.iter().chain(syscalls) {
         let path = Path::new(TRACEFS)
             .join("events")
             .join(tracepoint)
@@ -140,9 +132,8 @@ mod tests {
     }
 
     #[test]
-    fn missing_btf_is_refused_with_what_to_do() {
-        assert!(btf_present(Path::new("/proc/self/status")).is_ok());
-        let err = btf_present(Path::new("/nonexistent/btf/vmlinux")).unwrap_err();
-        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF=y"), "{err}");
+    fn the_running_kernel_has_the_layout_the_programs_read() {
+        ensure_tracefs().unwrap();
+        check_layout(Hooks::Syscalls).unwrap();
     }
 }

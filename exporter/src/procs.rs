@@ -66,24 +66,56 @@ pub fn start_unix_secs(start_ticks: u64) -> u64 {
     boot + start_ticks / ticks
 }
 
-/// A worker's heartbeat file (gunicorn's unlinked `wgunicorn-*` temp file)
-/// and its last touch: gunicorn sets its mtime to `time.monotonic()`, the
-/// clock of bpf_ktime_get_ns. `None` if not found or not monotonic-looking.
-pub fn heartbeat_file(pid: u32) -> Option<(u32, u64)> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    dir.filter_map(Result::ok).find_map(|entry| {
-        let target = std::fs::read_link(entry.path()).ok()?;
-        let name = target.to_string_lossy();
-        if !(name.contains("/wgunicorn-") && name.ends_with("(deleted)")) {
-            return None;
+/// Whether `pid` has a library whose file name contains `name` mapped
+/// (e.g. `uvloop`, whose libuv reads and writes sockets with read/write).
+pub fn maps_library(pid: u32, name: &str) -> bool {
+    Process::new(pid as i32)
+        .and_then(|p| p.maps())
+        .is_ok_and(|maps| {
+            maps.iter().any(|m| match &m.pathname {
+                procfs::process::MMapPath::Path(path) => path
+                    .file_name()
+                    .is_some_and(|f| f.to_string_lossy().contains(name)),
+                _ => false,
+            })
+        })
+}
+
+/// The descriptors of `pid`'s server-side client connections: TCP sockets
+/// whose local port is one of `ports`, and unix sockets bound to one of
+/// `unix_paths` (an accepted unix socket carries its listener's path), the
+/// listeners themselves excepted. Read from the process's own network
+/// namespace (/proc/<pid>/net).
+pub fn server_connections(
+    pid: u32,
+    ports: &std::collections::BTreeSet<u16>,
+    unix_paths: &std::collections::BTreeSet<std::path::PathBuf>,
+) -> Vec<u32> {
+    let Ok(process) = Process::new(pid as i32) else {
+        return Vec::new();
+    };
+    let mut server = std::collections::BTreeSet::new();
+    for table in [process.tcp(), process.tcp6()] {
+        for entry in table.into_iter().flatten() {
+            if entry.state != procfs::net::TcpState::Listen
+                && ports.contains(&entry.local_address.port())
+            {
+                server.insert(entry.inode);
+            }
         }
-        let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let meta = std::fs::metadata(entry.path()).ok()?;
-        let mtime = std::os::unix::fs::MetadataExt::mtime(&meta);
-        let mtime_ns = std::os::unix::fs::MetadataExt::mtime_nsec(&meta);
-        let at = u64::try_from(mtime).ok()? * 1_000_000_000 + u64::try_from(mtime_ns).ok()?;
-        (at <= monotonic_ns()).then_some((fd, at))
-    })
+    }
+    for entry in process.unix().into_iter().flatten() {
+        if entry.state != procfs::net::UnixState::UNCONNECTED
+            && entry.path.as_ref().is_some_and(|p| unix_paths.contains(p))
+        {
+            server.insert(entry.inode);
+        }
+    }
+    crate::backlog::socket_fds(pid)
+        .into_iter()
+        .filter(|(_, inode)| server.contains(inode))
+        .map(|(fd, _)| fd)
+        .collect()
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.

@@ -1,21 +1,24 @@
 //! What the exporter knows about the watched Gunicorn: its masters (more than
-//! one during a USR2 re-exec), their workers, the hooks seen, and the
-//! requests userspace had to finish itself.
+//! one during a USR2 re-exec), their workers, the hooks seen, why requests
+//! failed, and the requests userspace had to finish itself.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use aya::maps::MapError;
 use exporter_ebpf::abi::{
-    Aggregate, DURATION_SLOTS, Event, ExceptionEvent, MetricKey, Proc, cause, event,
+    Aggregate, DURATION_SLOTS, Event, FailedEvent, MetricKey, Proc, RecordEvent, event,
 };
+use inotify::WatchDescriptor;
 
 use crate::{
     actions::Actions,
-    exceptions::Exceptions,
+    backlog, capabilities,
+    exceptions::{Exceptions, Failure},
+    heartbeats::Heartbeats,
     kernel::Kernel,
     lifecycle::{Change, Hook, Lifecycle, Occurrence, Reason},
     logging, procs, target,
@@ -37,42 +40,55 @@ pub struct Master {
     pub alive: bool,
 }
 
+/// Settings the state acts on.
+pub struct Settings {
+    pub bounds: [u64; DURATION_SLOTS],
+    pub grace: Duration,
+    pub pidfile: Option<PathBuf>,
+    /// Attach the read/write family when a worker is seen to need it.
+    pub rw_on_demand: bool,
+}
+
 pub struct State {
     pub kernel: Kernel,
+    /// The running kernel and the hooks in use (for the kernel-info metric).
+    pub kernel_info: capabilities::Kernel,
     pub masters: BTreeMap<u32, Master>,
     pub workers: Workers,
     pub counts: Counts,
     pub exceptions: Exceptions,
+    pub heartbeats: Heartbeats,
     lifecycle: Lifecycle,
     /// Requests ended by their worker's death, finished here from the
     /// connection state the kernel left behind (the kernel sees no close then).
     swept: BTreeMap<MetricKey, Aggregate>,
-    bounds: [u64; DURATION_SLOTS],
-    grace: Duration,
-    pidfile: Option<PathBuf>,
+    settings: Settings,
     actions: Actions,
+    /// The TCP ports and unix socket inodes the kernel knows as listeners.
+    listeners: (BTreeSet<u16>, BTreeSet<u64>),
 }
 
 impl State {
     pub fn new(
         kernel: Kernel,
-        bounds: [u64; DURATION_SLOTS],
-        grace: Duration,
-        pidfile: Option<PathBuf>,
+        kernel_info: capabilities::Kernel,
+        heartbeats: Heartbeats,
+        settings: Settings,
         actions: Actions,
     ) -> State {
         State {
             kernel,
+            kernel_info,
             masters: BTreeMap::new(),
             workers: Workers::default(),
             counts: Counts::default(),
             exceptions: Exceptions::default(),
+            heartbeats,
             lifecycle: Lifecycle::default(),
             swept: BTreeMap::new(),
-            bounds,
-            grace,
-            pidfile,
+            settings,
             actions,
+            listeners: Default::default(),
         }
     }
 
@@ -80,7 +96,8 @@ impl State {
     /// attached already, so a fork racing with this is seen by the kernel too.
     pub fn attach(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
         let result = self.track(master);
-        self.kernel.set_listen_ports(&self.listen_ports());
+        let listeners = self.refresh_listeners();
+        self.seed_connections(&listeners);
         result
     }
 
@@ -97,15 +114,15 @@ impl State {
         self.lifecycle.adopt_master(pid);
         for child in procs::children(pid) {
             self.kernel.track(child.pid, Proc::worker(pid))?;
-            if let Some((fd, at_ns)) = procs::heartbeat_file(child.pid) {
-                self.kernel.seed_heartbeat(child.pid, fd, at_ns);
-            }
+            self.heartbeats.watch(child.pid);
             self.lifecycle.adopt_worker(child.pid, pid);
             self.workers.spawned(
                 child.pid,
                 procs::start_unix_secs(child.start_ticks),
                 Some(child.start_ticks),
             );
+            self.follow_writes(child.pid);
+            self.rw_if_needed(child.pid);
         }
         Ok(())
     }
@@ -114,17 +131,50 @@ impl State {
         self.masters.values().any(|m| m.alive)
     }
 
-    pub fn on_exception(&mut self, ev: &ExceptionEvent) {
-        self.exceptions.logged(ev.header.other, ev.tail());
+    /// A piece of a log record with a traceback.
+    pub fn on_record(&mut self, ev: &RecordEvent) {
+        self.exceptions.piece(ev);
+    }
+
+    /// A failed request the kernel recorded.
+    pub fn on_failed(&mut self, ev: &FailedEvent) {
+        self.exceptions.failed(&Failure {
+            tgid: ev.header.pid,
+            tid: ev.header.other,
+            method: ev.method,
+            status: ev.header.value as u16,
+            cut: ev.cut != 0,
+            cause: ev.cause,
+            start_ns: ev.start_ns,
+            end_ns: ev.header.ts_ns,
+            target: ev.target,
+            target_len: ev.target_len,
+        });
+    }
+
+    /// A worker's heartbeat file was touched for the first time.
+    pub fn on_heartbeat(&mut self, wd: &WatchDescriptor) {
+        if let Some(pid) = self.heartbeats.touched(wd) {
+            self.booted(pid);
+        }
+    }
+
+    /// Worker `pid` booted: Gunicorn ran post_worker_init.
+    fn booted(&mut self, pid: u32) {
+        let master = self.workers.master_of(pid).unwrap_or(0);
+        self.on_event(&Event {
+            kind: event::BOOTED,
+            pid,
+            other: master,
+            ..Event::default()
+        });
+        self.rw_if_needed(pid);
     }
 
     pub fn on_event(&mut self, ev: &Event) {
-        if ev.kind == event::EXCEPTION_ANSWERED {
-            return self.exceptions.answered(ev.pid, ev.other, ev.value as u8);
-        }
         let outcome = self.lifecycle.on(ev);
         for change in outcome.changes {
-            self.apply(change);
+            self.apply(change, ev);
         }
         for occurrence in outcome.hooks {
             *self.counts.hooks.entry(occurrence.hook).or_default() += 1;
@@ -133,13 +183,19 @@ impl State {
         }
     }
 
-    fn apply(&mut self, change: Change) {
+    fn apply(&mut self, change: Change, ev: &Event) {
         match change {
-            Change::WorkerSpawned { pid, .. } => self.spawned(pid),
+            Change::WorkerSpawned { pid, master } => self.spawned(pid, master),
             Change::WorkerState { pid, state } => self.workers.set_state(pid, state),
             Change::WorkerExited { pid, reason } => {
                 *self.counts.restarts.entry(reason).or_default() += 1;
-                self.exited(pid, reason.in_flight_cause());
+                // The kernel's time of death, if this event is the death.
+                let at = if ev.kind == event::EXIT && ev.pid == pid {
+                    ev.ts_ns
+                } else {
+                    procs::monotonic_ns()
+                };
+                self.exited(pid, reason.in_flight_cause(), at);
             }
             Change::MasterStarted { pid } => {
                 let ticks = procs::info(pid).map_or(0, |p| p.start_ticks);
@@ -168,46 +224,85 @@ impl State {
         }
     }
 
-    fn spawned(&mut self, pid: u32) {
+    fn spawned(&mut self, pid: u32, master: u32) {
         let ticks = procs::info(pid).map(|p| p.start_ticks);
         let started = ticks.map_or_else(procs::now_unix_secs, procs::start_unix_secs);
         if let Some(old) = self.workers.spawned(pid, started, ticks) {
             // The pid was reused before the dead worker's grace period ended.
             self.forget(old.pid);
         }
+        self.workers.set_master(pid, master);
+        self.follow_writes(pid);
+        if self.heartbeats.watch(pid) {
+            self.booted(pid);
+        }
         if let Some(w) = self.workers.get(pid) {
             log::debug!("worker {pid} spawned ({})", w.id());
         }
     }
 
-    /// A worker is gone: finish what it left in flight, start its grace period.
-    fn exited(&mut self, pid: u32, in_flight: u8) {
-        let now_ns = crate::procs::monotonic_ns();
+    /// With the socket hooks, a uprobe follows the worker's log writes.
+    fn follow_writes(&mut self, pid: u32) {
+        if let Err(e) = self.kernel.watch_writes(pid) {
+            log::warn!("worker {pid}: exception classes not followed: {e}");
+        }
+    }
+
+    /// With the syscall hooks, a worker that reads and writes its clients
+    /// with read/write (uvloop's libuv) needs that family attached.
+    fn rw_if_needed(&mut self, pid: u32) {
+        if !self.settings.rw_on_demand || !procs::maps_library(pid, "uvloop") {
+            return;
+        }
+        match self.kernel.need_rw_family() {
+            Ok(true) => log::info!(
+                "worker {pid} runs uvloop: tracing read/write/readv/writev/recvmsg/sendmsg too"
+            ),
+            Ok(false) => {}
+            Err(e) => log::warn!("attaching the read/write family for worker {pid}: {e:#}"),
+        }
+    }
+
+    /// A worker is gone at `at_ns`: finish what it left in flight, start its
+    /// grace period.
+    fn exited(&mut self, pid: u32, in_flight: u8, at_ns: u64) {
         for conn in self.kernel.drain_conns(pid) {
-            if let Some(done) = conn.on_close(now_ns) {
-                let cause = if done.status == 0 {
-                    in_flight
-                } else {
-                    cause::NONE
-                };
-                let key = MetricKey {
+            let Some(done) = conn.ended(at_ns) else {
+                continue;
+            };
+            let key = MetricKey {
+                tgid: pid,
+                status: done.status,
+                method: done.method,
+                _pad: 0,
+            };
+            self.swept
+                .entry(key)
+                .or_default()
+                .record(&done, &self.settings.bounds);
+            if done.failed() {
+                self.exceptions.failed(&Failure {
                     tgid: pid,
-                    status: done.status,
+                    tid: done.tid,
                     method: done.method,
-                    cause,
-                };
-                self.swept
-                    .entry(key)
-                    .or_default()
-                    .record(&done, &self.bounds);
+                    status: done.status,
+                    cut: done.cut,
+                    cause: in_flight,
+                    start_ns: done.start_ns,
+                    end_ns: done.end_ns,
+                    target: done.target,
+                    target_len: done.target_len,
+                });
             }
         }
+        self.heartbeats.forget(pid);
+        self.kernel.unwatch_writes(pid);
         self.workers.exited(pid, Instant::now());
     }
 
-    /// Runs at every scrape and every second: catches exits the ring buffer
-    /// did not deliver, re-attaches through the pidfile when every master is
-    /// gone, and drops the series of workers dead longer than the grace period.
+    /// Runs every second: catches exits the ring buffer did not deliver,
+    /// re-attaches through the pidfile when every master is gone, follows
+    /// the listeners, and drops what outlived its time.
     pub fn refresh(&mut self) {
         let vanished: Vec<u32> = self
             .workers
@@ -217,7 +312,7 @@ impl State {
             .collect();
         for pid in vanished {
             self.kernel.untrack(pid);
-            self.exited(pid, cause::NONE);
+            self.exited(pid, exporter_ebpf::abi::cause::NONE, procs::monotonic_ns());
         }
         for (pid, master) in self.masters.iter_mut().filter(|(_, m)| m.alive) {
             if !procs::alive(*pid, master.start_ticks) {
@@ -230,31 +325,56 @@ impl State {
         if !self.up() {
             self.reattach();
         }
-        self.kernel.set_listen_ports(&self.listen_ports());
-        for pid in self.workers.expire(Instant::now(), self.grace) {
+        self.refresh_listeners();
+        for pid in self.workers.expire(Instant::now(), self.settings.grace) {
             self.forget(pid);
         }
+        self.exceptions.prune(procs::monotonic_ns());
     }
 
-    /// The TCP ports the masters listen on (from their sockets, via sock_diag).
-    fn listen_ports(&self) -> std::collections::BTreeSet<u16> {
-        self.masters
-            .keys()
-            .flat_map(|&pid| {
-                let inodes = crate::backlog::socket_fds(pid)
-                    .into_iter()
-                    .map(|(_, inode)| inode)
-                    .collect();
-                crate::backlog::listeners(pid, &inodes).listeners
-            })
-            .filter(|l| !l.label.starts_with("unix:"))
-            .filter_map(|l| l.label.rsplit(':').next()?.parse().ok())
-            .collect()
+    /// Tells the kernel the masters' listeners: the TCP ports, and the inodes
+    /// of the unix socket files (looked up in the master's mount namespace).
+    fn refresh_listeners(&mut self) -> Listeners {
+        let mut found = Listeners::default();
+        for &pid in self.masters.keys() {
+            let inodes = backlog::socket_fds(pid)
+                .into_iter()
+                .map(|(_, inode)| inode)
+                .collect();
+            for l in backlog::listeners(pid, &inodes).listeners {
+                if let Some(path) = l.label.strip_prefix("unix:") {
+                    let inside = PathBuf::from(format!("/proc/{pid}/root"))
+                        .join(path.trim_start_matches('/'));
+                    if let Ok(meta) = std::fs::metadata(&inside) {
+                        found
+                            .unix
+                            .insert(std::os::unix::fs::MetadataExt::ino(&meta));
+                        found.unix_paths.insert(PathBuf::from(path));
+                    }
+                } else if let Some(port) = l.label.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    found.ports.insert(port);
+                }
+            }
+        }
+        self.kernel
+            .set_listeners(&found.ports, &found.unix, &mut self.listeners);
+        found
+    }
+
+    /// Connections the workers held before the exporter attached, told to
+    /// the kernel so their next request is counted.
+    fn seed_connections(&mut self, listeners: &Listeners) {
+        let pids: Vec<u32> = self.workers.alive().map(|w| w.pid).collect();
+        for pid in pids {
+            for fd in procs::server_connections(pid, &listeners.ports, &listeners.unix_paths) {
+                self.kernel.seed_conn(pid, fd);
+            }
+        }
     }
 
     /// With --pidfile, a master started again is attached again.
     fn reattach(&mut self) {
-        let Some(path) = self.pidfile.clone() else {
+        let Some(path) = self.settings.pidfile.clone() else {
             return;
         };
         let Ok(pid) = target::read_pidfile(&path) else {
@@ -278,7 +398,8 @@ impl State {
         if self.workers.get(pid).is_some() {
             return;
         }
-        self.spawned(pid);
+        let master = procs::info(pid).map_or(0, |p| p.ppid);
+        self.spawned(pid, master);
         if procs::info(pid).is_none() {
             self.workers.exited(pid, Instant::now());
         }
@@ -300,12 +421,22 @@ impl State {
     }
 
     pub fn duration_bounds_ns(&self) -> &[u64; DURATION_SLOTS] {
-        &self.bounds
+        &self.settings.bounds
     }
 
     pub fn action_counts(&self) -> Vec<((Hook, &'static str), u64)> {
         self.actions.counts()
     }
+}
+
+/// What the masters listen on.
+#[derive(Debug, Default)]
+struct Listeners {
+    ports: BTreeSet<u16>,
+    /// Inodes of the unix socket files.
+    unix: BTreeSet<u64>,
+    /// Their paths (as the masters see them).
+    unix_paths: BTreeSet<PathBuf>,
 }
 
 impl Occurrence {

@@ -11,6 +11,8 @@ use crate::lifecycle::WorkerState;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Worker {
     pub pid: u32,
+    /// The master that forked it (0 until known).
+    pub master: u32,
     /// Spawn order as seen by the exporter (gunicorn's `worker.age`).
     pub age: u64,
     pub started_unix: u64,
@@ -49,6 +51,7 @@ impl Workers {
         self.next_age += 1;
         let worker = Worker {
             pid,
+            master: 0,
             age: self.next_age,
             started_unix,
             start_ticks,
@@ -81,6 +84,16 @@ impl Workers {
             self.by_pid.remove(pid);
         }
         gone
+    }
+
+    pub fn set_master(&mut self, pid: u32, master: u32) {
+        if let Some(w) = self.by_pid.get_mut(&pid) {
+            w.master = master;
+        }
+    }
+
+    pub fn master_of(&self, pid: u32) -> Option<u32> {
+        self.by_pid.get(&pid).map(|w| w.master)
     }
 
     pub fn set_state(&mut self, pid: u32, state: WorkerState) {

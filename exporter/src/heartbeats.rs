@@ -1,0 +1,213 @@
+//! Workers' heartbeats, from their heartbeat files rather than from the
+//! kernel: a Gunicorn worker touches its (unlinked) temp file with
+//! `os.utime`, setting its mtime to `time.monotonic()`, about once a second
+//! and after each request of a sync worker. Hooking utimensat would put a
+//! syscall tracepoint (and every syscall of the host) on the slow path.
+//!
+//! - The first touch is `post_worker_init`: Gunicorn heartbeats only after
+//!   running that hook. An inotify watch on the file (through
+//!   /proc/<worker>/fd, which reaches an unlinked file) sees it; the watch is
+//!   removed at once, so later touches cost the exporter nothing.
+//! - The heartbeat age is the file's mtime, read when Prometheus scrapes.
+
+use std::{collections::BTreeMap, os::unix::fs::MetadataExt as _, path::PathBuf};
+
+use inotify::{WatchDescriptor, WatchMask, Watches};
+
+use crate::procs::monotonic_ns;
+
+/// A worker's heartbeat file.
+#[derive(Debug)]
+struct File {
+    fd: u32,
+    /// Watched until its first touch.
+    watch: Option<WatchDescriptor>,
+}
+
+pub struct Heartbeats {
+    watches: Watches,
+    files: BTreeMap<u32, File>,
+}
+
+/// What a worker's heartbeat file says now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Touched at this monotonic time (ns).
+    At(u64),
+    /// Not touched since the master created it (its mtime is wall-clock).
+    Never,
+}
+
+impl Heartbeats {
+    pub fn new(watches: Watches) -> Heartbeats {
+        Heartbeats {
+            watches,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Follows worker `pid`'s heartbeat file. Returns true when it has
+    /// already been touched (the worker booted before the watch was set, or
+    /// was found running at attach).
+    pub fn watch(&mut self, pid: u32) -> bool {
+        let Some(fd) = heartbeat_fd(pid) else {
+            return false;
+        };
+        let path = fd_path(pid, fd);
+        if let Beat::At(_) = beat(&path) {
+            self.files.insert(pid, File { fd, watch: None });
+            return true;
+        }
+        let watch = match self
+            .watches
+            .add(&path, WatchMask::ATTRIB | WatchMask::ONESHOT)
+        {
+            Ok(wd) => Some(wd),
+            Err(e) => {
+                log::debug!("cannot watch worker {pid}'s heartbeat file: {e}");
+                None
+            }
+        };
+        self.files.insert(pid, File { fd, watch });
+        // A touch between the first look and the watch is seen now.
+        matches!(beat(&path), Beat::At(_))
+    }
+
+    /// The worker whose file a watch event came from, now touched. Its
+    /// watch is gone (ONESHOT).
+    pub fn touched(&mut self, wd: &WatchDescriptor) -> Option<u32> {
+        let (&pid, file) = self
+            .files
+            .iter_mut()
+            .find(|(_, f)| f.watch.as_ref() == Some(wd))?;
+        file.watch = None;
+        Some(pid)
+    }
+
+    /// Stops following a worker.
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(File {
+            watch: Some(wd), ..
+        }) = self.files.remove(&pid)
+        {
+            let _ = self.watches.remove(wd);
+        }
+    }
+
+    /// Seconds since each followed worker last touched its file.
+    pub fn ages(&self) -> Vec<(u32, f64)> {
+        let now = monotonic_ns();
+        self.files
+            .iter()
+            .filter_map(|(&pid, f)| match beat(&fd_path(pid, f.fd)) {
+                Beat::At(at) => Some((pid, now.saturating_sub(at) as f64 / 1e9)),
+                Beat::Never => None,
+            })
+            .collect()
+    }
+}
+
+fn fd_path(pid: u32, fd: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/fd/{fd}"))
+}
+
+/// The mtime of the file at `path`: a monotonic time once the worker
+/// touched it (values up to now on the monotonic clock), wall-clock before.
+fn beat(path: &std::path::Path) -> Beat {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Beat::Never;
+    };
+    let (Ok(secs), Ok(nanos)) = (
+        u64::try_from(meta.mtime()),
+        u64::try_from(meta.mtime_nsec()),
+    ) else {
+        return Beat::Never;
+    };
+    classify(secs * 1_000_000_000 + nanos, monotonic_ns())
+}
+
+/// A touched file's mtime is on the monotonic clock, so not after `now`
+/// on it; the master's creation set a wall-clock time decades later.
+fn classify(mtime_ns: u64, now_monotonic_ns: u64) -> Beat {
+    if mtime_ns <= now_monotonic_ns {
+        Beat::At(mtime_ns)
+    } else {
+        Beat::Never
+    }
+}
+
+/// The descriptor of worker `pid`'s own heartbeat file: an unlinked
+/// `wgunicorn-*` file. Just after the fork the worker still holds its older
+/// siblings' (it closes them first thing); its own is the one the master
+/// created last, before the fork: the newest not yet touched.
+fn heartbeat_fd(pid: u32) -> Option<u32> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut candidates: Vec<(u32, bool, i64, u64)> = dir
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let name = target.to_string_lossy();
+            if !(name.contains("/wgunicorn-") && name.ends_with("(deleted)")) {
+                return None;
+            }
+            let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            let touched = matches!(beat(&entry.path()), Beat::At(_));
+            Some((fd, touched, meta.ctime(), meta.ino()))
+        })
+        .collect();
+    // Untouched first, newest first.
+    candidates.sort_by_key(|&(_, touched, ctime, ino)| (touched, std::cmp::Reverse((ctime, ino))));
+    candidates.first().map(|&(fd, ..)| fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_mtimes_are_touches() {
+        let now = 5_000 * 1_000_000_000;
+        assert_eq!(
+            classify(4_999 * 1_000_000_000, now),
+            Beat::At(4_999_000_000_000)
+        );
+        assert_eq!(classify(1_764_000_000 * 1_000_000_000, now), Beat::Never);
+    }
+
+    /// A real unlinked file touched through /proc, as Gunicorn does.
+    #[test]
+    fn first_touch_is_seen_through_proc() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("wgunicorn-test-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let inotify = inotify::Inotify::init().unwrap();
+        let mut hb = Heartbeats::new(inotify.watches());
+        let me = std::process::id();
+        assert!(!hb.watch(me), "not touched yet");
+        assert_eq!(hb.files[&me].fd, file.as_raw_fd() as u32);
+        assert!(hb.ages().is_empty());
+        // Touch it with a monotonic time, as os.utime(fd, (t, t)) does.
+        let t = monotonic_ns() / 1_000_000_000;
+        let times = [libc::timespec {
+            tv_sec: t as i64,
+            tv_nsec: 0,
+        }; 2];
+        // SAFETY: a valid fd and two timespecs.
+        assert_eq!(
+            unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) },
+            0
+        );
+        let mut buf = [0u8; 1024];
+        let mut inotify = inotify;
+        let events: Vec<_> = inotify.read_events_blocking(&mut buf).unwrap().collect();
+        assert_eq!(hb.touched(&events[0].wd), Some(me));
+        let ages = hb.ages();
+        assert_eq!(ages.len(), 1);
+        assert!(ages[0].1 >= 0.0 && ages[0].1 < 2.0, "{ages:?}");
+        hb.forget(me);
+        assert!(hb.ages().is_empty());
+    }
+}
