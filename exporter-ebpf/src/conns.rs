@@ -278,6 +278,11 @@ impl Env for KernelEnv {
     }
 
     #[inline(always)]
+    fn late(&mut self, conn: &Conn, n: u64) {
+        crate::maps::add_late_bytes(self.key.tgid, conn.status, conn.method, n);
+    }
+
+    #[inline(always)]
     fn walk_chunks(&mut self, _conn: &mut Conn, walk: &mut Walk) {
         let Some(w) = WALK.get_ptr_mut(0) else {
             walk.outcome = exporter_ebpf::request::walk::LOST;

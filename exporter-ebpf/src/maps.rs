@@ -157,6 +157,22 @@ pub fn record(tgid: u32, done: &Finished) {
     }
 }
 
+/// Adds `n` response bytes written past a recorded response's end to its
+/// series (the request was counted when its framing said it ended).
+#[inline(never)]
+pub fn add_late_bytes(tgid: u32, status: u16, method: u8, n: u64) {
+    let key = MetricKey {
+        tgid,
+        status,
+        method,
+        _pad: 0,
+    };
+    if let Some(aggregate) = METRICS.get_ptr_mut(&key) {
+        // SAFETY: our CPU's copy of the value.
+        unsafe { (*aggregate).resp_bytes_sum += n };
+    }
+}
+
 #[inline(always)]
 fn failed(tgid: u32, done: &Finished) {
     let aborting = matches!(tracked(tgid), Some(p) if p.flags & flag::ABORTING != 0);

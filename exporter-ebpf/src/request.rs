@@ -203,6 +203,9 @@ pub trait Env {
     /// stack slots between paths the verifier then walks apart, and a copy
     /// per path overflowed the 512-byte stack.
     fn finished(&mut self, conn: &Conn);
+    /// `n` bytes written past the end of `conn`'s last response (the kernel
+    /// adds them to its series' byte sum).
+    fn late(&mut self, conn: &Conn, n: u64);
     /// Runs [`Conn::chunk_step`] until it returns false, at most
     /// [`framing::CHUNK_STEPS`] times.
     fn walk_chunks(&mut self, conn: &mut Conn, walk: &mut Walk);
@@ -360,13 +363,16 @@ impl Conn {
         self.finished_at(self.last_write_ns, false)
     }
 
-    /// Kept alive: wait for the next request.
+    /// Kept alive: wait for the next request. The last response's method
+    /// and status stay, for a pipelined follower and for bytes written past
+    /// that response's end.
     #[inline(always)]
     fn idle(&mut self) {
         *self = Conn {
             sk: self.sk,
             last_write_ns: self.last_write_ns,
             method: self.method,
+            status: self.status,
             phase: phase::IDLE,
             counted: 1,
             ..Conn::default()
@@ -471,6 +477,12 @@ impl Conn {
         match self.phase {
             phase::READING | phase::IDLE | phase::ATTACHED => {
                 if !self.status_line(n, env) {
+                    // Past the end of a response its framing announced (a
+                    // body sent for HEAD, as gunicorn 23 does, or longer than
+                    // its Content-Length): bytes of that response still.
+                    if self.phase == phase::IDLE && self.req_bytes == 0 && self.status != 0 {
+                        env.late(self, n);
+                    }
                     return;
                 }
             }
@@ -814,6 +826,7 @@ pub mod host {
         pub carry: Vec<u8>,
         pub unframed: u32,
         pub finished: Vec<Finished>,
+        pub late: u64,
     }
 
     impl HostEnv {
@@ -824,6 +837,7 @@ pub mod host {
                 carry: Vec::new(),
                 unframed: 0,
                 finished: Vec::new(),
+                late: 0,
             }
         }
     }
@@ -879,6 +893,10 @@ pub mod host {
 
         fn finished(&mut self, conn: &Conn) {
             self.finished.push(conn.completed());
+        }
+
+        fn late(&mut self, _conn: &Conn, n: u64) {
+            self.late += n;
         }
 
         fn walk_chunks(&mut self, conn: &mut Conn, walk: &mut Walk) {
@@ -1082,6 +1100,10 @@ mod tests {
         let mut w = Wire::new();
         w.read(0, b"HEAD / HTTP/1.1\r\n\r\n");
         assert_eq!(w.write(1, OK).map(|f| f.method), Some(HEAD));
+        // gunicorn 23 sends the body of a HEAD response anyway.
+        assert_eq!(w.write(2, b"hi"), None);
+        assert_eq!(w.env.late, 2, "counted as that response's bytes");
+        assert!(!w.c.busy());
     }
 
     #[test]

@@ -196,6 +196,8 @@ pub struct Kernel {
     rw_attached: bool,
     /// Per-worker uprobes on the C library's write() (socket hooks).
     write_probes: BTreeMap<u32, UProbeLinkId>,
+    /// What the kernel knows the masters listen on.
+    listeners: Listeners,
     /// Owns the programs and their links: dropping it detaches everything.
     ebpf: Ebpf,
 }
@@ -216,6 +218,7 @@ impl Kernel {
         offsets: Offsets,
         probed: capabilities::Kernel,
         programs: Programs,
+        listeners: &Listeners,
     ) -> Result<(Kernel, capabilities::Kernel), KernelError> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(KernelError::Load)?;
         let probed = capabilities::with_helpers(probed, |name| {
@@ -265,8 +268,12 @@ impl Kernel {
             attached: Vec::new(),
             rw_attached: false,
             write_probes: BTreeMap::new(),
+            listeners: Listeners::default(),
             ebpf,
         };
+        // The listeners before any I/O is seen: a connection first seen
+        // without them would be taken for one the worker made itself.
+        kernel.set_listeners(listeners);
         // The process tree first, so forks are followed before any I/O is.
         for attachment in LIFECYCLE {
             kernel.attach(attachment)?;
@@ -468,35 +475,42 @@ impl Kernel {
         }
     }
 
-    /// Makes `ports` the TCP ports and `inodes` the unix socket files the
-    /// masters listen on: connections to them are the workers' clients, and
-    /// their handshakes are timed.
-    pub fn set_listeners(
-        &mut self,
-        ports: &std::collections::BTreeSet<u16>,
-        inodes: &std::collections::BTreeSet<u64>,
-        was: &mut (
-            std::collections::BTreeSet<u16>,
-            std::collections::BTreeSet<u64>,
-        ),
-    ) {
-        for &port in was.0.difference(ports) {
+    /// Makes `listeners` what the masters listen on: connections to them are
+    /// the workers' clients, and their handshakes are timed. A listener new
+    /// to the kernel makes it forget the sockets it had taken for the
+    /// workers' own (one may be a connection to it).
+    pub fn set_listeners(&mut self, listeners: &Listeners) {
+        let (was_ports, was_unix) = (self.listeners.ports.clone(), self.listeners.unix.clone());
+        for &port in was_ports.difference(&listeners.ports) {
             let _ = self.listen_ports.set(port as u32, 0, 0);
         }
-        for &port in ports.difference(&was.0) {
+        for &port in listeners.ports.difference(&was_ports) {
             if let Err(e) = self.listen_ports.set(port as u32, 1, 0) {
                 log::warn!("cannot follow connections to port {port}: {e}");
             }
         }
-        for inode in was.1.difference(inodes) {
+        for inode in was_unix.difference(&listeners.unix) {
             let _ = self.listen_inodes.remove(inode);
         }
-        for &inode in inodes.difference(&was.1) {
+        for &inode in listeners.unix.difference(&was_unix) {
             if let Err(e) = self.listen_inodes.insert(inode, 1, 0) {
                 log::warn!("cannot follow connections to unix socket inode {inode}: {e}");
             }
         }
-        *was = (ports.clone(), inodes.clone());
+        let added = !listeners.ports.is_subset(&was_ports) || !listeners.unix.is_subset(&was_unix);
+        if added {
+            let foreign: Vec<ConnKey> = self
+                .conns
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, c)| c.phase == exporter_ebpf::request::phase::FOREIGN)
+                .map(|(k, _)| k)
+                .collect();
+            for key in foreign {
+                let _ = self.conns.remove(&key);
+            }
+        }
+        self.listeners = listeners.clone();
     }
 
     /// A per-CPU counter of `abi::stat`, summed.
@@ -523,6 +537,45 @@ impl Kernel {
             *slot = self.errors.get(&(index as u32), 0)?.iter().sum();
         }
         Ok(out)
+    }
+}
+
+/// What the masters listen on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listeners {
+    pub ports: std::collections::BTreeSet<u16>,
+    /// Inodes of the unix socket files.
+    pub unix: std::collections::BTreeSet<u64>,
+    /// Their paths (as the masters see them).
+    pub unix_paths: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Listeners {
+    /// What the masters `pids` listen on, from their sockets (sock_diag)
+    /// and, for unix sockets, the socket files in their mount namespaces.
+    pub fn of(pids: impl IntoIterator<Item = u32>) -> Listeners {
+        let mut found = Listeners::default();
+        for pid in pids {
+            let inodes = crate::backlog::socket_fds(pid)
+                .into_iter()
+                .map(|(_, inode)| inode)
+                .collect();
+            for l in crate::backlog::listeners(pid, &inodes).listeners {
+                if let Some(path) = l.label.strip_prefix("unix:") {
+                    let inside = PathBuf::from(format!("/proc/{pid}/root"))
+                        .join(path.trim_start_matches('/'));
+                    if let Ok(meta) = std::fs::metadata(&inside) {
+                        found
+                            .unix
+                            .insert(std::os::unix::fs::MetadataExt::ino(&meta));
+                        found.unix_paths.insert(PathBuf::from(path));
+                    }
+                } else if let Some(port) = l.label.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    found.ports.insert(port);
+                }
+            }
+        }
+        found
     }
 }
 

@@ -124,8 +124,9 @@ fn run(options: Options) -> anyhow::Result<()> {
             "--empty-programs: the hooks run a program that does nothing; request and lifecycle metrics stay at zero"
         );
     }
-    let (kernel, probed) =
-        Kernel::load(bounds, offsets, probed, programs).context("attaching the eBPF programs")?;
+    let listeners = kernel::Listeners::of([master.info.pid]);
+    let (kernel, probed) = Kernel::load(bounds, offsets, probed, programs, &listeners)
+        .context("attaching the eBPF programs")?;
     log::info!("{}", probed.describe());
     if probed.hooks == capabilities::Hooks::Sockets
         && !options.no_exception_classes

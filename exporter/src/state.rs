@@ -3,7 +3,7 @@
 //! failed, and the requests userspace had to finish itself.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -16,10 +16,10 @@ use inotify::WatchDescriptor;
 
 use crate::{
     actions::Actions,
-    backlog, capabilities,
+    capabilities,
     exceptions::{Exceptions, Failure},
     heartbeats::Heartbeats,
-    kernel::Kernel,
+    kernel::{Kernel, Listeners},
     lifecycle::{Change, Hook, Lifecycle, Occurrence, Reason},
     logging, procs, target,
     workers::Workers,
@@ -64,8 +64,6 @@ pub struct State {
     swept: BTreeMap<MetricKey, Aggregate>,
     settings: Settings,
     actions: Actions,
-    /// The TCP ports and unix socket inodes the kernel knows as listeners.
-    listeners: (BTreeSet<u16>, BTreeSet<u64>),
 }
 
 impl State {
@@ -88,7 +86,6 @@ impl State {
             swept: BTreeMap::new(),
             settings,
             actions,
-            listeners: Default::default(),
         }
     }
 
@@ -332,32 +329,10 @@ impl State {
         self.exceptions.prune(procs::monotonic_ns());
     }
 
-    /// Tells the kernel the masters' listeners: the TCP ports, and the inodes
-    /// of the unix socket files (looked up in the master's mount namespace).
+    /// Tells the kernel the masters' listeners.
     fn refresh_listeners(&mut self) -> Listeners {
-        let mut found = Listeners::default();
-        for &pid in self.masters.keys() {
-            let inodes = backlog::socket_fds(pid)
-                .into_iter()
-                .map(|(_, inode)| inode)
-                .collect();
-            for l in backlog::listeners(pid, &inodes).listeners {
-                if let Some(path) = l.label.strip_prefix("unix:") {
-                    let inside = PathBuf::from(format!("/proc/{pid}/root"))
-                        .join(path.trim_start_matches('/'));
-                    if let Ok(meta) = std::fs::metadata(&inside) {
-                        found
-                            .unix
-                            .insert(std::os::unix::fs::MetadataExt::ino(&meta));
-                        found.unix_paths.insert(PathBuf::from(path));
-                    }
-                } else if let Some(port) = l.label.rsplit(':').next().and_then(|p| p.parse().ok()) {
-                    found.ports.insert(port);
-                }
-            }
-        }
-        self.kernel
-            .set_listeners(&found.ports, &found.unix, &mut self.listeners);
+        let found = Listeners::of(self.masters.keys().copied());
+        self.kernel.set_listeners(&found);
         found
     }
 
@@ -427,16 +402,6 @@ impl State {
     pub fn action_counts(&self) -> Vec<((Hook, &'static str), u64)> {
         self.actions.counts()
     }
-}
-
-/// What the masters listen on.
-#[derive(Debug, Default)]
-struct Listeners {
-    ports: BTreeSet<u16>,
-    /// Inodes of the unix socket files.
-    unix: BTreeSet<u64>,
-    /// Their paths (as the masters see them).
-    unix_paths: BTreeSet<PathBuf>,
 }
 
 impl Occurrence {

@@ -217,7 +217,7 @@ fn empty_programs_attach_the_same_tracepoints_and_count_nothing() {
         let stderr = e.stderr();
         let line = stderr
             .lines()
-            .find(|l| l.contains("tracepoints)"))
+            .find(|l| l.contains("hooks); serving"))
             .map(str::to_owned);
         line.and_then(|l| l.split(", ").nth(1)?.split(' ').next()?.parse::<u32>().ok())
     };

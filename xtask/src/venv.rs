@@ -70,7 +70,8 @@ pub const GUNICORN23: Venv = Venv {
 /// (on its sqlite backend), pymemcache, and gevent.
 pub const STACKS: Venv = Venv {
     name: "stacks",
-    gunicorn_version: "27.0.1",
+    program: "gunicorn",
+    version: "27.0.1",
     requirements: &[
         "gunicorn==27.0.1",
         "packaging==26.3",
