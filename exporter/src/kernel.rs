@@ -181,6 +181,9 @@ pub struct Programs {
 }
 
 pub struct Kernel {
+    /// Kept open: programs loaded later (the read/write family, uprobes)
+    /// refer to every map by its descriptor.
+    _config: Array<MapData, Config>,
     tracked: HashMap<MapData, u32, Proc>,
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
@@ -254,6 +257,7 @@ impl Kernel {
                 source,
             })?;
         let mut kernel = Kernel {
+            _config: config,
             tracked: take(&mut ebpf, map::TRACKED)?,
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,

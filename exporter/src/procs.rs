@@ -66,16 +66,17 @@ pub fn start_unix_secs(start_ticks: u64) -> u64 {
     boot + start_ticks / ticks
 }
 
-/// Whether `pid` has a library whose file name contains `name` mapped
-/// (e.g. `uvloop`, whose libuv reads and writes sockets with read/write).
+/// Whether `pid` has a file whose path has a component `name` mapped (e.g.
+/// `uvloop`, the package whose libuv reads and writes sockets with
+/// read/write: `.../site-packages/uvloop/loop.cpython-311-....so`).
 pub fn maps_library(pid: u32, name: &str) -> bool {
     Process::new(pid as i32)
         .and_then(|p| p.maps())
         .is_ok_and(|maps| {
             maps.iter().any(|m| match &m.pathname {
                 procfs::process::MMapPath::Path(path) => path
-                    .file_name()
-                    .is_some_and(|f| f.to_string_lossy().contains(name)),
+                    .components()
+                    .any(|c| c.as_os_str().to_string_lossy() == name),
                 _ => false,
             })
         })

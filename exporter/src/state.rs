@@ -256,7 +256,10 @@ impl State {
                 "worker {pid} runs uvloop: tracing read/write/readv/writev/recvmsg/sendmsg too"
             ),
             Ok(false) => {}
-            Err(e) => log::warn!("attaching the read/write family for worker {pid}: {e:#}"),
+            Err(e) => log::warn!(
+                "attaching the read/write family for worker {pid}: {:#}",
+                anyhow::Error::from(e)
+            ),
         }
     }
 
