@@ -491,6 +491,11 @@ pub const RECORD_PIECE: usize = 4096;
 /// Pieces of one record at most: longer records are cut (their tracebacks'
 /// ends are then not seen).
 pub const RECORD_PIECES: usize = 16;
+/// Bytes a piece carries at most: one less than its array, so that a mask
+/// bounds the copy for the verifier.
+pub const RECORD_PIECE_DATA: usize = RECORD_PIECE - 1;
+/// Bytes of a record carried at most.
+pub const RECORD_MAX: usize = RECORD_PIECES * RECORD_PIECE_DATA;
 
 /// One piece of a log record with a traceback ([`event::RECORD`]). The
 /// header's `pid` is the worker, `other` the thread that wrote it, `value`

@@ -13,7 +13,9 @@ use exporter_ebpf::{
     abi::{AF_INET, AF_INET6, AF_UNIX, ConnKey, error, io, stat},
     framing::{CARRY, CHUNK_STEPS, HEADER_BOUND, SCRATCH, SIZE_LINE},
     http::HEAD_LEN,
-    request::{Conn, Env, NONE, SCAN_STEPS, Walk, Window, read_values, scan_line, scan_step},
+    request::{
+        Conn, Env, Finished, NONE, SCAN_STEPS, Walk, Window, read_values, scan_line, scan_step,
+    },
 };
 
 use crate::{
@@ -35,6 +37,21 @@ static SCRATCH_BUF: PerCpuArray<[u8; SCRATCH]> = PerCpuArray::with_max_entries(1
 static WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static WALK: PerCpuArray<ChunkWalk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Requests a write finished (at most two: a pipelined pair), recorded once
+/// the write is handled: one call site of `record` in the write programs
+/// instead of one per way a response can end, each of which the verifier
+/// walked `record` from.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Done {
+    count: u32,
+    _pad: u32,
+    finished: [Finished; 2],
+}
+
+#[map]
+static DONE: PerCpuArray<Done> = PerCpuArray::with_max_entries(1, 0);
 
 /// A header line split across two writes, kept for the second.
 #[repr(C)]
@@ -167,14 +184,16 @@ fn user<T>(addr: u64) -> Option<T> {
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const T) }.ok()
 }
 
-/// Copies `len` user bytes; `len` is bounded (by `MAX`) for the verifier.
+/// Copies `len` user bytes; `len` is bounded (by `MAX`) for the verifier,
+/// and masked too: older verifiers lose a bound's lower half on the way.
 #[inline(always)]
 fn read_user<const MAX: usize>(dst: *mut u8, src: u64, len: u64) -> bool {
     if len > MAX as u64 {
         return false;
     }
+    let len = crate::maps::bounded(len as u32, 2 * MAX as u32 - 1);
     // SAFETY: callers give `dst` room for `len` (at most MAX) bytes.
-    unsafe { bpf_probe_read_user(dst as *mut c_void, len as u32, src as *const c_void) == 0 }
+    unsafe { bpf_probe_read_user(dst as *mut c_void, len, src as *const c_void) == 0 }
 }
 
 /// The state machine's environment in the kernel.
@@ -201,7 +220,7 @@ impl Env for KernelEnv {
             return false;
         }
         // SAFETY: at + len <= CARRY + HEADER_BOUND < SCRATCH.
-        let dst = unsafe { (scratch as *mut u8).add(at) };
+        let dst = unsafe { (scratch as *mut u8).add(at & (2 * CARRY - 1)) };
         let ok = self.io.copy::<HEADER_BOUND>(off, dst, len as u64);
         if !ok {
             count_error(error::READ_FAILED);
@@ -274,7 +293,14 @@ impl Env for KernelEnv {
 
     #[inline(always)]
     fn finished(&mut self, conn: &Conn) {
-        record_completed(self.key.tgid, conn);
+        let Some(done) = DONE.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: this CPU's map value.
+        let done = unsafe { &mut *done };
+        let slot = (done.count as usize) & 1;
+        done.finished[slot] = conn.completed();
+        done.count += 1;
     }
 
     #[inline(always)]
@@ -389,12 +415,6 @@ pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) {
     }
 }
 
-/// Records the response `conn` just completed (in a frame of its own).
-#[inline(never)]
-fn record_completed(tgid: u32, conn: &Conn) {
-    record(tgid, &conn.completed());
-}
-
 /// A write on a connection that sent `n`.
 #[inline(never)]
 pub fn on_write(tgid: u32, fd: u32, conn: &mut Conn, io: Io, n: i64) {
@@ -413,11 +433,34 @@ pub fn on_write(tgid: u32, fd: u32, conn: &mut Conn, io: Io, n: i64) {
         }
         return;
     }
+    let Some(done) = DONE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's map value.
+    unsafe { (*done).count = 0 };
     let mut env = KernelEnv {
         io,
         key: ConnKey { tgid, fd },
     };
     conn.on_write(now(), n as u64, &mut env);
+    record_done(tgid);
+}
+
+/// Records what the write finished ([`DONE`]).
+#[inline(never)]
+fn record_done(tgid: u32) {
+    let Some(done) = DONE.get_ptr(0) else {
+        return;
+    };
+    // SAFETY: this CPU's map value.
+    let done = unsafe { &*done };
+    let mut i = 0;
+    while i < 2 {
+        if (i as u32) < done.count {
+            record(tgid, &done.finished[i]);
+        }
+        i += 1;
+    }
 }
 
 /// The connection of (tgid, fd), if the worker has one there.

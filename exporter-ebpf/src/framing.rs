@@ -19,10 +19,11 @@ pub const HEADER_BOUND: usize = 2048;
 /// `Content-Length` or `Transfer-Encoding` with their values and some spaces.
 pub const LINE: usize = 64;
 /// The scratch buffer the kernel reads a header window into: a carried
-/// partial line and up to [`HEADER_BOUND`] new bytes fit in its first half,
-/// so any index masked into that half has a line's lookahead of room after
-/// it (the verifier sees every access in bounds without a branch).
-pub const SCRATCH: usize = 8192;
+/// partial line and up to [`HEADER_BOUND`] new bytes fit in its first
+/// quarter, so any index masked into its first half has a line's lookahead
+/// of room after it, and any copy the verifier can bound (to twice the
+/// window, masked) lands in it (every access in bounds without a branch).
+pub const SCRATCH: usize = 16384;
 /// Largest partial header line carried from one write to the next.
 pub const CARRY: usize = 48;
 /// Chunk-size lines parsed per write; more (many tiny chunks coalesced into
@@ -281,28 +282,38 @@ pub enum SizeLine {
 /// Bytes of a chunk-size line the kernel reads (a head's worth).
 pub const SIZE_LINE: usize = crate::http::HEAD_LEN;
 
-/// Parses a chunk-size line (`1a2b[;ext]\r\n`) from `avail` valid bytes:
-/// its end found a word at a time, then its hex digits, with few branches
-/// (the kernel walks a body's chunks under bpf_loop, whose callback the
-/// verifier walks once per state it can be entered in).
+/// Parses a chunk-size line (`1a2b[;ext]\r\n`) from `avail` valid bytes.
+/// Its end and its run of hex digits are found a word at a time, and the
+/// digits summed by a loop whose only branch rejoins at once: the verifier
+/// walks the callback that runs this once per state it is entered in, so a
+/// loop exiting at each digit count multiplied its work by sixteen.
 #[inline(always)]
 pub fn size_line(bytes: &[u8; SIZE_LINE], avail: usize) -> SizeLine {
-    let mut end = SIZE_LINE;
-    let mut w = 0;
-    while w < SIZE_LINE / 8 {
-        let mut word = 0u64;
-        let mut i = 0;
-        while i < 8 {
-            word |= (bytes[(w * 8 + i) & (SIZE_LINE - 1)] as u64) << (8 * i);
-            i += 1;
-        }
-        let mask = newlines(word);
-        if mask != 0 {
-            end = w * 8 + first_byte(mask);
-            break;
-        }
-        w += 1;
-    }
+    let avail = if avail < SIZE_LINE { avail } else { SIZE_LINE };
+    let words = [
+        word_at(bytes, 0),
+        word_at(bytes, 1),
+        word_at(bytes, 2),
+        word_at(bytes, 3),
+    ];
+    // The line's end: its first LF.
+    let nl = [
+        newlines(words[0]),
+        newlines(words[1]),
+        newlines(words[2]),
+        newlines(words[3]),
+    ];
+    let end = if nl[0] != 0 {
+        first_byte(nl[0])
+    } else if nl[1] != 0 {
+        8 + first_byte(nl[1])
+    } else if nl[2] != 0 {
+        16 + first_byte(nl[2])
+    } else if nl[3] != 0 {
+        24 + first_byte(nl[3])
+    } else {
+        SIZE_LINE
+    };
     if end >= avail {
         // Extensions longer than the bytes read are not something servers send.
         return if avail < SIZE_LINE {
@@ -311,25 +322,60 @@ pub fn size_line(bytes: &[u8; SIZE_LINE], avail: usize) -> SizeLine {
             SizeLine::Bad
         };
     }
+    // The hex digits: up to the first byte that is not one (within 16).
+    let (x0, x1) = (not_hex(words[0]), not_hex(words[1]));
+    let digits = if x0 != 0 {
+        first_byte(x0)
+    } else if x1 != 0 {
+        8 + first_byte(x1)
+    } else {
+        16
+    };
     let mut size = 0u64;
-    let mut digits = 0;
-    while digits < 15 {
-        let b = bytes[digits & (SIZE_LINE - 1)];
-        let decimal = b.wrapping_sub(b'0') < 10;
-        let letter = (b | 0x20).wrapping_sub(b'a') < 6;
-        if !(decimal || letter) {
-            break;
+    let mut i = 0;
+    while i < 15 {
+        if i < digits {
+            let b = bytes[i];
+            // '0'..'9' -> 0..9, 'a'..'f' and 'A'..'F' -> 10..15.
+            size = (size << 4) | ((b & 0xf) + 9 * (b >> 6)) as u64;
         }
-        // '0'..'9' -> 0..9, 'a'..'f' and 'A'..'F' -> 10..15.
-        size = (size << 4) | ((b & 0xf) + 9 * (b >> 6)) as u64;
-        digits += 1;
+        i += 1;
     }
     let next = bytes[digits & (SIZE_LINE - 1)];
     let ends = next == b'\r' || next == b'\n' || next == b';' || next == b' ' || next == b'\t';
-    if digits == 0 || !ends {
+    if digits == 0 || digits > 15 || !ends {
         return SizeLine::Bad;
     }
     SizeLine::Size { size, len: end + 1 }
+}
+
+/// The little-endian word of `bytes[8 * w..8 * w + 8]`.
+#[inline(always)]
+fn word_at(bytes: &[u8; SIZE_LINE], w: usize) -> u64 {
+    let mut word = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        word |= (bytes[(w * 8 + i) & (SIZE_LINE - 1)] as u64) << (8 * i);
+        i += 1;
+    }
+    word
+}
+
+/// The high bit of each byte of `w` that is not an ASCII hex digit.
+#[inline(always)]
+fn not_hex(w: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let in_range = |v: u64, lo: u8, hi: u8| {
+        // lo <= b < hi, for bytes below 0x80 (the high bit of each byte of
+        // v + 0x80 - lo set, that of v + 0x80 - hi clear).
+        (v.wrapping_add(ONES * (0x80 - lo as u64)))
+            & !(v.wrapping_add(ONES * (0x80 - hi as u64)))
+            & HIGH
+    };
+    let low = w & LOW7;
+    let lower = (w | LOWER) & LOW7;
+    let hex = (in_range(low, b'0', b'9' + 1) | in_range(lower, b'a', b'f' + 1)) & !w;
+    !hex & HIGH
 }
 
 /// Whether a final response with `status` to a request with `method` has a

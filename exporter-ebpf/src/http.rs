@@ -38,107 +38,204 @@ pub mod method {
     }
 }
 
-/// Packs up to 8 token bytes into a word, so methods compare as integers (the
-/// BPF target has no memcmp).
-const fn pack(token: &[u8]) -> u64 {
-    let mut word = 0u64;
+/// A little-endian word of up to 8 token bytes, as a request line holds them.
+const fn word(token: &[u8]) -> u64 {
+    let mut w = 0u64;
     let mut i = 0;
     while i < token.len() {
-        word = (word << 8) | token[i] as u64;
+        w |= (token[i] as u64) << (8 * i);
         i += 1;
     }
-    word
+    w
 }
 
-const GET: u64 = pack(b"GET");
-const HEAD: u64 = pack(b"HEAD");
-const POST: u64 = pack(b"POST");
-const PUT: u64 = pack(b"PUT");
-const DELETE: u64 = pack(b"DELETE");
-const CONNECT: u64 = pack(b"CONNECT");
-const OPTIONS: u64 = pack(b"OPTIONS");
-const TRACE: u64 = pack(b"TRACE");
-const PATCH: u64 = pack(b"PATCH");
+/// The known methods: (word, length, code).
+const METHODS: [(u64, usize, u8); 9] = [
+    (word(b"GET"), 3, method::GET),
+    (word(b"HEAD"), 4, method::HEAD),
+    (word(b"POST"), 4, method::POST),
+    (word(b"PUT"), 3, method::PUT),
+    (word(b"DELETE"), 6, method::DELETE),
+    (word(b"CONNECT"), 7, method::CONNECT),
+    (word(b"OPTIONS"), 7, method::OPTIONS),
+    (word(b"TRACE"), 5, method::TRACE),
+    (word(b"PATCH"), 5, method::PATCH),
+];
 
-/// The method of a request line (`METHOD SP target`), or `None` when the bytes
-/// do not start one. A method is an uppercase token followed by a space and the
-/// first byte of a request target (`/`, `*` or an absolute URI's letter).
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+
+/// The high bit of each byte of `w` equal to `byte` (exact per byte).
 #[inline(always)]
-pub fn request_method(head: &[u8; HEAD_LEN], len: usize) -> Option<u8> {
+fn bytes_equal(w: u64, byte: u8) -> u64 {
+    let t = w ^ (ONES * byte as u64);
+    !(((t & LOW7).wrapping_add(LOW7)) | t | LOW7)
+}
+
+/// The high bit of each byte of `w` that is an ASCII uppercase letter.
+#[inline(always)]
+fn uppercase(w: u64) -> u64 {
+    let low = w & LOW7;
+    // b >= 'A' (0x41) sets the high bit of b + 0x3F; b > 'Z' (0x5A) that of b + 0x25.
+    (low.wrapping_add(ONES * 0x3F)) & !(low.wrapping_add(ONES * 0x25)) & !w & HIGH
+}
+
+/// The high bits of the bytes at indexes below `n` of a word.
+#[inline(always)]
+fn below(n: usize) -> u64 {
+    if n >= 8 {
+        HIGH
+    } else {
+        ((1u64 << (8 * n)) - 1) & HIGH
+    }
+}
+
+/// The bytes at indexes below `n` of a word, all bits.
+#[inline(always)]
+fn keep(n: usize) -> u64 {
+    (below(n) >> 7).wrapping_mul(0xFF)
+}
+
+/// The index of the lowest byte flagged in `mask`, 8 when none.
+#[inline(always)]
+fn first(mask: u64) -> usize {
+    if mask == 0 {
+        8
+    } else {
+        crate::framing::first_byte(mask)
+    }
+}
+
+/// The little-endian word of `head[8 * i..8 * i + 8]`.
+#[inline(always)]
+fn head_word(head: &[u8; HEAD_LEN], i: usize) -> u64 {
+    let mut w = 0u64;
+    let mut b = 0;
+    while b < 8 {
+        w |= (head[(8 * i + b) & (HEAD_LEN - 1)] as u64) << (8 * b);
+        b += 1;
+    }
+    w
+}
+
+/// A request line's start, as much as a head holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLine {
+    /// [`method`] code.
+    pub method: u8,
+    /// [`line_hash`] of the line's first `hashed` bytes: the method, its
+    /// space and the target's path (up to a space, `?`, CR or the head's
+    /// end). Userspace hashes `METHOD /path` the same way to tie a logged
+    /// exception to its request.
+    pub hash: u32,
+    pub hashed: u8,
+}
+
+/// The request line that starts `head[..len]` (`METHOD SP target`), or
+/// `None` when the bytes do not start one: a method is an uppercase token of
+/// 1 to 15 bytes, followed by a space and the first byte of a target (`/`,
+/// `*` or an absolute URI's letter). Word operations, not byte loops: the
+/// BPF verifier walks each exit of a byte loop as a path of its own.
+#[inline(always)]
+pub fn request_line(head: &[u8; HEAD_LEN], len: usize) -> Option<RequestLine> {
     let len = if len < HEAD_LEN { len } else { HEAD_LEN };
-    let mut word = 0u64;
-    let mut sp = 0;
-    while sp < len && head[sp].is_ascii_uppercase() {
-        word = (word << 8) | head[sp] as u64;
-        sp += 1;
-    }
-    if sp == 0 || sp + 1 >= len || head[sp] != b' ' {
+    let words = [
+        head_word(head, 0),
+        head_word(head, 1),
+        head_word(head, 2),
+        head_word(head, 3),
+    ];
+    // The method's end: the first space within the first 16 bytes.
+    let (s0, s1) = (bytes_equal(words[0], b' '), bytes_equal(words[1], b' '));
+    let sp = if s0 != 0 { first(s0) } else { 8 + first(s1) };
+    if sp == 0 || sp >= 16 || sp + 1 >= len {
         return None;
     }
-    let target = head[sp + 1];
-    if !(target == b'/' || target == b'*' || target.is_ascii_alphabetic()) {
+    // Every byte before it uppercase.
+    let upper = (uppercase(words[0]) | !below(sp)) & HIGH == HIGH
+        && (sp <= 8 || (uppercase(words[1]) | !below(sp - 8)) & HIGH == HIGH);
+    let target = head[(sp + 1) & (HEAD_LEN - 1)];
+    if !upper || !(target == b'/' || target == b'*' || target.is_ascii_alphabetic()) {
         return None;
     }
-    if sp > 8 {
-        return Some(method::OTHER);
+    let mut method = method::OTHER;
+    if sp <= 8 {
+        let token = words[0] & keep(sp);
+        let mut i = 0;
+        while i < METHODS.len() {
+            if METHODS[i].0 == token && METHODS[i].1 == sp {
+                method = METHODS[i].2;
+            }
+            i += 1;
+        }
     }
-    Some(match word {
-        GET => method::GET,
-        HEAD => method::HEAD,
-        POST => method::POST,
-        PUT => method::PUT,
-        DELETE => method::DELETE,
-        CONNECT => method::CONNECT,
-        OPTIONS => method::OPTIONS,
-        TRACE => method::TRACE,
-        PATCH => method::PATCH,
-        _ => method::OTHER,
+    // The path ends at a space, `?` or CR after the target's start.
+    let from = sp + 1;
+    let mut end = HEAD_LEN;
+    let mut i = 4;
+    while i > 0 {
+        i -= 1;
+        let w = words[i];
+        let mut ends = bytes_equal(w, b' ') | bytes_equal(w, b'?') | bytes_equal(w, b'\r');
+        if from >= 8 * (i + 1) {
+            ends = 0;
+        } else if from > 8 * i {
+            ends &= !below(from - 8 * i);
+        }
+        if ends != 0 {
+            end = 8 * i + first(ends);
+        }
+    }
+    let hashed = if end < len { end } else { len };
+    Some(RequestLine {
+        method,
+        hash: hash_words(words, hashed),
+        hashed: hashed as u8,
     })
 }
 
-/// Bytes of a request target hashed at most: what fits in a head after the
-/// shortest method.
-pub const TARGET_MAX: usize = HEAD_LEN - 4;
-
-/// FNV-1a over the request target's path as far as the head holds it (up to
-/// a space, `?` or the head's end), and how many bytes were hashed. Userspace
-/// hashes the path an exception record names the same way, to tie the record
-/// to the request it interrupted ([`target_hash_of`]).
+/// Mixes the first `n` bytes of four words (the rest zeroed).
 #[inline(always)]
-pub fn target_hash(head: &[u8; HEAD_LEN], len: usize) -> (u32, u8) {
-    let len = if len < HEAD_LEN { len } else { HEAD_LEN };
-    let mut sp = 0;
-    while sp < len && head[sp] != b' ' {
-        sp += 1;
-    }
-    let mut hash = FNV_OFFSET;
-    let mut n = 0u8;
-    let mut i = sp + 1;
-    while i < HEAD_LEN {
-        if i >= len {
-            break;
-        }
-        let b = head[i];
-        if b == b' ' || b == b'?' || b == b'\r' {
-            break;
-        }
-        hash = (hash ^ b as u32).wrapping_mul(FNV_PRIME);
-        n += 1;
+fn hash_words(words: [u64; 4], n: usize) -> u32 {
+    let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut i = 0;
+    while i < 4 {
+        let part = if n >= 8 * (i + 1) {
+            words[i]
+        } else if n <= 8 * i {
+            0
+        } else {
+            words[i] & keep(n - 8 * i)
+        };
+        h = (h ^ part).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
         i += 1;
     }
-    (hash, n)
+    (h ^ (h >> 32)) as u32
 }
 
-const FNV_OFFSET: u32 = 0x811c_9dc5;
-const FNV_PRIME: u32 = 0x0100_0193;
+/// [`RequestLine::hash`] of a request line's bytes (`GET /path`), cut to
+/// the `hashed` bytes the kernel hashed.
+pub fn line_hash(line: &[u8], hashed: u8) -> u32 {
+    let n = (hashed as usize).min(line.len()).min(HEAD_LEN);
+    let mut bytes = [0u8; HEAD_LEN];
+    bytes[..n].copy_from_slice(&line[..n]);
+    hash_words(
+        [
+            head_word(&bytes, 0),
+            head_word(&bytes, 1),
+            head_word(&bytes, 2),
+            head_word(&bytes, 3),
+        ],
+        n,
+    )
+}
 
-/// [`target_hash`] of a path (query string already removed) cut to the
-/// `n` bytes the kernel hashed.
-pub fn target_hash_of(path: &[u8], n: u8) -> u32 {
-    let n = (n as usize).min(path.len());
-    path[..n]
-        .iter()
-        .fold(FNV_OFFSET, |h, &b| (h ^ b as u32).wrapping_mul(FNV_PRIME))
+/// The method of a request line, or `None` ([`request_line`]).
+#[inline(always)]
+pub fn request_method(head: &[u8; HEAD_LEN], len: usize) -> Option<u8> {
+    request_line(head, len).map(|l| l.method)
 }
 
 /// The status code of a response status line (`HTTP/1.x NNN`), or `None`.
@@ -332,22 +429,34 @@ mod tests {
     }
 
     #[test]
-    fn target_hashes_match_userspace() {
-        let (h, n) = head(b"GET /boom?x=1 HTTP/1.1\r\n");
-        assert_eq!(target_hash(&h, n), (target_hash_of(b"/boom", 5), 5));
-        let (h, n) = head(b"POST /users/123/orders/4567/items/89 HTTP/1.1");
-        let (hash, hashed) = target_hash(&h, n);
-        assert_eq!(hashed as usize, HEAD_LEN - 5, "cut at the head's end");
+    fn line_hashes_match_userspace() {
+        let l = |bytes: &[u8]| {
+            let (h, n) = head(bytes);
+            request_line(&h, n).unwrap()
+        };
+        let boom = l(b"GET /boom?x=1 HTTP/1.1\r\n");
+        assert_eq!((boom.method, boom.hashed), (method::GET, 9));
+        assert_eq!(boom.hash, line_hash(b"GET /boom", 9));
+        assert_ne!(boom.hash, line_hash(b"GET /bool", 9));
+        let long = l(b"POST /users/123/orders/4567/items/89 HTTP/1.1");
+        assert_eq!(long.hashed as usize, HEAD_LEN, "cut at the head's end");
         assert_eq!(
-            hash,
-            target_hash_of(b"/users/123/orders/4567/items/89", hashed)
+            long.hash,
+            line_hash(b"POST /users/123/orders/4567/items/89", 32)
         );
-        assert_ne!(hash, target_hash_of(b"/users/123/orders/4567/items/8", 30));
         let (h, _) = head(b"GET /short HTTP/1.1");
+        let short = request_line(&h, 7).unwrap();
         assert_eq!(
-            target_hash(&h, 7),
-            (target_hash_of(b"/sh", 3), 3),
+            (short.hashed, short.hash),
+            (7, line_hash(b"GET /short", 7)),
             "short read"
+        );
+        let root = l(b"OPTIONS * HTTP/1.1");
+        assert_eq!((root.method, root.hashed), (method::OPTIONS, 9));
+        let odd = l(b"MKCALENDAR /cal HTTP/1.1");
+        assert_eq!(
+            (odd.method, odd.hash),
+            (method::OTHER, line_hash(b"MKCALENDAR /cal", 15))
         );
     }
 

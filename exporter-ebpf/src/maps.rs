@@ -80,6 +80,15 @@ pub fn offsets() -> Option<&'static Offsets> {
     config().map(|c| &c.offsets)
 }
 
+/// `value & mask`, the mask kept: LLVM drops a mask it can prove redundant,
+/// but older verifiers (6.1) lose a value's lower bound on the way to a
+/// helper's size argument and need the mask in the code to accept it.
+#[inline(always)]
+pub fn bounded(value: u32, mask: u32) -> u32 {
+    // SAFETY: a volatile read of a local: LLVM no longer knows its range.
+    unsafe { core::ptr::read_volatile(&value) & mask }
+}
+
 /// A kernel struct field at `base + off` (0 when unreadable). No branch on
 /// the outcome: the helper zeroes the destination when it fails, so every
 /// read leaves the verifier one path with an unknown value, not two (a known

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::{ProbeContext, TracePointContext},
 };
 use exporter_ebpf::{
-    abi::{Event, RECORD_PIECE, RECORD_PIECES, RecordEvent, error, event},
+    abi::{Event, RECORD_PIECE, RECORD_PIECE_DATA, RECORD_PIECES, RecordEvent, error, event},
     errlog::{ERRLOG_BUF, ERRLOG_HEAD, ERRLOG_MIN, has_traceback},
     tracepoint::{ARG0, ARG1, ARG2},
 };
@@ -64,9 +64,9 @@ fn log_write(fd: u64, buf: u64, len: u64) {
     let Some(head) = HEAD.get_ptr_mut(0) else {
         return;
     };
-    let n = len.min(ERRLOG_HEAD as u64);
+    let n = crate::maps::bounded(len.min(ERRLOG_HEAD as u64) as u32, ERRLOG_BUF as u32 - 1);
     // SAFETY: the user's buffer, `n` bytes fit the head; faults safely.
-    if unsafe { bpf_probe_read_user(head as *mut _, n as u32, buf as *const _) } != 0 {
+    if unsafe { bpf_probe_read_user(head as *mut _, n, buf as *const _) } != 0 {
         return;
     }
     // SAFETY: a map value of this type.
@@ -82,11 +82,15 @@ fn send(tgid: u32, tid: u32, buf: u64, len: u64) {
     let ts = now();
     let mut i = 0;
     while i < RECORD_PIECES {
-        let off = (i * RECORD_PIECE) as u64;
+        let off = (i * RECORD_PIECE_DATA) as u64;
         if off >= len {
             break;
         }
-        let piece = (len - off).min(RECORD_PIECE as u64);
+        // Masked: a bound older verifiers keep on the way to the helper.
+        let piece = crate::maps::bounded(
+            (len - off).min(RECORD_PIECE_DATA as u64) as u32,
+            RECORD_PIECE as u32 - 1,
+        );
         let Some(mut entry) = EVENTS.reserve::<RecordEvent>(0) else {
             count_error(error::EVENTS_LOST);
             return;
@@ -103,11 +107,11 @@ fn send(tgid: u32, tid: u32, buf: u64, len: u64) {
                 _pad: 0,
                 ts_ns: ts,
             };
-            (*ptr).len = piece as u32;
+            (*ptr).len = piece;
             (*ptr)._pad = 0;
             if bpf_probe_read_user(
                 (*ptr).bytes.as_mut_ptr() as *mut _,
-                piece as u32,
+                piece,
                 (buf + off) as *const _,
             ) != 0
             {

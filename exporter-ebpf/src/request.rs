@@ -80,7 +80,7 @@ pub struct Conn {
     pub body_left: u64,
     /// The thread that read the request (exception records are tied to it).
     pub tid: u32,
-    /// [`http::target_hash`] of the request target.
+    /// [`http::RequestLine::hash`] of the request line's start.
     pub target: u32,
     pub status: u16,
     /// Header bytes scanned so far, up to [`HEADER_BOUND`].
@@ -93,7 +93,7 @@ pub struct Conn {
     pub scan: u8,
     /// [`framing::chunk`] position in a chunked body.
     pub chunk: u8,
-    /// Bytes [`http::target_hash`] covered.
+    /// Bytes that hash covered.
     pub target_len: u8,
     /// 0 for a response joined mid-way at attach: followed, not recorded.
     pub counted: u8,
@@ -315,8 +315,11 @@ impl Conn {
         }
     }
 
-    fn begin(&mut self, now: u64, n: u64, method: u8, tid: u32, head: &[u8; HEAD_LEN], len: usize) {
-        let (target, target_len) = http::target_hash(head, len);
+    fn begin(&mut self, now: u64, n: u64, tid: u32, line: Option<http::RequestLine>) {
+        let (method, target, target_len) = match line {
+            Some(l) => (l.method, l.hash, l.hashed),
+            None => (http::method::OTHER, 0, 0),
+        };
         *self = Conn {
             sk: self.sk,
             start_ns: now,
@@ -395,21 +398,14 @@ impl Conn {
         head: &[u8; HEAD_LEN],
         len: usize,
     ) -> Option<Finished> {
-        let method = http::request_method(head, len);
-        match (self.phase, method) {
+        let line = http::request_line(head, len);
+        match (self.phase, line) {
             (phase::NEW, _) => {
-                self.begin(
-                    now,
-                    n,
-                    method.unwrap_or(http::method::OTHER),
-                    tid,
-                    head,
-                    len,
-                );
+                self.begin(now, n, tid, line);
                 None
             }
-            (phase::IDLE | phase::ATTACHED, Some(m)) => {
-                self.begin(now, n, m, tid, head, len);
+            (phase::IDLE | phase::ATTACHED, Some(_)) => {
+                self.begin(now, n, tid, line);
                 None
             }
             (phase::IDLE, None) => {
@@ -426,9 +422,9 @@ impl Conn {
             }
             // The next request on a keep-alive connection whose response had
             // no framing: that response ended with its last write.
-            (phase::RESPONDING, Some(m)) if !self.framed() => {
+            (phase::RESPONDING, Some(_)) if !self.framed() => {
                 let done = self.complete();
-                self.begin(now, n, m, tid, head, len);
+                self.begin(now, n, tid, line);
                 done
             }
             // The rest of a body the app did not read, drained by the server
@@ -983,8 +979,8 @@ mod tests {
                 req_bytes: REQ.len() as u64,
                 resp_bytes: OK.len() as u64 + 2,
                 tid: 7,
-                target: http::target_hash_of(b"/ok", 3),
-                target_len: 3,
+                target: http::line_hash(b"GET /ok", 7),
+                target_len: 7,
             }
         );
         assert!(!w.c.busy());

@@ -111,13 +111,20 @@ pub const DEFAULT_BUCKETS: &str =
     "0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60";
 
 impl Options {
+    /// `inf` keeps a dead worker's series for good.
     pub fn series_grace(&self) -> Duration {
-        Duration::from_secs_f64(self.series_grace.max(0.0))
+        seconds(self.series_grace.max(0.0))
     }
 
+    /// `inf` lets a hook command run for good.
     pub fn on_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.on_timeout.max(0.001))
+        seconds(self.on_timeout.max(0.001))
     }
+}
+
+/// Seconds as a Duration; too many (or `inf`) is the longest one.
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -133,6 +140,26 @@ mod tests {
         assert_eq!((o.hooks, o.io_syscalls), (Hooks::Auto, IoSyscalls::Auto));
         let o = Options::try_parse_from(["x", "--pid", "1", "--hooks", "syscalls"]).unwrap();
         assert_eq!(o.hooks, Hooks::Syscalls);
+    }
+
+    #[test]
+    fn infinite_durations_are_the_longest() {
+        let o = Options::try_parse_from([
+            "x",
+            "--pid",
+            "1",
+            "--series-grace",
+            "inf",
+            "--on-timeout",
+            "inf",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.series_grace(), o.on_timeout()),
+            (Duration::MAX, Duration::MAX)
+        );
+        let o = Options::try_parse_from(["x", "--pid", "1", "--series-grace=-5"]).unwrap();
+        assert_eq!(o.series_grace(), Duration::ZERO);
     }
 
     #[test]

@@ -15,8 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use exporter_ebpf::{
-    abi::{RECORD_PIECE, RECORD_PIECES, RecordEvent, cause},
-    http::target_hash_of,
+    abi::{RECORD_MAX, RECORD_PIECE, RecordEvent, cause},
+    http::{line_hash, method},
 };
 
 use crate::traceback;
@@ -57,6 +57,8 @@ struct Pending {
     tid: u32,
     ts_ns: u64,
     path: Option<String>,
+    /// The method the record names (Flask's, gunicorn 27's), if it does.
+    method: Option<String>,
     class: String,
 }
 
@@ -80,7 +82,7 @@ impl Exceptions {
     /// A piece of a record; the whole record is read once its last piece is in.
     pub fn piece(&mut self, ev: &RecordEvent) {
         let h = ev.header;
-        let total = (h.value.max(0) as usize).min(RECORD_PIECE * RECORD_PIECES);
+        let total = (h.value.max(0) as usize).min(RECORD_MAX);
         let len = (ev.len as usize).min(RECORD_PIECE);
         let key = (h.other, h.ts_ns);
         let assembly = self.assembling.entry(key).or_insert_with(|| Assembly {
@@ -117,6 +119,7 @@ impl Exceptions {
             tid,
             ts_ns,
             path: parsed.path.map(str::to_string),
+            method: parsed.method.map(str::to_string),
             class: class.to_string(),
         });
     }
@@ -149,9 +152,17 @@ impl Exceptions {
         });
         let mut best: Option<(u8, usize)> = None;
         for (at, p) in candidates {
-            let path = p.path.as_deref().is_some_and(|path| {
-                f.target_len > 0 && target_hash_of(path.as_bytes(), f.target_len) == f.target
+            // The kernel hashed the request line's start, `METHOD /path`.
+            let name = p.method.as_deref().or(match f.method {
+                method::OTHER => None,
+                m => Some(method::name(m)),
             });
+            let path = match (p.path.as_deref(), name) {
+                (Some(path), Some(name)) if f.target_len > 0 => {
+                    line_hash(format!("{name} {path}").as_bytes(), f.target_len) == f.target
+                }
+                _ => false,
+            };
             let thread = f.tid != 0 && p.tid == f.tid;
             let rank = match (path, thread) {
                 (true, true) => 0,
@@ -200,7 +211,8 @@ mod tests {
     }
 
     fn failure(tid: u32, path: &[u8], status: u16, start: u64, end: u64) -> Failure {
-        let n = path.len().min(20) as u8;
+        let line = [&b"GET "[..], path].concat();
+        let n = line.len().min(24) as u8;
         Failure {
             tgid: 10,
             tid,
@@ -208,7 +220,7 @@ mod tests {
             status,
             start_ns: start,
             end_ns: end,
-            target: target_hash_of(path, n),
+            target: line_hash(&line, n),
             target_len: n,
             ..Failure::default()
         }
@@ -330,8 +342,8 @@ mod tests {
             _pad: 0,
             bytes: [0; RECORD_PIECE],
         };
-        for (i, chunk) in text.chunks(RECORD_PIECE).enumerate() {
-            ev.header.code = (i * RECORD_PIECE) as i32;
+        for (i, chunk) in text.chunks(RECORD_PIECE_DATA).enumerate() {
+            ev.header.code = (i * RECORD_PIECE_DATA) as i32;
             ev.len = chunk.len() as u32;
             ev.bytes[..chunk.len()].copy_from_slice(chunk);
             e.piece(&ev);

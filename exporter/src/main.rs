@@ -125,8 +125,11 @@ fn run(options: Options) -> anyhow::Result<()> {
         );
     }
     let listeners = kernel::Listeners::of([master.info.pid]);
-    let (kernel, probed) = Kernel::load(bounds, offsets, probed, programs, &listeners)
-        .context("attaching the eBPF programs")?;
+    // An unsupported kernel is one line naming the feature, not a chain under "attaching".
+    let (kernel, probed) = match Kernel::load(bounds, offsets, probed, programs, &listeners) {
+        Err(kernel::KernelError::Unsupported(unsupported)) => return Err(unsupported.into()),
+        loaded => loaded.context("attaching the eBPF programs")?,
+    };
     log::info!("{}", probed.describe());
     if probed.hooks == capabilities::Hooks::Sockets
         && !options.no_exception_classes
