@@ -29,6 +29,10 @@ pub mod map {
     pub const QUEUE: &str = "QUEUE";
     /// tgid -> wait status of a watched process that died and is not reaped yet.
     pub const DEAD: &str = "DEAD";
+    /// The stages of a write (`request::stage`) the socket hooks' write
+    /// program tail-calls, and the syscall hooks' ones.
+    pub const STAGES_RAW: &str = "STAGES_RAW";
+    pub const STAGES_TRACEPOINT: &str = "STAGES_TRACEPOINT";
 }
 
 /// Roles in [`Proc::role`].

@@ -5,9 +5,10 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::generated::{bpf_loop, bpf_probe_read_user},
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray, ProgramArray},
 };
 use exporter_ebpf::{
     abi::{AF_INET, AF_INET6, AF_UNIX, ConnKey, error, io, stat},
@@ -15,6 +16,7 @@ use exporter_ebpf::{
     http::HEAD_LEN,
     request::{
         Conn, Env, Finished, NONE, SCAN_STEPS, Walk, Window, read_values, scan_line, scan_step,
+        stage,
     },
 };
 
@@ -53,6 +55,27 @@ pub struct Done {
 #[map]
 static DONE: PerCpuArray<Done> = PerCpuArray::with_max_entries(1, 0);
 
+/// A write whose bytes are scanned (header block, chunks) by the next
+/// program in the tail call ([`scan_stage`]): the bytes and the connection.
+#[map]
+static DEFERRED: PerCpuArray<Deferred> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Deferred {
+    io: Io,
+    key: ConnKey,
+    /// Where in the write the stage starts.
+    off: u64,
+}
+
+/// The scanning stages (`request::stage`), one array per program type (a
+/// tail call stays within its type): set by userspace.
+#[map]
+pub static STAGES_TRACEPOINT: ProgramArray = ProgramArray::with_max_entries(stage::COUNT, 0);
+#[map]
+pub static STAGES_RAW: ProgramArray = ProgramArray::with_max_entries(stage::COUNT, 0);
+
 /// A header line split across two writes, kept for the second.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -80,6 +103,7 @@ pub static LISTEN_INODES: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
 
 /// Where a read or write's bytes are: the syscall's buffer argument, which
 /// for the vector calls leads to an iovec array.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Io {
     /// `abi::io` family.
@@ -200,6 +224,8 @@ fn read_user<const MAX: usize>(dst: *mut u8, src: u64, len: u64) -> bool {
 struct KernelEnv {
     io: Io,
     key: ConnKey,
+    /// The stage left to the next program ([`NO_STAGE`] if none).
+    next: u32,
 }
 
 impl Env for KernelEnv {
@@ -309,6 +335,23 @@ impl Env for KernelEnv {
     }
 
     #[inline(always)]
+    fn defer(&mut self, stage: u32, off: u64) -> bool {
+        let Some(deferred) = DEFERRED.get_ptr_mut(0) else {
+            return true;
+        };
+        // SAFETY: this CPU's map value.
+        unsafe {
+            *deferred = Deferred {
+                io: self.io,
+                key: self.key,
+                off,
+            }
+        };
+        self.next = stage;
+        true
+    }
+
+    #[inline(always)]
     fn walk_chunks(&mut self, _conn: &mut Conn, walk: &mut Walk) {
         let Some(w) = WALK.get_ptr_mut(0) else {
             walk.outcome = exporter_ebpf::request::walk::LOST;
@@ -366,6 +409,7 @@ extern "C" fn chunk(_index: u32, _ctx: *mut c_void) -> i64 {
     let mut env = KernelEnv {
         io: w.io,
         key: w.key,
+        next: NO_STAGE,
     };
     if conn.chunk_step(&mut w.walk, &mut env) {
         0
@@ -415,35 +459,103 @@ pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) {
     }
 }
 
-/// A write on a connection that sent `n`.
+/// No stage is left to a next program.
+pub const NO_STAGE: u32 = u32::MAX;
+
+/// A write on a connection that sent `n`. Returns the [`stage`] of it left
+/// to a next program (or [`NO_STAGE`]), which the caller tail-calls.
 #[inline(never)]
-pub fn on_write(tgid: u32, fd: u32, conn: &mut Conn, io: Io, n: i64) {
+pub fn on_write(tgid: u32, fd: u32, conn: &mut Conn, io: Io, n: i64) -> u32 {
     if gone(n) {
         if let Some(done) = conn.close(now()) {
             record(tgid, &done);
         }
-        return;
+        return NO_STAGE;
     }
     if n <= 0 {
-        return;
+        return NO_STAGE;
     }
     if io.kind == io::SENDFILE {
         if let Some(done) = conn.on_sendfile(now(), n as u64) {
             record(tgid, &done);
         }
-        return;
+        return NO_STAGE;
     }
     let Some(done) = DONE.get_ptr_mut(0) else {
-        return;
+        return NO_STAGE;
     };
     // SAFETY: this CPU's map value.
     unsafe { (*done).count = 0 };
     let mut env = KernelEnv {
         io,
         key: ConnKey { tgid, fd },
+        next: NO_STAGE,
     };
     conn.on_write(now(), n as u64, &mut env);
     record_done(tgid);
+    env.next
+}
+
+/// Tail-calls stage `next` of the write in [`DEFERRED`], if any. A tail call
+/// that fails (its program not in place) leaves the response unframed,
+/// counted, to end by the worker's signals.
+#[inline(always)]
+pub fn continue_at<C: EbpfContext>(ctx: &C, stages: &ProgramArray, next: u32) {
+    if next == NO_STAGE {
+        return;
+    }
+    // SAFETY: the stages take their state from maps, not from the context.
+    unsafe { stages.tail_call(ctx, next) };
+    let Some(deferred) = DEFERRED.get(0) else {
+        return;
+    };
+    if let Some(conn) = lookup(deferred.key.tgid, deferred.key.fd) {
+        conn.lose_framing();
+    }
+    count(stat::UNFRAMED);
+}
+
+/// The write a stage resumes, with its connection, and [`DONE`] emptied for
+/// what the stage finishes. Each stage is a program of its own (reached by
+/// tail call), so the verifier checks it once, not once per path of the
+/// write that led to it.
+#[inline(always)]
+fn resume() -> Option<(Deferred, &'static mut Conn, KernelEnv)> {
+    let (Some(deferred), Some(done)) = (DEFERRED.get(0), DONE.get_ptr_mut(0)) else {
+        return None;
+    };
+    let deferred = *deferred;
+    let conn = lookup(deferred.key.tgid, deferred.key.fd)?;
+    // SAFETY: this CPU's map value.
+    unsafe { (*done).count = 0 };
+    let env = KernelEnv {
+        io: deferred.io,
+        key: deferred.key,
+        next: NO_STAGE,
+    };
+    Some((deferred, conn, env))
+}
+
+/// [`stage::HEADERS`]: the response's header block in the write; returns
+/// the stage it defers in turn.
+#[inline(always)]
+pub fn headers_stage() -> u32 {
+    let Some((deferred, conn, mut env)) = resume() else {
+        return NO_STAGE;
+    };
+    conn.headers(deferred.io.n, &mut env);
+    record_done(deferred.key.tgid);
+    env.next
+}
+
+/// [`stage::CHUNKS`]: the chunks of the write from the deferred offset.
+#[inline(always)]
+pub fn chunks_stage() {
+    let Some((deferred, conn, mut env)) = resume() else {
+        return;
+    };
+    conn.chunks(deferred.off, deferred.io.n, &mut env);
+    record_done(deferred.key.tgid);
 }
 
 /// Records what the write finished ([`DONE`]).

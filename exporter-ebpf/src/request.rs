@@ -167,6 +167,15 @@ pub struct Walk {
     pub outcome: u64,
 }
 
+/// Parts of a write's handling an [`Env`] may run apart ([`Env::defer`]).
+pub mod stage {
+    /// [`super::Conn::headers`] of the write's bytes.
+    pub const HEADERS: u32 = 0;
+    /// [`super::Conn::chunks`] from the deferred offset.
+    pub const CHUNKS: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
 /// How a [`Walk`] ended.
 pub mod walk {
     /// Still walking (if the steps run out here, more chunks than
@@ -209,6 +218,14 @@ pub trait Env {
     /// Runs [`Conn::chunk_step`] until it returns false, at most
     /// [`framing::CHUNK_STEPS`] times.
     fn walk_chunks(&mut self, conn: &mut Conn, walk: &mut Walk);
+    /// Whether a [`stage`] of this write, from byte `off`, runs later apart
+    /// from the write's other paths (the kernel runs each in a program of
+    /// its own, which the verifier checks once rather than once per way the
+    /// write got there).
+    fn defer(&mut self, stage: u32, off: u64) -> bool {
+        let _ = (stage, off);
+        false
+    }
 }
 
 /// Scans the line starting at scratch index `s`: what it says about framing.
@@ -501,8 +518,16 @@ impl Conn {
         let framing = unsafe { core::ptr::read_volatile(&self.framing) };
         match framing {
             kind::LENGTH => self.body(n, env),
-            kind::HEADERS => self.headers(0, n, env),
-            kind::CHUNKED => self.chunks(0, n, env),
+            kind::HEADERS => {
+                if !env.defer(stage::HEADERS, 0) {
+                    self.headers(n, env)
+                }
+            }
+            kind::CHUNKED => {
+                if !env.defer(stage::CHUNKS, 0) {
+                    self.chunks(0, n, env)
+                }
+            }
             _ => {}
         }
     }
@@ -564,9 +589,10 @@ impl Conn {
         true
     }
 
-    /// Bytes `off..n` of this write belong to the header block.
+    /// The `n` bytes of this write belong to the header block.
     #[inline(always)]
-    fn headers(&mut self, off: u64, n: u64, env: &mut impl Env) {
+    pub fn headers(&mut self, n: u64, env: &mut impl Env) {
+        let off = 0;
         let carried = if self.scan & flag::CARRY != 0 {
             env.take_carry()
         } else {
@@ -637,7 +663,10 @@ impl Conn {
             self.framing = kind::CHUNKED;
             self.chunk = chunk::SIZE;
             self.body_left = 0;
-            return self.chunks(body_from, n, env);
+            if !env.defer(stage::CHUNKS, body_from) {
+                self.chunks(body_from, n, env);
+            }
+            return;
         }
         if self.scan & flag::LENGTH != 0 {
             self.framing = kind::LENGTH;
@@ -657,7 +686,7 @@ impl Conn {
 
     /// Bytes `off..n` of this write belong to a chunked body.
     #[inline(always)]
-    fn chunks(&mut self, off: u64, n: u64, env: &mut impl Env) {
+    pub fn chunks(&mut self, off: u64, n: u64, env: &mut impl Env) {
         let mut walk = Walk {
             off,
             n,
@@ -725,8 +754,14 @@ impl Conn {
 
     /// The framing was lost: the worker's signals end this response.
     fn unframe(&mut self, env: &mut impl Env) {
-        self.framing = kind::UNFRAMED;
+        self.lose_framing();
         env.unframed();
+    }
+
+    /// The response's framing is not followed (the caller counts it).
+    #[inline(always)]
+    pub fn lose_framing(&mut self) {
+        self.framing = kind::UNFRAMED;
     }
 
     /// sendfile(2) of `n > 0` bytes: always response body.

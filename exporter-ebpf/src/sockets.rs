@@ -80,10 +80,26 @@ fn socket_io(ctx: &RawTracePointContext, send: bool) {
         n: ret.max(0) as u64,
     };
     if send {
-        conns::on_write(tgid, fd, conn, io, ret as i64);
+        let next = conns::on_write(tgid, fd, conn, io, ret as i64);
+        conns::continue_at(ctx, &conns::STAGES_RAW, next);
     } else {
         conns::on_read(tgid, conn, io, ret as i64);
     }
+}
+
+/// The stages of a write (`request::stage`, by index in
+/// `conns::STAGES_RAW`): reached only by tail call from the write programs.
+#[raw_tracepoint]
+pub fn write_headers_raw(ctx: RawTracePointContext) -> i32 {
+    let next = conns::headers_stage();
+    conns::continue_at(&ctx, &conns::STAGES_RAW, next);
+    0
+}
+
+#[raw_tracepoint]
+pub fn write_chunks_raw(_ctx: RawTracePointContext) -> i32 {
+    conns::chunks_stage();
+    0
 }
 
 /// TCP state changes: a handshake completing on a listened port, and (with

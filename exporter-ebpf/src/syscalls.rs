@@ -89,7 +89,8 @@ fn on_io(ctx: &TracePointContext, kind: u32, send: bool) -> u32 {
         n: n.max(0) as u64,
     };
     if send {
-        conns::on_write(tgid, fd, conn, io, n);
+        let next = conns::on_write(tgid, fd, conn, io, n);
+        conns::continue_at(ctx, &conns::STAGES_TRACEPOINT, next);
     } else {
         conns::on_read(tgid, conn, io, n);
     }
@@ -160,4 +161,19 @@ pub fn sys_exit_writev(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
     on_io(&ctx, io::SENDMSG, true)
+}
+
+/// The stages of a write (`request::stage`, by index in
+/// `conns::STAGES_TRACEPOINT`): reached only by tail call from the write programs.
+#[tracepoint]
+pub fn write_headers(ctx: TracePointContext) -> u32 {
+    let next = conns::headers_stage();
+    conns::continue_at(&ctx, &conns::STAGES_TRACEPOINT, next);
+    0
+}
+
+#[tracepoint]
+pub fn write_chunks(_ctx: TracePointContext) -> u32 {
+    conns::chunks_stage();
+    0
 }

@@ -6,9 +6,9 @@ use std::{collections::BTreeMap, os::unix::ffi::OsStrExt as _, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{
-        ProgramError, RawTracePoint, TracePoint, UProbe,
+        Program, ProgramError, RawTracePoint, TracePoint, UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
@@ -163,6 +163,11 @@ const SYSCALL_LOG: [Attachment; 1] = [(
 /// each worker.
 const LIBC_WRITE: &str = "libc_write";
 
+/// The stages of a write (`request::stage`, by index) that the write
+/// programs tail-call, for each hook set's program type.
+const STAGES_RAW: [&str; 2] = ["write_headers_raw", "write_chunks_raw"];
+const STAGES_TRACEPOINT: [&str; 2] = ["write_headers", "write_chunks"];
+
 /// Programs that return at once (`--empty-programs`), one per program type.
 const EMPTY_TRACEPOINT: &str = "empty";
 const EMPTY_RAW: &str = "empty_raw";
@@ -184,6 +189,9 @@ pub struct Kernel {
     /// Kept open: programs loaded later (the read/write family, uprobes)
     /// refer to every map by its descriptor.
     _config: Array<MapData, Config>,
+    /// Kept open too: the kernel empties a program array once userspace
+    /// holds it no more.
+    _stages: Option<ProgramArray<MapData>>,
     tracked: HashMap<MapData, u32, Proc>,
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
@@ -203,6 +211,31 @@ pub struct Kernel {
     listeners: Listeners,
     /// Owns the programs and their links: dropping it detaches everything.
     ebpf: Ebpf,
+}
+
+/// Loads the write stages of the hook set and puts them in its program array.
+fn install_stages(ebpf: &mut Ebpf, hooks: Hooks) -> Result<ProgramArray<MapData>, KernelError> {
+    let (name, programs) = match hooks {
+        Hooks::Sockets => (map::STAGES_RAW, STAGES_RAW),
+        _ => (map::STAGES_TRACEPOINT, STAGES_TRACEPOINT),
+    };
+    let mut stages: ProgramArray<MapData> = take(ebpf, name)?;
+    for (index, program) in (0u32..).zip(programs) {
+        let error = |source| KernelError::Program {
+            name: program,
+            source,
+        };
+        let loaded = match ebpf.program_mut(program) {
+            Some(Program::RawTracePoint(p)) => p.load().map(|()| p.fd()),
+            Some(Program::TracePoint(p)) => p.load().map(|()| p.fd()),
+            _ => return Err(KernelError::MissingProgram(program)),
+        };
+        let fd = loaded.map_err(error)?.map_err(error)?;
+        stages
+            .set(index, fd, 0)
+            .map_err(|source| KernelError::Map { name, source })?;
+    }
+    Ok(stages)
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -256,8 +289,14 @@ impl Kernel {
                 name: map::CONFIG,
                 source,
             })?;
+        let stages = if programs.empty {
+            None
+        } else {
+            Some(install_stages(&mut ebpf, hooks)?)
+        };
         let mut kernel = Kernel {
             _config: config,
+            _stages: stages,
             tracked: take(&mut ebpf, map::TRACKED)?,
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,
