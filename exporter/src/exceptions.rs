@@ -200,6 +200,7 @@ impl Exceptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use exporter_ebpf::abi::RECORD_PIECE_DATA;
 
     const GET: u8 = 1;
 
