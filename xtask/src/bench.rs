@@ -3,15 +3,17 @@
 //!
 //! For each workload (a trivial and a realistic WSGI app x sync / gthread
 //! workers x keep-alive off / on), every configuration runs side by side:
-//! plain gunicorn 27, the same with gunicorn-ebpf-exporter attached, with its
-//! built-in statsd client (to a local UDP sink); plain gunicorn 23, with
-//! gunicorn-prometheus-exporter 0.2.4 in file mode and in Redis mode. All the
-//! gunicorns of a workload stay up while it runs; repetitions are interleaved
-//! (each version's configurations run next to their plain baseline, in an
-//! order that rotates each repetition); wrk drives each in turn. The exporter is
-//! started for each of its runs and stopped after it, so no tracepoint is
-//! enabled while another configuration runs. Then a separate accuracy run
-//! (gunicorn 27 with an access log, the exporter attached) compares counts.
+//! plain gunicorn 27, the same with gunicorn-ebpf-exporter attached on each of
+//! its hook sets (sockets, syscalls) and with its empty programs on each (the
+//! floors), with its built-in statsd client (to a local UDP sink); plain
+//! gunicorn 23, with gunicorn-prometheus-exporter 0.2.4 in file mode and in
+//! Redis mode. All the gunicorns of a workload stay up while it runs;
+//! repetitions are interleaved (each version's configurations run next to
+//! their plain baseline, in an order that rotates each repetition); wrk drives
+//! each in turn. The exporter is started for each of its runs and stopped
+//! after it, so no hook is attached while another configuration runs. Then a
+//! separate accuracy run per hook set (gunicorn 27 with an access log, the
+//! exporter attached) compares counts.
 //!
 //! Writes target/bench/report.md (also printed), chart.svg, runs.csv; logs
 //! of every process under target/bench/run/. Needs root (BPF, sysctl). Not part
@@ -219,7 +221,7 @@ pub fn run(opts: Options) -> Result<()> {
         reps,
         duration,
         connections: opts.connections,
-        accuracy: !opts.no_accuracy && variants.contains(&Variant::Ebpf),
+        accuracy: !opts.no_accuracy && Variant::EXPORTER.iter().any(|v| variants.contains(v)),
         bpf_stats: !opts.no_bpf_stats,
         exporter,
         bench_dir,
@@ -319,7 +321,11 @@ fn estimate_secs(ctx: &Ctx, cells: usize) -> u64 {
     let mut cell = n * (WARMUP_SECS as f64 + 1.5) + reps * n * (ctx.duration as f64 + 1.5);
     cell += reps * 2.5 * ctx.variants.iter().filter(|v| v.is_exporter()).count() as f64;
     if ctx.accuracy {
-        cell += ctx.duration as f64 + 8.0;
+        let hook_sets = Variant::EXPORTER
+            .iter()
+            .filter(|v| ctx.variants.contains(v))
+            .count();
+        cell += hook_sets as f64 * (ctx.duration as f64 + 8.0);
     }
     (cell * cells as f64) as u64
 }
@@ -652,14 +658,21 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn attach(ctx: &Ctx, inst: &Instance, tag: &str) -> Result<Self> {
+    /// Start the exporter of `variant` (its hook set, real or empty programs)
+    /// on an instance's master; ready once it sees the workers, and checked to
+    /// run on the hooks asked for.
+    fn attach(ctx: &Ctx, inst: &Instance, variant: Variant, tag: &str) -> Result<Self> {
+        let hooks = variant
+            .hooks()
+            .with_context(|| format!("{} runs no exporter", variant.short()))?;
         let port = procs::free_port()?;
         let mut cmd = util::command(&ctx.exporter);
         cmd.arg("--pid")
             .arg(inst.master().to_string())
             .args(["--bind", "127.0.0.1", "--port"])
-            .arg(port.to_string());
-        if inst.variant == Variant::EmptyPrograms {
+            .arg(port.to_string())
+            .args(["--hooks", hooks]);
+        if variant.is_empty_programs() {
             cmd.arg("--empty-programs");
         }
         let mut proc = Proc::spawn(
@@ -676,6 +689,14 @@ impl Exporter {
             if let Ok(samples) = measure::scrape(addr)
                 && measure::sum(&samples, "gunicorn_workers", |_| true) == WORKERS as f64
             {
+                let used = samples
+                    .iter()
+                    .find(|s| s.name == "gunicorn_exporter_kernel_info")
+                    .and_then(|s| s.labels.get("hooks"))
+                    .map(String::as_str);
+                if used != Some(hooks) {
+                    bail!("asked for --hooks {hooks}, the exporter reports {used:?}");
+                }
                 break;
             }
             if start.elapsed() > EXPORTER_READY {
@@ -779,11 +800,15 @@ fn run_cell(ctx: &Ctx, cell: Cell, res: &mut Results) -> Result<()> {
         }
     }
     drop(instances);
-    if ctx.accuracy {
+    let accuracy = Variant::EXPORTER
+        .into_iter()
+        .filter(|v| ctx.accuracy && ctx.variants.contains(v));
+    for v in accuracy {
         check_stop()?;
-        let a = accuracy_run(ctx, cell)?;
+        let a = accuracy_run(ctx, cell, v)?;
         println!(
-            "bench:   accuracy: wrk {} completed, access log {}, exporter {} ({:+}), kernel errors {}",
+            "bench:   accuracy ({}): wrk {} completed, access log {}, exporter {} ({:+}), kernel errors {}",
+            v.short(),
             a.wrk_requests,
             a.access_log,
             a.exporter,
@@ -849,7 +874,12 @@ fn print_run(r: &Run, reps: u32) {
 fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<Run> {
     inst.check_workers()?;
     let exporter = match inst.variant.is_exporter() {
-        true => Some(Exporter::attach(ctx, inst, &format!("rep{}", rep + 1))?),
+        true => Some(Exporter::attach(
+            ctx,
+            inst,
+            inst.variant,
+            &format!("rep{}", rep + 1),
+        )?),
         false => None,
     };
     let stats = match &exporter {
@@ -858,9 +888,7 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     };
     let side_cpu = |inst: &Instance| -> Result<Option<BTreeMap<u32, u64>>> {
         Ok(match inst.variant {
-            Variant::Ebpf | Variant::EmptyPrograms => {
-                Some(procs::thread_cpu_ns(exporter.as_ref().unwrap().pid())?)
-            }
+            v if v.is_exporter() => Some(procs::thread_cpu_ns(exporter.as_ref().unwrap().pid())?),
             Variant::PluginRedis => {
                 Some(procs::thread_cpu_ns(ctx.redis.as_ref().unwrap().0.pid())?)
             }
@@ -870,7 +898,9 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     };
     let count = |inst: &Instance| -> Result<Option<u64>> {
         Ok(match inst.variant {
-            Variant::Ebpf => Some(exporter.as_ref().unwrap().total()?),
+            v if v.is_exporter() && !v.is_empty_programs() => {
+                Some(exporter.as_ref().unwrap().total()?)
+            }
             Variant::Statsd => Some(ctx.sink.as_ref().unwrap().requests.load(Ordering::SeqCst)),
             _ => inst.plugin_count()?,
         })
@@ -941,12 +971,14 @@ fn count_lines(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Gunicorn 27 with an access log and the exporter attached, at full load:
-/// the exporter's count against the access log's lines and wrk's count.
-fn accuracy_run(ctx: &Ctx, cell: Cell) -> Result<Accuracy> {
-    let mut inst = Instance::start(ctx, cell, Variant::Ebpf, "accuracy", true)?;
+/// Gunicorn 27 with an access log and the exporter of `variant` attached, at
+/// full load: the exporter's count against the access log's lines and wrk's
+/// count.
+fn accuracy_run(ctx: &Ctx, cell: Cell, variant: Variant) -> Result<Accuracy> {
+    let name = format!("accuracy-{}", variant.short());
+    let mut inst = Instance::start(ctx, cell, variant, &name, true)?;
     inst.warm_up(ctx, cell)?;
-    let exporter = Exporter::attach(ctx, &inst, "accuracy")?;
+    let exporter = Exporter::attach(ctx, &inst, variant, "accuracy")?;
     let log = inst.dir.join("access.log");
     let (before, lines_before) = exporter.settled_total(0, || count_lines(&log))?;
     let wrk = inst.wrk(ctx, cell, ctx.duration, "accuracy")?;
@@ -955,6 +987,7 @@ fn accuracy_run(ctx: &Ctx, cell: Cell) -> Result<Accuracy> {
     let (kernel_errors, collect_errors, failed) = exporter.errors()?;
     Ok(Accuracy {
         cell,
+        variant,
         wrk_requests: wrk.requests,
         access_log: lines_after - lines_before,
         exporter: after - before,
@@ -971,15 +1004,15 @@ mod tests {
     #[test]
     fn run_order_keeps_versions_together_and_rotates() {
         let v = Variant::ALL.to_vec();
-        assert_eq!(run_order(&v, 0), [0, 1, 2, 3, 4, 5, 6]);
-        assert_eq!(run_order(&v, 1), [5, 6, 4, 1, 2, 3, 0]);
-        assert_eq!(run_order(&v, 2), [2, 3, 0, 1, 6, 4, 5]);
-        for rep in 0..7 {
+        assert_eq!(run_order(&v, 0), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(run_order(&v, 1), [7, 8, 6, 1, 2, 3, 4, 5, 0]);
+        assert_eq!(run_order(&v, 2), [2, 3, 4, 5, 0, 1, 8, 6, 7]);
+        for rep in 0..9 {
             let mut o = run_order(&v, rep);
             o.sort();
-            assert_eq!(o, [0, 1, 2, 3, 4, 5, 6]);
+            assert_eq!(o, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
         }
-        let only = [Variant::Plain27, Variant::Ebpf];
+        let only = [Variant::Plain27, Variant::EbpfSyscalls];
         assert_eq!(run_order(&only, 1), [1, 0]);
     }
 }

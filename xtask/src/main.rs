@@ -131,7 +131,7 @@ mod tests {
             "--app",
             "trivial",
             "--variant",
-            "ebpf,plugin-redis",
+            "ebpf-sockets,empty-syscalls,plugin-redis",
         ])
         .unwrap();
         match cli.task {
@@ -141,7 +141,11 @@ mod tests {
                 assert_eq!(opts.app, [bench::App::Trivial]);
                 assert_eq!(
                     opts.variant,
-                    [bench::Variant::Ebpf, bench::Variant::PluginRedis]
+                    [
+                        bench::Variant::EbpfSockets,
+                        bench::Variant::EmptySyscalls,
+                        bench::Variant::PluginRedis
+                    ]
                 );
             }
             other => panic!("parsed {other:?}"),

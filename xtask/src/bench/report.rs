@@ -86,11 +86,13 @@ impl ExporterRun {
     }
 }
 
-/// The separate accuracy run of a cell: gunicorn 27 with an access log and the
-/// exporter attached, at full load.
+/// The separate accuracy run of a cell and hook set: gunicorn 27 with an
+/// access log and the exporter attached, at full load.
 #[derive(Debug, Clone)]
 pub struct Accuracy {
     pub cell: Cell,
+    /// The exporter's configuration (one of `Variant::EXPORTER`).
+    pub variant: Variant,
     pub wrk_requests: u64,
     pub access_log: u64,
     pub exporter: u64,
@@ -253,7 +255,26 @@ fn signed_range(values: &[i64]) -> String {
     }
 }
 
+/// "socket hooks", "syscall hooks": how a real exporter configuration is
+/// named in the report.
+fn hooks_name(v: Variant) -> &'static str {
+    match v.hooks() {
+        Some("sockets") => "socket hooks",
+        Some(_) => "syscall hooks",
+        None => "no hooks",
+    }
+}
+
+/// The real exporter configurations that have runs.
+fn exporter_variants(res: &Results) -> Vec<Variant> {
+    Variant::EXPORTER
+        .into_iter()
+        .filter(|&v| res.runs.iter().any(|r| r.variant == v))
+        .collect()
+}
+
 /// The pass/fail lines for the issue's targets: (target, figures, verdict).
+/// The per-request targets get one line per hook set.
 pub fn targets(res: &Results) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let verdict = |ok: Option<bool>| match ok {
@@ -261,44 +282,47 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
         Some(false) => "**not met**".to_string(),
         None => "not measured".to_string(),
     };
-    let ebpf_cells = |app: App| -> Vec<(Cell, Stat)> {
-        res.cells
-            .iter()
-            .filter(|c| c.app == app)
-            .filter_map(|&c| {
-                res.ratio(c, Variant::Ebpf, |r| r.worker_cpu_per_req_us())
-                    .map(|s| (c, s))
-            })
-            .collect()
-    };
-    for (app, limit) in [(App::Trivial, 1.02), (App::Realistic, 1.005)] {
-        let cells = ebpf_cells(app);
-        let figures: Vec<String> = cells
-            .iter()
-            .map(|(c, s)| {
-                let floor = res
-                    .ratio(*c, Variant::EmptyPrograms, |r| r.worker_cpu_per_req_us())
-                    .map(|f| format!(", empty programs {:.3}×", f.median))
-                    .unwrap_or_default();
+    let exporters = exporter_variants(res);
+    for &v in &exporters {
+        for (app, limit) in [(App::Trivial, 1.02), (App::Realistic, 1.005)] {
+            let cells: Vec<(Cell, Stat)> = res
+                .cells
+                .iter()
+                .filter(|c| c.app == app)
+                .filter_map(|&c| {
+                    res.ratio(c, v, |r| r.worker_cpu_per_req_us())
+                        .map(|s| (c, s))
+                })
+                .collect();
+            let figures: Vec<String> = cells
+                .iter()
+                .map(|(c, s)| {
+                    let floor = v
+                        .floor()
+                        .and_then(|f| res.ratio(*c, f, |r| r.worker_cpu_per_req_us()))
+                        .map(|f| format!(", empty programs {:.3}×", f.median))
+                        .unwrap_or_default();
+                    format!(
+                        "{} {}: {:.3}× ({:.3}–{:.3}){floor}",
+                        c.workers.name(),
+                        c.keepalive_name(),
+                        s.median,
+                        s.min,
+                        s.max
+                    )
+                })
+                .collect();
+            let ok = (!cells.is_empty()).then(|| cells.iter().all(|(_, s)| s.median <= limit));
+            out.push((
                 format!(
-                    "{} {}: {:.3}× ({:.3}–{:.3}){floor}",
-                    c.workers.name(),
-                    c.keepalive_name(),
-                    s.median,
-                    s.min,
-                    s.max
-                )
-            })
-            .collect();
-        let ok = (!cells.is_empty()).then(|| cells.iter().all(|(_, s)| s.median <= limit));
-        out.push((
-            format!(
-                "worker CPU/request with the exporter ≤ {limit}× plain, {} app (medians)",
-                app.name()
-            ),
-            figures.join("; "),
-            verdict(ok),
-        ));
+                    "worker CPU/request with the exporter ({}) ≤ {limit}× plain, {} app (medians)",
+                    hooks_name(v),
+                    app.name()
+                ),
+                figures.join("; "),
+                verdict(ok),
+            ));
+        }
     }
 
     // The alternatives.
@@ -335,60 +359,71 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
     ));
 
     // BPF time per request.
-    let mut worst: Option<(Cell, Stat)> = None;
-    for &c in &res.cells {
-        if let Some(s) = bpf_ns_per_req(res, c, Variant::Ebpf)
-            && worst.is_none_or(|(_, w)| s.median > w.median)
-        {
-            worst = Some((c, s));
+    for &v in &exporters {
+        let mut worst: Option<(Cell, Stat)> = None;
+        for &c in &res.cells {
+            if let Some(s) = bpf_ns_per_req(res, c, v)
+                && worst.is_none_or(|(_, w)| s.median > w.median)
+            {
+                worst = Some((c, s));
+            }
         }
+        out.push((
+            format!(
+                "BPF program time ≤ 1.5 µs per request, {} (median, worst cell)",
+                hooks_name(v)
+            ),
+            worst
+                .map(|(c, s)| {
+                    let floor = v
+                        .floor()
+                        .and_then(|f| bpf_ns_per_req(res, c, f))
+                        .map(|f| {
+                            format!(
+                                "; empty programs on the same hooks: {:.2} µs",
+                                f.median / 1000.0
+                            )
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{:.2} µs ({:.2}–{:.2}), {c}{floor}",
+                        s.median / 1000.0,
+                        s.min / 1000.0,
+                        s.max / 1000.0
+                    )
+                })
+                .unwrap_or_default(),
+            verdict(worst.map(|(_, s)| s.median <= 1500.0)),
+        ));
     }
-    out.push((
-        "BPF program time ≤ 1.5 µs per request (median, worst cell)".into(),
-        worst
-            .map(|(c, s)| {
-                let floor = bpf_ns_per_req(res, c, Variant::EmptyPrograms)
-                    .map(|f| {
-                        format!(
-                            "; empty programs on the same tracepoints: {:.2} µs",
-                            f.median / 1000.0
-                        )
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "{:.2} µs ({:.2}–{:.2}), {c}{floor}",
-                    s.median / 1000.0,
-                    s.min / 1000.0,
-                    s.max / 1000.0
-                )
-            })
-            .unwrap_or_default(),
-        verdict(worst.map(|(_, s)| s.median <= 1500.0)),
-    ));
 
     // Exporter CPU at the highest rate, RSS anywhere.
-    let top = res
-        .cells
-        .iter()
-        .filter_map(|&c| {
-            res.absolute(c, Variant::Ebpf, |r| r.wrk.rps())
-                .map(|s| (c, s.median))
-        })
-        .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap());
-    let cpu = top.and_then(|(c, _)| exporter_cpu_pct(res, c).map(|s| (c, s)));
-    out.push((
-        "exporter CPU ≤ 1% of one core at the highest rate reached".into(),
-        cpu.map(|(c, s)| {
-            format!(
-                "{:.2}% ({:.2}–{:.2}) at {} req/s, {c}",
+    let mut figures = Vec::new();
+    let mut ok = None;
+    for &v in &exporters {
+        let top = res
+            .cells
+            .iter()
+            .filter_map(|&c| res.absolute(c, v, |r| r.wrk.rps()).map(|s| (c, s.median)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((c, rps)) = top
+            && let Some(s) = exporter_cpu_pct(res, c, v)
+        {
+            figures.push(format!(
+                "{}: {:.2}% ({:.2}–{:.2}) at {} req/s, {c}",
+                hooks_name(v),
                 s.median,
                 s.min,
                 s.max,
-                fmt_rate(top.unwrap().1)
-            )
-        })
-        .unwrap_or_default(),
-        verdict(cpu.map(|(_, s)| s.median <= 1.0)),
+                fmt_rate(rps)
+            ));
+            ok = Some(ok.unwrap_or(true) && s.median <= 1.0);
+        }
+    }
+    out.push((
+        "exporter CPU ≤ 1% of one core at the highest rate reached".into(),
+        figures.join("; "),
+        verdict(ok),
     ));
     let rss = res
         .runs
@@ -402,11 +437,11 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
         verdict(rss.map(|b| b <= 30_000_000)),
     ));
 
-    // Lost requests.
+    // Lost requests, both hook sets together.
     let ebpf_runs: Vec<&Run> = res
         .runs
         .iter()
-        .filter(|r| r.variant == Variant::Ebpf)
+        .filter(|r| Variant::EXPORTER.contains(&r.variant))
         .collect();
     let kernel_errors: f64 = ebpf_runs
         .iter()
@@ -430,8 +465,8 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
     out.push((
         "zero lost requests".into(),
         format!(
-            "{} runs: kernel/collect errors {kernel_errors}, missed program runs {misses}, \
-             runs counting fewer than wrk completed: {}",
+            "{} runs (both hook sets): kernel/collect errors {kernel_errors}, missed program \
+             runs {misses}, runs counting fewer than wrk completed: {}",
             ebpf_runs.len() + res.accuracy.len(),
             short.len()
         ),
@@ -444,7 +479,10 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
         .count();
     out.push((
         "counts exactly equal to the access log at full load".into(),
-        format!("{exact} of {} accuracy runs exact", res.accuracy.len()),
+        format!(
+            "{exact} of {} accuracy runs exact (both hook sets)",
+            res.accuracy.len()
+        ),
         verdict((!res.accuracy.is_empty()).then_some(exact == res.accuracy.len())),
     ));
     out
@@ -460,8 +498,18 @@ fn bpf_ns_per_req(res: &Results, cell: Cell, variant: Variant) -> Option<Stat> {
     }))
 }
 
-fn exporter_cpu_pct(res: &Results, cell: Cell) -> Option<Stat> {
-    stat(res.runs_of(cell, Variant::Ebpf).filter_map(|r| {
+/// Program runs per request (every process hitting the hooks counts).
+fn hits_per_req(res: &Results, cell: Cell, variant: Variant) -> Option<Stat> {
+    stat(res.runs_of(cell, variant).filter_map(|r| {
+        r.exporter
+            .as_ref()
+            .filter(|e| !e.progs.is_empty())
+            .map(|e| e.bpf_runs() as f64 / r.wrk.requests.max(1) as f64)
+    }))
+}
+
+fn exporter_cpu_pct(res: &Results, cell: Cell, variant: Variant) -> Option<Stat> {
+    stat(res.runs_of(cell, variant).filter_map(|r| {
         r.exporter
             .as_ref()
             .map(|e| e.cpu_s * 100.0 / r.wrk.seconds.max(1e-9))
@@ -588,96 +636,105 @@ pub fn markdown(res: &Results) -> String {
              programs, read from /proc/<exporter>/fdinfo, per request wrk completed; \
              the stats were on only during these runs, and their own cost (two clock \
              reads per program run) is in the worker CPU above; `--no-bpf-stats` leaves \
-             them off). *Tracepoint hits/request* is the sum of its programs' \
+             them off). *Hook hits/request* is the sum of its programs' \
              run_cnt over requests: a program runs for every process on the host that \
-             hits its tracepoint (wrk, and anything else running), not only gunicorn's. \
+             hits its hook (wrk, and anything else running), not only gunicorn's; in \
+             brackets, the same for the empty programs on that hook set. \
              *Missed* counts program runs the kernel skipped (recursion_misses); \
              *kernel errors* is gunicorn_exporter_kernel_errors_total (+ collect errors).\n"
         );
         let _ = writeln!(
             md,
-            "| workload | exporter CPU (% core) | exporter CPU/request | RSS (peak) | BPF time/request | empty programs' BPF time/request (floor) | tracepoint hits/request | kernel errors | missed | failed requests (by type) |"
+            "| workload | hooks | exporter CPU (% core) | exporter CPU/request | RSS (peak) | BPF time/request | empty programs' BPF time/request (floor) | hook hits/request (floor's) | kernel errors | missed | failed requests (by type) |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let exporters = exporter_variants(res);
         for &cell in &res.cells {
-            let runs: Vec<&Run> = res.runs_of(cell, Variant::Ebpf).collect();
-            if runs.is_empty() {
-                continue;
-            }
-            let ex = |f: &dyn Fn(&Run, &ExporterRun) -> f64| {
-                stat(
-                    runs.iter()
-                        .filter_map(|r| r.exporter.as_ref().map(|e| f(r, e))),
-                )
-            };
-            let cpu_pct = exporter_cpu_pct(res, cell);
-            let cpu_req = ex(&|r, e| e.cpu_s * 1e6 / r.wrk.requests.max(1) as f64);
-            let rss = runs
-                .iter()
-                .filter_map(|r| r.exporter.as_ref().map(|e| e.rss_peak_bytes))
-                .max()
-                .unwrap_or(0);
-            let bpf = bpf_ns_per_req(res, cell, Variant::Ebpf);
-            let floor = bpf_ns_per_req(res, cell, Variant::EmptyPrograms);
-            let hits = stat(runs.iter().filter_map(|r| {
-                r.exporter
-                    .as_ref()
-                    .filter(|e| !e.progs.is_empty())
-                    .map(|e| e.bpf_runs() as f64 / r.wrk.requests.max(1) as f64)
-            }));
-            let errors: f64 = runs
-                .iter()
-                .filter_map(|r| {
-                    r.exporter
-                        .as_ref()
-                        .map(|e| e.kernel_errors + e.collect_errors)
-                })
-                .sum();
-            let misses: u64 = runs
-                .iter()
-                .filter_map(|r| r.exporter.as_ref().map(|e| e.misses()))
-                .sum();
-            let mut failed: BTreeMap<String, f64> = BTreeMap::new();
-            for r in &runs {
-                if let Some(e) = &r.exporter {
-                    for (k, v) in &e.failed {
-                        *failed.entry(k.clone()).or_default() += v;
+            for &v in &exporters {
+                let runs: Vec<&Run> = res.runs_of(cell, v).collect();
+                if runs.is_empty() {
+                    continue;
+                }
+                let ex = |f: &dyn Fn(&Run, &ExporterRun) -> f64| {
+                    stat(
+                        runs.iter()
+                            .filter_map(|r| r.exporter.as_ref().map(|e| f(r, e))),
+                    )
+                };
+                let cpu_pct = exporter_cpu_pct(res, cell, v);
+                let cpu_req = ex(&|r, e| e.cpu_s * 1e6 / r.wrk.requests.max(1) as f64);
+                let rss = runs
+                    .iter()
+                    .filter_map(|r| r.exporter.as_ref().map(|e| e.rss_peak_bytes))
+                    .max()
+                    .unwrap_or(0);
+                let floor = v.floor().unwrap_or(v);
+                let bpf = bpf_ns_per_req(res, cell, v);
+                let floor_bpf = bpf_ns_per_req(res, cell, floor);
+                let hits = hits_per_req(res, cell, v);
+                let floor_hits = hits_per_req(res, cell, floor)
+                    .map(|s| format!(" ({:.1})", s.median))
+                    .unwrap_or_default();
+                let errors: f64 = runs
+                    .iter()
+                    .filter_map(|r| {
+                        r.exporter
+                            .as_ref()
+                            .map(|e| e.kernel_errors + e.collect_errors)
+                    })
+                    .sum();
+                let misses: u64 = runs
+                    .iter()
+                    .filter_map(|r| r.exporter.as_ref().map(|e| e.misses()))
+                    .sum();
+                let mut failed: BTreeMap<String, f64> = BTreeMap::new();
+                for r in &runs {
+                    if let Some(e) = &r.exporter {
+                        for (k, v) in &e.failed {
+                            *failed.entry(k.clone()).or_default() += v;
+                        }
                     }
                 }
+                let _ = writeln!(
+                    md,
+                    "| {cell} | {} | {} | {} | {:.1} MB | {} | {} | {}{floor_hits} | {errors} | {misses} | {} |",
+                    v.hooks().unwrap_or_default(),
+                    fmt_abs(cpu_pct, |v| format!("{v:.2}%")),
+                    fmt_abs(cpu_req, fmt_us),
+                    rss as f64 / 1e6,
+                    fmt_abs(bpf, |ns| format!("{:.2} µs", ns / 1000.0)),
+                    fmt_abs(floor_bpf, |ns| format!("{:.2} µs", ns / 1000.0)),
+                    fmt_abs(hits, |v| format!("{v:.1}")),
+                    fmt_failed(&failed),
+                );
             }
-            let _ = writeln!(
-                md,
-                "| {cell} | {} | {} | {:.1} MB | {} | {} | {} | {errors} | {misses} | {} |",
-                fmt_abs(cpu_pct, |v| format!("{v:.2}%")),
-                fmt_abs(cpu_req, fmt_us),
-                rss as f64 / 1e6,
-                fmt_abs(bpf, |ns| format!("{:.2} µs", ns / 1000.0)),
-                fmt_abs(floor, |ns| format!("{:.2} µs", ns / 1000.0)),
-                fmt_abs(hits, |v| format!("{v:.1}")),
-                fmt_failed(&failed),
-            );
         }
         md.push('\n');
 
-        // Per program.
-        let mut names: Vec<String> = res
-            .runs
-            .iter()
-            .filter_map(|r| r.exporter.as_ref())
-            .flat_map(|e| e.progs.keys().cloned())
-            .collect();
-        names.sort();
-        names.dedup();
-        let cells: Vec<Cell> = res
-            .cells
-            .iter()
-            .copied()
-            .filter(|&c| res.runs_of(c, Variant::Ebpf).next().is_some())
-            .collect();
-        if !names.is_empty() {
+        // Per program, one table per hook set.
+        for &v in &exporters {
+            let mut names: Vec<String> = res
+                .runs
+                .iter()
+                .filter(|r| r.variant == v)
+                .filter_map(|r| r.exporter.as_ref())
+                .flat_map(|e| e.progs.keys().cloned())
+                .collect();
+            names.sort();
+            names.dedup();
+            if names.is_empty() {
+                continue;
+            }
+            let cells: Vec<Cell> = res
+                .cells
+                .iter()
+                .copied()
+                .filter(|&c| res.runs_of(c, v).next().is_some())
+                .collect();
             let _ = writeln!(
                 md,
-                "### BPF programs: runs per request · ns per run (medians)\n"
+                "### BPF programs, {}: runs per request · ns per run (medians)\n",
+                hooks_name(v)
             );
             let header: Vec<String> = cells.iter().map(|c| c.slug()).collect();
             let _ = writeln!(md, "| program | {} |", header.join(" | "));
@@ -686,11 +743,11 @@ pub fn markdown(res: &Results) -> String {
                 let mut cols = Vec::new();
                 let mut any = false;
                 for &c in &cells {
-                    let per_req = stat(res.runs_of(c, Variant::Ebpf).filter_map(|r| {
+                    let per_req = stat(res.runs_of(c, v).filter_map(|r| {
                         let p = r.exporter.as_ref()?.progs.get(name)?;
                         Some(p.runs as f64 / r.wrk.requests.max(1) as f64)
                     }));
-                    let per_run = stat(res.runs_of(c, Variant::Ebpf).filter_map(|r| {
+                    let per_run = stat(res.runs_of(c, v).filter_map(|r| {
                         let p = r.exporter.as_ref()?.progs.get(name)?;
                         (p.runs > 0).then(|| p.ns as f64 / p.runs as f64)
                     }));
@@ -715,21 +772,22 @@ pub fn markdown(res: &Results) -> String {
         let _ = writeln!(
             md,
             "A separate run per workload (so the access log's cost stays out of the \
-             CPU figures above): gunicorn 27 with `--access-logfile`, the exporter \
-             attached, wrk at full load; then the exporter's \
+             CPU figures above) and hook set: gunicorn 27 with `--access-logfile`, \
+             the exporter attached, wrk at full load; then the exporter's \
              sum of gunicorn_worker_requests_total against the access log's lines and \
              wrk's completed requests.\n"
         );
         let _ = writeln!(
             md,
-            "| workload | requests/s | wrk completed | access log lines | exporter counted | exporter − access log | kernel errors | failed (by type) |"
+            "| workload | hooks | requests/s | wrk completed | access log lines | exporter counted | exporter − access log | kernel errors | failed (by type) |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
         for a in &res.accuracy {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {:+} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {:+} | {} | {} |",
                 a.cell,
+                a.variant.hooks().unwrap_or_default(),
                 fmt_rate(a.rps),
                 a.wrk_requests,
                 a.access_log,
@@ -833,16 +891,16 @@ pub(crate) mod tests {
     fn ratios_are_paired_by_repetition() {
         let mut res = Results {
             cells: vec![cell()],
-            variants: vec![Variant::Plain27, Variant::Ebpf],
+            variants: vec![Variant::Plain27, Variant::EbpfSockets],
             ..Default::default()
         };
         // Rep 0: plain 1.0 s / 1000 req; ebpf 1.02 s / 1000. Rep 1: plain 2.0 s / 1000, ebpf 2.0 s / 1000.
         res.runs.push(run(Variant::Plain27, 0, 1.0, 1000));
-        res.runs.push(run(Variant::Ebpf, 0, 1.02, 1000));
+        res.runs.push(run(Variant::EbpfSockets, 0, 1.02, 1000));
         res.runs.push(run(Variant::Plain27, 1, 2.0, 1000));
-        res.runs.push(run(Variant::Ebpf, 1, 2.0, 1000));
+        res.runs.push(run(Variant::EbpfSockets, 1, 2.0, 1000));
         let s = res
-            .ratio(cell(), Variant::Ebpf, |r| r.worker_cpu_per_req_us())
+            .ratio(cell(), Variant::EbpfSockets, |r| r.worker_cpu_per_req_us())
             .unwrap();
         assert!((s.min - 1.0).abs() < 1e-9 && (s.max - 1.02).abs() < 1e-9);
         assert!((s.median - 1.01).abs() < 1e-9);
@@ -850,6 +908,7 @@ pub(crate) mod tests {
         assert!(md.contains("1.010× (1.000–1.020)"), "{md}");
         assert!(md.contains("**gunicorn 27.0.1**"), "{md}");
         let t = targets(&res);
+        assert!(t[0].0.contains("(socket hooks)"), "{t:?}");
         assert!(t[0].1.contains("1.010×"), "{t:?}");
         assert_eq!(t[0].2, "met");
         assert!(csv(&res).lines().count() == 5);

@@ -112,15 +112,19 @@ impl fmt::Display for Cell {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
 pub enum Variant {
-    /// Plain gunicorn 27 (the baseline of ebpf and statsd).
+    /// Plain gunicorn 27 (the baseline of the exporter and statsd rows).
     #[value(name = "plain27")]
     Plain27,
-    /// Gunicorn 27 with gunicorn-ebpf-exporter attached.
-    Ebpf,
-    /// Gunicorn 27 with the exporter's `--empty-programs`: the same
-    /// tracepoints running programs that do nothing, the floor of tracing.
-    #[value(name = "empty-programs")]
-    EmptyPrograms,
+    /// Gunicorn 27 with gunicorn-ebpf-exporter attached, `--hooks sockets`.
+    EbpfSockets,
+    /// The same hooks running programs that do nothing (`--empty-programs`):
+    /// the floor of the socket hooks.
+    EmptySockets,
+    /// Gunicorn 27 with gunicorn-ebpf-exporter attached, `--hooks syscalls`.
+    EbpfSyscalls,
+    /// The same hooks running programs that do nothing (`--empty-programs`):
+    /// the floor of the syscall hooks.
+    EmptySyscalls,
     /// Gunicorn 27 with `--statsd-host` to a local UDP sink.
     Statsd,
     /// Plain gunicorn 23 (the baseline of the plugin rows).
@@ -133,21 +137,28 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 7] = [
+    pub const ALL: [Variant; 9] = [
         Variant::Plain27,
-        Variant::Ebpf,
-        Variant::EmptyPrograms,
+        Variant::EbpfSockets,
+        Variant::EmptySockets,
+        Variant::EbpfSyscalls,
+        Variant::EmptySyscalls,
         Variant::Statsd,
         Variant::Plain23,
         Variant::PluginFile,
         Variant::PluginRedis,
     ];
 
+    /// The exporter's real configurations, one per hook set.
+    pub const EXPORTER: [Variant; 2] = [Variant::EbpfSockets, Variant::EbpfSyscalls];
+
     pub fn label(self) -> &'static str {
         match self {
             Variant::Plain27 => "gunicorn 27.0.1",
-            Variant::Ebpf => "+ gunicorn-ebpf-exporter",
-            Variant::EmptyPrograms => "+ empty programs, same tracepoints (floor)",
+            Variant::EbpfSockets => "+ gunicorn-ebpf-exporter, socket hooks",
+            Variant::EmptySockets => "+ empty programs, socket hooks (floor)",
+            Variant::EbpfSyscalls => "+ gunicorn-ebpf-exporter, syscall hooks",
+            Variant::EmptySyscalls => "+ empty programs, syscall hooks (floor)",
             Variant::Statsd => "+ statsd (--statsd-host)",
             Variant::Plain23 => "gunicorn 23.0.0",
             Variant::PluginFile => "+ plugin 0.2.4, file mode",
@@ -155,12 +166,15 @@ impl Variant {
         }
     }
 
-    /// Short name for logs, files and the chart legend.
+    /// Short name for logs, files, runs.csv and the chart legend (the
+    /// `--variant` value).
     pub fn short(self) -> &'static str {
         match self {
             Variant::Plain27 => "plain27",
-            Variant::Ebpf => "ebpf-exporter",
-            Variant::EmptyPrograms => "empty-programs",
+            Variant::EbpfSockets => "ebpf-sockets",
+            Variant::EmptySockets => "empty-sockets",
+            Variant::EbpfSyscalls => "ebpf-syscalls",
+            Variant::EmptySyscalls => "empty-syscalls",
             Variant::Statsd => "statsd",
             Variant::Plain23 => "plain23",
             Variant::PluginFile => "plugin-file",
@@ -171,10 +185,8 @@ impl Variant {
     /// The plain gunicorn of the same version, measured side by side.
     pub fn baseline(self) -> Variant {
         match self {
-            Variant::Plain27 | Variant::Ebpf | Variant::EmptyPrograms | Variant::Statsd => {
-                Variant::Plain27
-            }
             Variant::Plain23 | Variant::PluginFile | Variant::PluginRedis => Variant::Plain23,
+            _ => Variant::Plain27,
         }
     }
 
@@ -189,9 +201,33 @@ impl Variant {
         }
     }
 
+    /// The exporter's `--hooks` value, for the configurations that run it
+    /// (real or empty programs).
+    pub fn hooks(self) -> Option<&'static str> {
+        match self {
+            Variant::EbpfSockets | Variant::EmptySockets => Some("sockets"),
+            Variant::EbpfSyscalls | Variant::EmptySyscalls => Some("syscalls"),
+            _ => None,
+        }
+    }
+
     /// Runs with gunicorn-ebpf-exporter attached (real or empty programs).
     pub fn is_exporter(self) -> bool {
-        matches!(self, Variant::Ebpf | Variant::EmptyPrograms)
+        self.hooks().is_some()
+    }
+
+    /// The exporter with `--empty-programs`.
+    pub fn is_empty_programs(self) -> bool {
+        matches!(self, Variant::EmptySockets | Variant::EmptySyscalls)
+    }
+
+    /// The empty-programs configuration on the same hooks as a real one.
+    pub fn floor(self) -> Option<Variant> {
+        match self {
+            Variant::EbpfSockets => Some(Variant::EmptySockets),
+            Variant::EbpfSyscalls => Some(Variant::EmptySyscalls),
+            _ => None,
+        }
     }
 
     pub fn is_plugin(self) -> bool {
@@ -334,8 +370,13 @@ mod tests {
         for v in Variant::ALL {
             assert!(v.baseline().is_baseline());
             assert_eq!(v.venv(), v.baseline().venv());
+            assert_eq!(v.floor().is_some(), Variant::EXPORTER.contains(&v));
+            if let Some(f) = v.floor() {
+                assert!(f.is_empty_programs() && f.hooks() == v.hooks());
+            }
         }
-        assert_eq!(Variant::Ebpf.baseline(), Variant::Plain27);
+        assert_eq!(Variant::EbpfSyscalls.baseline(), Variant::Plain27);
+        assert_eq!(Variant::EmptySockets.baseline(), Variant::Plain27);
         assert_eq!(Variant::PluginRedis.baseline(), Variant::Plain23);
     }
 }
