@@ -15,11 +15,18 @@
 //! separate accuracy run per hook set (gunicorn 27 with an access log, the
 //! exporter attached) compares counts.
 //!
+//! Before the workloads, the host tax (`hosttax`): what a process the
+//! exporter does not watch pays per syscall, socket send/receive and file
+//! write with each exporter configuration attached to an idle gunicorn,
+//! against nothing attached, interleaved.
+//!
 //! Writes target/bench/report.md (also printed), chart.svg, runs.csv; logs
 //! of every process under target/bench/run/. Needs root (BPF, sysctl). Not part
 //! of the test suite.
 
 mod chart;
+mod hosttax;
+pub mod loops;
 mod measure;
 mod procs;
 mod report;
@@ -77,6 +84,13 @@ pub struct Options {
     /// Skip the accuracy runs (access log vs exporter).
     #[arg(long)]
     pub no_accuracy: bool,
+    /// Only the host tax (what an unrelated process pays per call with each
+    /// exporter configuration attached to an idle gunicorn): no workload.
+    #[arg(long, conflicts_with = "no_host_tax")]
+    pub only_host_tax: bool,
+    /// Skip the host tax.
+    #[arg(long)]
+    pub no_host_tax: bool,
     /// Leave kernel.bpf_stats_enabled alone: the exporter's worker CPU then
     /// excludes the stats' own cost, and no BPF program time is reported.
     #[arg(long)]
@@ -122,6 +136,7 @@ fn sleep(d: Duration) -> Result<()> {
 struct Ctx {
     reps: u32,
     duration: u64,
+    host_tax_batches: u32,
     connections: u32,
     accuracy: bool,
     bpf_stats: bool,
@@ -193,9 +208,14 @@ pub fn run(opts: Options) -> Result<()> {
         .into_iter()
         .filter(|c| opts.app.is_empty() || opts.app.contains(&c.app))
         .filter(|c| opts.workers.is_empty() || opts.workers.contains(&c.workers))
+        .filter(|_| !opts.only_host_tax)
         .collect();
-    if cells.is_empty() {
+    if cells.is_empty() && !opts.only_host_tax {
         bail!("no workload left after --app/--workers");
+    }
+    let host_tax = !opts.no_host_tax && variants.iter().any(|v| v.is_exporter());
+    if opts.only_host_tax && !host_tax {
+        bail!("--only-host-tax needs an exporter configuration in --variant");
     }
 
     let mut res = Results {
@@ -207,19 +227,10 @@ pub fn run(opts: Options) -> Result<()> {
     let foreign = measure::foreign_tracing_progs().unwrap_or_default();
     note_foreign(&mut res, &foreign, "at start");
 
-    let sink = if variants.contains(&Variant::Statsd) {
-        Some(StatsdSink::start()?)
-    } else {
-        None
-    };
-    let redis = if variants.contains(&Variant::PluginRedis) {
-        Some(start_redis(&run_dir)?)
-    } else {
-        None
-    };
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         reps,
         duration,
+        host_tax_batches: hosttax::batches(opts.quick),
         connections: opts.connections,
         accuracy: !opts.no_accuracy && Variant::EXPORTER.iter().any(|v| variants.contains(v)),
         bpf_stats: !opts.no_bpf_stats,
@@ -228,21 +239,61 @@ pub fn run(opts: Options) -> Result<()> {
         run_dir,
         scripts,
         variants,
-        sink,
-        redis,
+        sink: None,
+        redis: None,
     };
 
-    let estimate = estimate_secs(&ctx, cells.len());
+    let host_tax_secs = if host_tax {
+        hosttax::estimate_secs(&ctx)
+    } else {
+        0.0
+    };
+    let estimate = estimate_secs(&ctx, cells.len()) + host_tax_secs as u64;
+    let mut phases = Vec::new();
+    if host_tax {
+        phases.push(format!(
+            "host tax ({} configurations x {reps} repetitions)",
+            hosttax::configurations(&ctx.variants).len()
+        ));
+    }
+    if !cells.is_empty() {
+        phases.push(format!(
+            "{} workloads x {} configurations x {reps} repetitions x {duration} s",
+            cells.len(),
+            ctx.variants.len()
+        ));
+    }
     println!(
-        "bench: {} workloads x {} configurations x {reps} repetitions x {duration} s; \
-         about {} min",
-        cells.len(),
-        ctx.variants.len(),
+        "bench: {}; about {} min",
+        phases.join(", then "),
         estimate.div_ceil(60)
     );
     let started = Instant::now();
     let mut outcome = Ok(());
+    if host_tax {
+        // First, while nothing else of the bench runs: no other gunicorn, no
+        // statsd sink, no redis-server.
+        println!("bench: host tax");
+        outcome = hosttax::run(&ctx, &mut res).context("host tax");
+        let foreign = measure::foreign_tracing_progs().unwrap_or_default();
+        note_foreign(&mut res, &foreign, "after the host tax");
+        write_outputs(&res, &out)?;
+        for line in report::host_tax_summary(&res) {
+            println!("bench:   host tax {line}");
+        }
+    }
+    if outcome.is_ok() && !cells.is_empty() {
+        if ctx.variants.contains(&Variant::Statsd) {
+            ctx.sink = Some(StatsdSink::start()?);
+        }
+        if ctx.variants.contains(&Variant::PluginRedis) {
+            ctx.redis = Some(start_redis(&ctx.run_dir)?);
+        }
+    }
     for (i, &cell) in cells.iter().enumerate() {
+        if outcome.is_err() {
+            break;
+        }
         println!("bench: [{}/{}] {cell}", i + 1, cells.len());
         if let Err(e) = run_cell(&ctx, cell, &mut res) {
             outcome = Err(e.context(format!("workload {cell}")));
@@ -266,17 +317,24 @@ pub fn run(opts: Options) -> Result<()> {
         "bench wall time".into(),
         format!("{:.1} min", started.elapsed().as_secs_f64() / 60.0),
     ));
-    if !res.runs.is_empty() {
+    if !res.runs.is_empty() || !res.host_tax.is_empty() {
         write_outputs(&res, &out)?;
     }
     outcome?;
     let md = report::markdown(&res);
     println!("\n{md}");
+    let mut written = vec![out.join("report.md")];
+    if !res.runs.is_empty() {
+        written.push(out.join("chart.svg"));
+    }
+    written.push(out.join("runs.csv"));
     println!(
-        "bench: wrote {}, {}, {} ({:.1} min)",
-        out.join("report.md").display(),
-        out.join("chart.svg").display(),
-        out.join("runs.csv").display(),
+        "bench: wrote {} ({:.1} min)",
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         started.elapsed().as_secs_f64() / 60.0
     );
     Ok(())
@@ -288,7 +346,9 @@ fn write_outputs(res: &Results, out: &Path) -> Result<()> {
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     write("report.md", report::markdown(res))?;
-    write("chart.svg", chart::svg(res))?;
+    if !res.runs.is_empty() {
+        write("chart.svg", chart::svg(res))?;
+    }
     write("runs.csv", report::csv(res))
 }
 

@@ -55,10 +55,14 @@ enum Task {
     Test(test::Options),
     /// Setup, build, then run the VM suite on Debian kernels booted under QEMU.
     Vmtest(vmtest::Options),
-    /// Measure the cost and accuracy of the exporter against plain gunicorn and
-    /// the alternatives (statsd, gunicorn-prometheus-exporter); writes
-    /// target/bench/report.md and chart.svg. Needs root; takes ~20 min.
+    /// Measure the cost and accuracy of the exporter (each hook set) against
+    /// plain gunicorn and the alternatives (statsd, gunicorn-prometheus-exporter),
+    /// and what it costs the rest of the host; writes target/bench/report.md and
+    /// chart.svg. Needs root; takes ~40 min.
     Bench(bench::Options),
+    /// The bench's host-tax loops, run in a child of `bench` (not for users).
+    #[command(hide = true)]
+    BenchLoops(bench::loops::Options),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Task::Test(opts) => test::run(opts),
         Task::Vmtest(opts) => vmtest::run(opts),
         Task::Bench(opts) => bench::run(opts),
+        Task::BenchLoops(opts) => bench::loops::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +142,7 @@ mod tests {
         match cli.task {
             Task::Bench(opts) => {
                 assert!(opts.quick);
+                assert!(!opts.only_host_tax && !opts.no_host_tax);
                 assert_eq!(opts.reps, 5);
                 assert_eq!(opts.app, [bench::App::Trivial]);
                 assert_eq!(
@@ -147,6 +153,26 @@ mod tests {
                         bench::Variant::PluginRedis
                     ]
                 );
+            }
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_host_tax_options() {
+        let cli = Cli::try_parse_from(["xtask", "bench", "--quick", "--only-host-tax"]).unwrap();
+        assert!(matches!(cli.task, Task::Bench(o) if o.only_host_tax));
+        assert!(
+            Cli::try_parse_from(["xtask", "bench", "--only-host-tax", "--no-host-tax"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["xtask", "bench-loops", "--loop", "getppid,tcp"]).unwrap();
+        match cli.task {
+            Task::BenchLoops(o) => {
+                assert_eq!(
+                    o.loops,
+                    [bench::loops::Loop::Getppid, bench::loops::Loop::Tcp]
+                );
+                assert_eq!(o.batches, 20);
             }
             other => panic!("parsed {other:?}"),
         }

@@ -5,6 +5,8 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{
+    hosttax::host_tax_name,
+    loops::Loop,
     measure::WrkResult,
     scenario::{App, Cell, Variant},
 };
@@ -101,6 +103,23 @@ pub struct Accuracy {
     pub rps: f64,
 }
 
+/// One loop of one host-tax run: ns per call of each batch, with `variant`
+/// attached to the idle gunicorn (`Plain27`: nothing attached).
+#[derive(Debug, Clone)]
+pub struct HostTaxRun {
+    pub variant: Variant,
+    pub rep: u32,
+    pub lp: Loop,
+    pub batches: Vec<f64>,
+}
+
+impl HostTaxRun {
+    /// The run's figure: its median batch.
+    pub fn ns_per_call(&self) -> f64 {
+        stat(self.batches.iter().copied()).map_or(f64::NAN, |s| s.median)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Results {
     pub env: Vec<(String, String)>,
@@ -113,6 +132,7 @@ pub struct Results {
     pub variants: Vec<Variant>,
     pub runs: Vec<Run>,
     pub accuracy: Vec<Accuracy>,
+    pub host_tax: Vec<HostTaxRun>,
 }
 
 /// A per-run figure.
@@ -167,6 +187,31 @@ impl Results {
             self.runs_of(cell, base)
                 .find(|b| b.rep == r.rep)
                 .map(|b| m(r) / m(b))
+        }))
+    }
+
+    /// A host-tax loop's ns per call with `variant` attached, over the
+    /// repetitions.
+    pub fn host_tax(&self, variant: Variant, lp: Loop) -> Option<Stat> {
+        stat(
+            self.host_tax
+                .iter()
+                .filter(|r| r.variant == variant && r.lp == lp)
+                .map(HostTaxRun::ns_per_call),
+        )
+    }
+
+    /// The same over the nothing-attached run of the same repetition.
+    pub fn host_tax_ratio(&self, variant: Variant, lp: Loop) -> Option<Stat> {
+        let of = |v: Variant| {
+            self.host_tax
+                .iter()
+                .filter(move |r| r.variant == v && r.lp == lp)
+        };
+        stat(of(variant).filter_map(|r| {
+            of(Variant::Plain27)
+                .find(|b| b.rep == r.rep)
+                .map(|b| r.ns_per_call() / b.ns_per_call())
         }))
     }
 
@@ -559,13 +604,20 @@ pub fn markdown(res: &Results) -> String {
     }
     md.push('\n');
 
-    let _ = writeln!(md, "## Targets\n");
-    let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
-    for (t, f, v) in targets(res) {
-        let _ = writeln!(md, "| {t} | {f} | {v} |");
+    if !res.runs.is_empty() {
+        let _ = writeln!(md, "## Targets\n");
+        let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
+        for (t, f, v) in targets(res) {
+            let _ = writeln!(md, "| {t} | {f} | {v} |");
+        }
+        md.push('\n');
     }
-    md.push('\n');
 
+    host_tax_markdown(res, &mut md);
+
+    if res.runs.is_empty() {
+        return md;
+    }
     let _ = writeln!(md, "## Cost, by workload\n");
     let _ = writeln!(
         md,
@@ -802,19 +854,114 @@ pub fn markdown(res: &Results) -> String {
     md
 }
 
-/// One line per run, for reanalysis.
+fn fmt_ns(ns: f64) -> String {
+    if !ns.is_finite() {
+        "-".into()
+    } else if ns >= 1000.0 {
+        format!("{:.2} µs", ns / 1000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+/// The host-tax table: a row per loop, a column per configuration; nothing
+/// attached in ns per call, the others as a ratio to it and their ns.
+fn host_tax_markdown(res: &Results, md: &mut String) {
+    let variants: Vec<Variant> = Variant::ALL
+        .into_iter()
+        .filter(|&v| res.host_tax.iter().any(|r| r.variant == v))
+        .collect();
+    if res.host_tax.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "## Host tax: what an unrelated process pays\n");
+    let _ = writeln!(
+        md,
+        "CPU time per call of a process the exporter does not watch (a child of the \
+         bench), while each configuration is attached to an idle gunicorn 27 (2 sync \
+         workers, no request during the loops) and with nothing attached, the \
+         configurations alternating in an order that rotates each repetition. Each loop \
+         runs batches of a fixed number of calls, each timed with the thread's CPU clock \
+         (`CLOCK_THREAD_CPUTIME_ID`); a run's figure is its median batch. *nothing*: ns \
+         per call, median (min–max) over the repetitions; the others: the ratio to the \
+         *nothing* run of the same repetition, median (min–max), then their own median \
+         ns per call. The syscall hooks send every syscall of every process through the \
+         tracing slow path (`getppid` shows that alone); the socket hooks run a program \
+         on every socket send and receive on the host (`unix`, `tcp`); the socket hooks' \
+         uprobe on the C library's `write()` is placed in gunicorn's workers only \
+         (`write`). `kernel.bpf_stats_enabled` is left as it was during these runs.\n"
+    );
+    let header: Vec<&str> = variants.iter().map(|&v| host_tax_name(v)).collect();
+    let _ = writeln!(md, "| call | {} |", header.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---|".repeat(variants.len()));
+    for lp in Loop::ALL {
+        if !res.host_tax.iter().any(|r| r.lp == lp) {
+            continue;
+        }
+        let cols: Vec<String> = variants
+            .iter()
+            .map(|&v| {
+                let abs = res.host_tax(v, lp);
+                if v.is_exporter() {
+                    match res.host_tax_ratio(v, lp) {
+                        Some(r) => format!(
+                            "{}, {}",
+                            fmt_ratio(Some(r)),
+                            fmt_ns(abs.map_or(f64::NAN, |s| s.median))
+                        ),
+                        None => "-".into(),
+                    }
+                } else {
+                    fmt_abs(abs, fmt_ns)
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} ({}) | {} |",
+            lp.name(),
+            lp.describe(),
+            cols.join(" | ")
+        );
+    }
+    md.push('\n');
+}
+
+/// One line per loop and run of the host tax: "getppid: ebpf-sockets 1.00×,
+/// ebpf-syscalls 1.34×".
+pub fn host_tax_summary(res: &Results) -> Vec<String> {
+    Loop::ALL
+        .into_iter()
+        .filter(|&lp| res.host_tax.iter().any(|r| r.lp == lp))
+        .map(|lp| {
+            let ratios: Vec<String> = Variant::ALL
+                .into_iter()
+                .filter_map(|v| {
+                    res.host_tax_ratio(v, lp)
+                        .filter(|_| v.is_exporter())
+                        .map(|s| format!("{} {:.2}×", v.short(), s.median))
+                })
+                .collect();
+            format!("{}: {}", lp.name(), ratios.join(", "))
+        })
+        .collect()
+}
+
+/// One line per run, for reanalysis (the host-tax runs last, in the
+/// cell, variant, rep and loop columns).
 pub fn csv(res: &Results) -> String {
     let mut out = String::from(
         "cell,variant,rep,requests,seconds,rps,p50_us,p90_us,p99_us,mean_us,max_us,\
          status_errors,socket_errors,worker_cpu_s,worker_cpu_ticks_s,wrk_cpu_s,side_cpu_s,counted,\
-         exporter_cpu_s,exporter_rss,exporter_rss_peak,bpf_runs,bpf_ns,bpf_misses,kernel_errors\n",
+         exporter_cpu_s,exporter_rss,exporter_rss_peak,bpf_runs,bpf_ns,bpf_misses,kernel_errors,\
+         loop,ns_per_call,batches_ns\n",
     );
     for r in &res.runs {
         let e = r.exporter.as_ref();
         let opt = |v: Option<String>| v.unwrap_or_default();
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.4},{:.1},{},{},{},{:.1},{},{},{},{:.6},{:.2},{:.6},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{:.4},{:.1},{},{},{},{:.1},{},{},{},{:.6},{:.2},{:.6},{},{},{},{},{},{},{},{},{},,,",
             r.cell.slug(),
             r.variant.short(),
             r.rep,
@@ -840,6 +987,20 @@ pub fn csv(res: &Results) -> String {
             opt(e.map(|e| e.bpf_ns().to_string())),
             opt(e.map(|e| e.misses().to_string())),
             opt(e.map(|e| e.kernel_errors.to_string())),
+        );
+    }
+    // The 22 columns from requests to kernel_errors stay empty.
+    let empty = ",".repeat(22);
+    for r in &res.host_tax {
+        let batches: Vec<String> = r.batches.iter().map(|b| format!("{b:.1}")).collect();
+        let _ = writeln!(
+            out,
+            "host-tax,{},{}{empty},{},{:.1},{}",
+            host_tax_name(r.variant),
+            r.rep,
+            r.lp.name(),
+            r.ns_per_call(),
+            batches.join(" ")
         );
     }
     out
@@ -911,7 +1072,46 @@ pub(crate) mod tests {
         assert!(t[0].0.contains("(socket hooks)"), "{t:?}");
         assert!(t[0].1.contains("1.010×"), "{t:?}");
         assert_eq!(t[0].2, "met");
-        assert!(csv(&res).lines().count() == 5);
+        let csv = csv(&res);
+        assert_eq!(csv.lines().count(), 5);
+        let columns = |l: &str| l.split(',').count();
+        assert!(csv.lines().all(|l| columns(l) == 28), "{csv}");
+    }
+
+    #[test]
+    fn host_tax_is_paired_with_nothing_attached() {
+        let mut res = Results::default();
+        let mut push = |variant, rep, batches: &[f64]| {
+            res.host_tax.push(HostTaxRun {
+                variant,
+                rep,
+                lp: Loop::Getppid,
+                batches: batches.to_vec(),
+            })
+        };
+        push(Variant::Plain27, 0, &[200.0, 190.0, 900.0]);
+        push(Variant::EbpfSyscalls, 0, &[260.0, 250.0, 255.0]);
+        push(Variant::Plain27, 1, &[180.0]);
+        push(Variant::EbpfSyscalls, 1, &[237.0]);
+        let s = res
+            .host_tax_ratio(Variant::EbpfSyscalls, Loop::Getppid)
+            .unwrap();
+        // Rep 0: 255 / 200 (median batches); rep 1: 237 / 180.
+        assert!((s.min - 1.275).abs() < 1e-9 && (s.max - 237.0 / 180.0).abs() < 1e-9);
+        let md = markdown(&res);
+        assert!(md.contains("## Host tax"), "{md}");
+        assert!(md.contains("| call | nothing | ebpf-syscalls |"), "{md}");
+        assert!(
+            md.contains("190 ns (180 ns–200 ns) | 1.30× (1.27–1.32), 246 ns |"),
+            "{md}"
+        );
+        assert!(!md.contains("## Targets"), "{md}");
+        assert_eq!(host_tax_summary(&res), ["getppid: ebpf-syscalls 1.30×"]);
+        let csv = csv(&res);
+        let columns = |l: &str| l.split(',').count();
+        let header = columns(csv.lines().next().unwrap());
+        assert!(csv.lines().all(|l| columns(l) == header), "{csv}");
+        assert!(csv.contains("host-tax,nothing,0,"), "{csv}");
     }
 
     #[test]

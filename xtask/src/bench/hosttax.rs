@@ -1,0 +1,167 @@
+//! The host tax: what a process the exporter does not watch pays per call
+//! while each exporter configuration is attached to an idle gunicorn, against
+//! the same calls with nothing attached. Configurations alternate in an order
+//! that rotates each repetition; the calls run in a child (`bench-loops`).
+
+use std::{
+    fs::{self, File},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{
+    Ctx, Exporter, Instance, check_stop,
+    loops::{self, Loop},
+    procs,
+    report::{HostTaxRun, Results},
+    scenario::{App, Cell, Variant, WORKERS, Workers},
+    sleep,
+};
+use crate::child;
+
+/// The gunicorn the exporter attaches to: the trivial app, sync workers,
+/// never sent a request while measured.
+const CELL: Cell = Cell {
+    app: App::Trivial,
+    workers: Workers::Sync,
+    keepalive: false,
+};
+
+/// After the exporter is ready and before the loops: its start-up work ends.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Timed batches per loop and run (each a few ms of CPU).
+pub fn batches(quick: bool) -> u32 {
+    if quick { 10 } else { 40 }
+}
+
+/// Seconds the host-tax phase takes: per run ~0.5 s of settling and the
+/// child's start, the loops (~4 ms a batch), ~2.5 s per exporter start.
+pub fn estimate_secs(ctx: &Ctx) -> f64 {
+    let configs = configurations(&ctx.variants);
+    let exporters = configs.iter().filter(|v| v.is_exporter()).count() as f64;
+    let per_run = 0.5 + Loop::ALL.len() as f64 * ctx.host_tax_batches as f64 * 0.004;
+    5.0 + ctx.reps as f64 * (configs.len() as f64 * per_run + exporters * 2.5)
+}
+
+/// Nothing attached (`Plain27`), then the exporter configurations chosen.
+pub fn configurations(variants: &[Variant]) -> Vec<Variant> {
+    let mut out = vec![Variant::Plain27];
+    out.extend(variants.iter().copied().filter(|v| v.is_exporter()));
+    out
+}
+
+pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
+    let configs = configurations(&ctx.variants);
+    let calls: Vec<String> = Loop::ALL
+        .iter()
+        .map(|l| format!("{} {}", l.name(), l.calls()))
+        .collect();
+    res.env.push((
+        "host tax".into(),
+        format!(
+            "an idle gunicorn 27 (trivial app, {WORKERS} sync workers); per loop and run \
+             {} timed batches of a fixed number of calls ({}), the run's figure its median \
+             batch; kernel.bpf_stats_enabled={} during these runs",
+            ctx.host_tax_batches,
+            calls.join(", "),
+            fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+                .unwrap_or_default()
+                .trim()
+        ),
+    ));
+    let mut inst = Instance::start(ctx, CELL, Variant::Plain27, "host-tax", false)?;
+    inst.workers = procs::children(inst.master());
+    for rep in 0..ctx.reps {
+        let mut order = configs.clone();
+        order.rotate_left(rep as usize % configs.len());
+        for v in order {
+            check_stop()?;
+            let tag = format!("{}-rep{}", v.short(), rep + 1);
+            let exporter = match v.is_exporter() {
+                true => Some(Exporter::attach(ctx, &inst, v, &tag)?),
+                false => None,
+            };
+            sleep(SETTLE)?;
+            let measured = run_loops(&inst.dir, &tag, ctx.host_tax_batches)
+                .with_context(|| format!("host tax, {} repetition {}", v.short(), rep + 1))?;
+            drop(exporter);
+            inst.proc.check_alive()?;
+            let runs: Vec<HostTaxRun> = measured
+                .into_iter()
+                .map(|(lp, batches)| HostTaxRun {
+                    variant: v,
+                    rep,
+                    lp,
+                    batches,
+                })
+                .collect();
+            let figures: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{} {:.0} ns", r.lp.name(), r.ns_per_call()))
+                .collect();
+            println!(
+                "bench:   rep {}/{} {:<14} {}",
+                rep + 1,
+                ctx.reps,
+                host_tax_name(v),
+                figures.join("  ")
+            );
+            res.host_tax.extend(runs);
+        }
+    }
+    Ok(())
+}
+
+/// "nothing" for the baseline, else the configuration's short name.
+pub fn host_tax_name(v: Variant) -> &'static str {
+    if v.is_exporter() {
+        v.short()
+    } else {
+        "nothing"
+    }
+}
+
+/// One `bench-loops` child: every loop, `batches` timed batches each.
+fn run_loops(dir: &Path, tag: &str, batches: u32) -> Result<Vec<(Loop, Vec<f64>)>> {
+    let exe = std::env::current_exe().context("finding xtask's own binary")?;
+    let err_path = dir.join(format!("loops-{tag}.err"));
+    let err =
+        File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["bench-loops", "--batches", &batches.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err);
+    child::set_pdeathsig(&mut cmd);
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {} bench-loops", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    fs::write(dir.join(format!("loops-{tag}.out")), stdout.as_bytes())?;
+    check_stop()?;
+    if !out.status.success() {
+        bail!(
+            "bench-loops failed ({})\n{}",
+            out.status,
+            child::tail(&err_path, 10)
+        );
+    }
+    loops::parse_output(&stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_attached_first() {
+        let v = [Variant::Plain27, Variant::EbpfSockets, Variant::Statsd];
+        assert_eq!(configurations(&v), [Variant::Plain27, Variant::EbpfSockets]);
+        assert_eq!(configurations(&[Variant::Plain23]), [Variant::Plain27]);
+        assert_eq!(host_tax_name(Variant::Plain27), "nothing");
+    }
+}
