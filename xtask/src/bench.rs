@@ -983,7 +983,12 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     let counted_after = match &exporter {
         Some(e) => {
             let (rss, peak) = procs::rss_bytes(e.pid())?;
-            let (total, _) = e.settled_total(wrk.requests, || 0)?;
+            // Empty programs count nothing: waiting for their total to reach
+            // wrk's would only run out COUNT_SETTLE_MAX.
+            let total = match inst.variant.is_empty_programs() {
+                true => None,
+                false => Some(e.settled_total(wrk.requests, || 0)?.0),
+            };
             let (kernel_errors, collect_errors, failed) = e.errors()?;
             exporter_run = Some(ExporterRun {
                 cpu_s: side_cpu_s.unwrap_or_default(),
@@ -999,7 +1004,7 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
                     BTreeMap::new()
                 },
             });
-            Some(total)
+            total
         }
         None => {
             if counted_before.is_some() {
