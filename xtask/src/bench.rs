@@ -91,6 +91,9 @@ pub struct Options {
     /// Skip the host tax.
     #[arg(long)]
     pub no_host_tax: bool,
+    /// Repetitions of the host tax (--quick: 3).
+    #[arg(long, default_value_t = 10)]
+    pub host_tax_reps: u32,
     /// Leave kernel.bpf_stats_enabled alone: the exporter's worker CPU then
     /// excludes the stats' own cost, and no BPF program time is reported.
     #[arg(long)]
@@ -136,6 +139,7 @@ fn sleep(d: Duration) -> Result<()> {
 struct Ctx {
     reps: u32,
     duration: u64,
+    host_tax_reps: u32,
     host_tax_batches: u32,
     connections: u32,
     accuracy: bool,
@@ -230,6 +234,11 @@ pub fn run(opts: Options) -> Result<()> {
     let mut ctx = Ctx {
         reps,
         duration,
+        host_tax_reps: if opts.quick {
+            3
+        } else {
+            opts.host_tax_reps.max(1)
+        },
         host_tax_batches: hosttax::batches(opts.quick),
         connections: opts.connections,
         accuracy: !opts.no_accuracy && Variant::EXPORTER.iter().any(|v| variants.contains(v)),
@@ -252,8 +261,9 @@ pub fn run(opts: Options) -> Result<()> {
     let mut phases = Vec::new();
     if host_tax {
         phases.push(format!(
-            "host tax ({} configurations x {reps} repetitions)",
-            hosttax::configurations(&ctx.variants).len()
+            "host tax ({} configurations x {} repetitions)",
+            hosttax::configurations(&ctx.variants).len() - 1,
+            ctx.host_tax_reps
         ));
     }
     if !cells.is_empty() {

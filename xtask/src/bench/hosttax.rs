@@ -1,7 +1,8 @@
 //! The host tax: what a process the exporter does not watch pays per call
 //! while each exporter configuration is attached to an idle gunicorn, against
-//! the same calls with nothing attached. Configurations alternate in an order
-//! that rotates each repetition; the calls run in a child (`bench-loops`).
+//! the same calls with nothing attached just before and just after. The
+//! configurations take turns in an order that rotates each repetition; the
+//! calls run in a child (`bench-loops`).
 
 use std::{
     fs::{self, File},
@@ -30,7 +31,7 @@ const CELL: Cell = Cell {
     keepalive: false,
 };
 
-/// After the exporter is ready and before the loops: its start-up work ends.
+/// Before the loops: the exporter's start-up work, or its exit, is over.
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// Timed batches per loop and run (each a few ms of CPU).
@@ -38,13 +39,12 @@ pub fn batches(quick: bool) -> u32 {
     if quick { 10 } else { 40 }
 }
 
-/// Seconds the host-tax phase takes: per run ~0.5 s of settling and the
-/// child's start, the loops (~4 ms a batch), ~2.5 s per exporter start.
+/// Seconds the host-tax phase takes: per run ~0.8 s for settling and the
+/// child's start, and the loops (~4 ms a batch); ~2.5 s per exporter start.
 pub fn estimate_secs(ctx: &Ctx) -> f64 {
-    let configs = configurations(&ctx.variants);
-    let exporters = configs.iter().filter(|v| v.is_exporter()).count() as f64;
-    let per_run = 0.5 + Loop::ALL.len() as f64 * ctx.host_tax_batches as f64 * 0.004;
-    5.0 + ctx.reps as f64 * (configs.len() as f64 * per_run + exporters * 2.5)
+    let exporters = configurations(&ctx.variants).len() as f64 - 1.0;
+    let run = 0.8 + Loop::ALL.len() as f64 * ctx.host_tax_batches as f64 * 0.004;
+    5.0 + ctx.host_tax_reps as f64 * exporters * (2.0 * run + 2.5)
 }
 
 /// Nothing attached (`Plain27`), then the exporter configurations chosen.
@@ -54,8 +54,16 @@ pub fn configurations(variants: &[Variant]) -> Vec<Variant> {
     out
 }
 
+/// Each repetition runs every exporter configuration once, in an order that
+/// rotates, with a run with nothing attached before and after each one (the
+/// one after is the next one's before): the machine's slow and fast spells
+/// last seconds here, so a configuration is compared with the runs just
+/// around it.
 pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
-    let configs = configurations(&ctx.variants);
+    let exporters: Vec<Variant> = configurations(&ctx.variants)
+        .into_iter()
+        .filter(|v| v.is_exporter())
+        .collect();
     let calls: Vec<String> = Loop::ALL
         .iter()
         .map(|l| format!("{} {}", l.name(), l.calls()))
@@ -63,9 +71,11 @@ pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
     res.env.push((
         "host tax".into(),
         format!(
-            "an idle gunicorn 27 (trivial app, {WORKERS} sync workers); per loop and run \
-             {} timed batches of a fixed number of calls ({}), the run's figure its median \
-             batch; kernel.bpf_stats_enabled={} during these runs",
+            "an idle gunicorn 27 (trivial app, {WORKERS} sync workers); {} repetitions; \
+             per loop and run {} timed batches of a fixed number of calls ({}), the loops \
+             taking turns, the run's figure its median batch; kernel.bpf_stats_enabled={} \
+             during these runs",
+            ctx.host_tax_reps,
             ctx.host_tax_batches,
             calls.join(", "),
             fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
@@ -75,42 +85,51 @@ pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
     ));
     let mut inst = Instance::start(ctx, CELL, Variant::Plain27, "host-tax", false)?;
     inst.workers = procs::children(inst.master());
-    for rep in 0..ctx.reps {
-        let mut order = configs.clone();
-        order.rotate_left(rep as usize % configs.len());
+    let mut seq = 0;
+    let mut measure = |inst: &mut Instance, v: Variant, rep: u32| -> Result<()> {
+        check_stop()?;
+        let tag = format!("{seq:03}-{}", host_tax_name(v));
+        let exporter = match v.is_exporter() {
+            true => Some(Exporter::attach(ctx, inst, v, &tag)?),
+            false => None,
+        };
+        sleep(SETTLE)?;
+        let measured = run_loops(&inst.dir, &tag, ctx.host_tax_batches)
+            .with_context(|| format!("host tax, {} repetition {}", v.short(), rep + 1))?;
+        drop(exporter);
+        inst.proc.check_alive()?;
+        let runs: Vec<HostTaxRun> = measured
+            .into_iter()
+            .map(|(lp, batches)| HostTaxRun {
+                variant: v,
+                rep,
+                seq,
+                lp,
+                batches,
+            })
+            .collect();
+        let figures: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{} {:.0} ns", r.lp.name(), r.ns_per_call()))
+            .collect();
+        println!(
+            "bench:   rep {}/{} {:<14} {}",
+            rep + 1,
+            ctx.host_tax_reps,
+            host_tax_name(v),
+            figures.join("  ")
+        );
+        res.host_tax.extend(runs);
+        seq += 1;
+        Ok(())
+    };
+    measure(&mut inst, Variant::Plain27, 0)?;
+    for rep in 0..ctx.host_tax_reps {
+        let mut order = exporters.clone();
+        order.rotate_left(rep as usize % exporters.len().max(1));
         for v in order {
-            check_stop()?;
-            let tag = format!("{}-rep{}", v.short(), rep + 1);
-            let exporter = match v.is_exporter() {
-                true => Some(Exporter::attach(ctx, &inst, v, &tag)?),
-                false => None,
-            };
-            sleep(SETTLE)?;
-            let measured = run_loops(&inst.dir, &tag, ctx.host_tax_batches)
-                .with_context(|| format!("host tax, {} repetition {}", v.short(), rep + 1))?;
-            drop(exporter);
-            inst.proc.check_alive()?;
-            let runs: Vec<HostTaxRun> = measured
-                .into_iter()
-                .map(|(lp, batches)| HostTaxRun {
-                    variant: v,
-                    rep,
-                    lp,
-                    batches,
-                })
-                .collect();
-            let figures: Vec<String> = runs
-                .iter()
-                .map(|r| format!("{} {:.0} ns", r.lp.name(), r.ns_per_call()))
-                .collect();
-            println!(
-                "bench:   rep {}/{} {:<14} {}",
-                rep + 1,
-                ctx.reps,
-                host_tax_name(v),
-                figures.join("  ")
-            );
-            res.host_tax.extend(runs);
+            measure(&mut inst, v, rep)?;
+            measure(&mut inst, Variant::Plain27, rep)?;
         }
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! The host-tax loops: what a process the exporter does not watch pays per
 //! call. `cargo xtask bench-loops` (hidden) runs them in a child of the
 //! bench, so the caller is neither gunicorn nor xtask's own threads. Each loop
-//! runs batches of a fixed number of calls, each batch timed with the thread's
-//! CPU clock, and prints one line: `<loop> <ns per call of each batch>...`.
+//! runs batches of a fixed number of calls, the loops taking turns, each batch
+//! timed with the thread's CPU clock; then one line per loop:
+//! `<loop> <ns per call of each batch>...`.
 
 use std::{
     fs::{self, File},
@@ -96,22 +97,29 @@ pub fn run(opts: Options) -> Result<()> {
     } else {
         opts.loops
     };
-    let mut stdout = io::stdout().lock();
-    for l in loops {
-        let mut fixture = Fixture::open(l)?;
-        let calls = l.calls();
-        fixture
-            .batch(calls)
-            .with_context(|| format!("loop {}", l.name()))?;
-        let mut line = l.name().to_string();
-        for _ in 0..opts.batches.max(1) {
+    let mut fixtures = loops
+        .iter()
+        .map(|&l| Fixture::open(l))
+        .collect::<Result<Vec<_>>>()?;
+    let mut lines: Vec<String> = loops.iter().map(|l| l.name().to_string()).collect();
+    // One untimed round, then the timed ones. The loops take turns batch by
+    // batch, so each one's batches spread over the whole run: the machine's
+    // slower and faster spells fall on every loop alike.
+    for round in 0..=opts.batches.max(1) {
+        for ((l, fixture), line) in loops.iter().zip(&mut fixtures).zip(&mut lines) {
+            let calls = l.calls();
             let start = thread_cpu_ns();
             fixture
                 .batch(calls)
                 .with_context(|| format!("loop {}", l.name()))?;
             let ns = thread_cpu_ns().saturating_sub(start);
-            line.push_str(&format!(" {:.1}", ns as f64 / calls as f64));
+            if round > 0 {
+                line.push_str(&format!(" {:.1}", ns as f64 / calls as f64));
+            }
         }
+    }
+    let mut stdout = io::stdout().lock();
+    for line in lines {
         writeln!(stdout, "{line}")?;
     }
     Ok(())

@@ -109,6 +109,9 @@ pub struct Accuracy {
 pub struct HostTaxRun {
     pub variant: Variant,
     pub rep: u32,
+    /// Its place in the phase's sequence of runs: a configuration's run has
+    /// nothing-attached runs at `seq - 1` and `seq + 1`.
+    pub seq: u32,
     pub lp: Loop,
     pub batches: Vec<f64>,
 }
@@ -201,7 +204,8 @@ impl Results {
         )
     }
 
-    /// The same over the nothing-attached run of the same repetition.
+    /// The same over the mean of the nothing-attached runs just before and
+    /// after each run (one of them if the other is missing).
     pub fn host_tax_ratio(&self, variant: Variant, lp: Loop) -> Option<Stat> {
         let of = |v: Variant| {
             self.host_tax
@@ -209,9 +213,12 @@ impl Results {
                 .filter(move |r| r.variant == v && r.lp == lp)
         };
         stat(of(variant).filter_map(|r| {
-            of(Variant::Plain27)
-                .find(|b| b.rep == r.rep)
-                .map(|b| r.ns_per_call() / b.ns_per_call())
+            let around: Vec<f64> = of(Variant::Plain27)
+                .filter(|b| b.seq + 1 == r.seq || b.seq == r.seq + 1)
+                .map(HostTaxRun::ns_per_call)
+                .collect();
+            (!around.is_empty())
+                .then(|| r.ns_per_call() * around.len() as f64 / around.iter().sum::<f64>())
         }))
     }
 
@@ -879,17 +886,19 @@ fn host_tax_markdown(res: &Results, md: &mut String) {
         md,
         "CPU time per call of a process the exporter does not watch (a child of the \
          bench), while each configuration is attached to an idle gunicorn 27 (2 sync \
-         workers, no request during the loops) and with nothing attached, the \
-         configurations alternating in an order that rotates each repetition. Each loop \
-         runs batches of a fixed number of calls, each timed with the thread's CPU clock \
-         (`CLOCK_THREAD_CPUTIME_ID`); a run's figure is its median batch. *nothing*: ns \
-         per call, median (min–max) over the repetitions; the others: the ratio to the \
-         *nothing* run of the same repetition, median (min–max), then their own median \
-         ns per call. The syscall hooks send every syscall of every process through the \
-         tracing slow path (`getppid` shows that alone); the socket hooks run a program \
-         on every socket send and receive on the host (`unix`, `tcp`); the socket hooks' \
-         uprobe on the C library's `write()` is placed in gunicorn's workers only \
-         (`write`). `kernel.bpf_stats_enabled` is left as it was during these runs.\n"
+         workers, no request during the loops), with a run with nothing attached just \
+         before and just after each one; the configurations take turns in an order that \
+         rotates each repetition. Each run times batches of a fixed number of calls with \
+         the thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`), the loops taking turns batch \
+         by batch; a run's figure is its median batch. *nothing*: ns per call, median \
+         (min–max) over the nothing-attached runs; the others: each run over the mean of \
+         the two nothing-attached runs around it, median (min–max) over the repetitions, \
+         then the configuration's median ns per call. The syscall hooks send every \
+         syscall of every process through the tracing slow path (`getppid` shows that \
+         alone); the socket hooks run a program on every socket send and receive on the \
+         host (`unix`, `tcp`); the socket hooks' uprobe on the C library's `write()` is \
+         placed in gunicorn's workers only (`write`). `kernel.bpf_stats_enabled` is left \
+         as it was during these runs.\n"
     );
     let header: Vec<&str> = variants.iter().map(|&v| host_tax_name(v)).collect();
     let _ = writeln!(md, "| call | {} |", header.join(" | "));
@@ -954,14 +963,14 @@ pub fn csv(res: &Results) -> String {
         "cell,variant,rep,requests,seconds,rps,p50_us,p90_us,p99_us,mean_us,max_us,\
          status_errors,socket_errors,worker_cpu_s,worker_cpu_ticks_s,wrk_cpu_s,side_cpu_s,counted,\
          exporter_cpu_s,exporter_rss,exporter_rss_peak,bpf_runs,bpf_ns,bpf_misses,kernel_errors,\
-         loop,ns_per_call,batches_ns\n",
+         host_tax_seq,loop,ns_per_call,batches_ns\n",
     );
     for r in &res.runs {
         let e = r.exporter.as_ref();
         let opt = |v: Option<String>| v.unwrap_or_default();
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.4},{:.1},{},{},{},{:.1},{},{},{},{:.6},{:.2},{:.6},{},{},{},{},{},{},{},{},{},,,",
+            "{},{},{},{},{:.4},{:.1},{},{},{},{:.1},{},{},{},{:.6},{:.2},{:.6},{},{},{},{},{},{},{},{},{},,,,",
             r.cell.slug(),
             r.variant.short(),
             r.rep,
@@ -995,9 +1004,10 @@ pub fn csv(res: &Results) -> String {
         let batches: Vec<String> = r.batches.iter().map(|b| format!("{b:.1}")).collect();
         let _ = writeln!(
             out,
-            "host-tax,{},{}{empty},{},{:.1},{}",
+            "host-tax,{},{}{empty},{},{},{:.1},{}",
             host_tax_name(r.variant),
             r.rep,
+            r.seq,
             r.lp.name(),
             r.ns_per_call(),
             batches.join(" ")
@@ -1075,34 +1085,38 @@ pub(crate) mod tests {
         let csv = csv(&res);
         assert_eq!(csv.lines().count(), 5);
         let columns = |l: &str| l.split(',').count();
-        assert!(csv.lines().all(|l| columns(l) == 28), "{csv}");
+        assert!(csv.lines().all(|l| columns(l) == 29), "{csv}");
     }
 
     #[test]
-    fn host_tax_is_paired_with_nothing_attached() {
+    fn host_tax_is_paired_with_the_runs_around() {
         let mut res = Results::default();
+        let mut seq = 0;
         let mut push = |variant, rep, batches: &[f64]| {
             res.host_tax.push(HostTaxRun {
                 variant,
                 rep,
+                seq,
                 lp: Loop::Getppid,
                 batches: batches.to_vec(),
-            })
+            });
+            seq += 1;
         };
         push(Variant::Plain27, 0, &[200.0, 190.0, 900.0]);
         push(Variant::EbpfSyscalls, 0, &[260.0, 250.0, 255.0]);
-        push(Variant::Plain27, 1, &[180.0]);
+        push(Variant::Plain27, 0, &[200.0]);
         push(Variant::EbpfSyscalls, 1, &[237.0]);
+        push(Variant::Plain27, 1, &[160.0]);
         let s = res
             .host_tax_ratio(Variant::EbpfSyscalls, Loop::Getppid)
             .unwrap();
-        // Rep 0: 255 / 200 (median batches); rep 1: 237 / 180.
+        // 255 / 200 (median batches, the runs around it); 237 / mean(200, 160).
         assert!((s.min - 1.275).abs() < 1e-9 && (s.max - 237.0 / 180.0).abs() < 1e-9);
         let md = markdown(&res);
         assert!(md.contains("## Host tax"), "{md}");
         assert!(md.contains("| call | nothing | ebpf-syscalls |"), "{md}");
         assert!(
-            md.contains("190 ns (180 ns–200 ns) | 1.30× (1.27–1.32), 246 ns |"),
+            md.contains("200 ns (160 ns–200 ns) | 1.30× (1.27–1.32), 246 ns |"),
             "{md}"
         );
         assert!(!md.contains("## Targets"), "{md}");
@@ -1112,6 +1126,7 @@ pub(crate) mod tests {
         let header = columns(csv.lines().next().unwrap());
         assert!(csv.lines().all(|l| columns(l) == header), "{csv}");
         assert!(csv.contains("host-tax,nothing,0,"), "{csv}");
+        assert!(csv.contains(",3,getppid,237.0,237.0\n"), "{csv}");
     }
 
     #[test]
