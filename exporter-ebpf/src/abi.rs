@@ -29,6 +29,8 @@ pub mod map {
     pub const QUEUE: &str = "QUEUE";
     /// tgid -> wait status of a watched process that died and is not reaped yet.
     pub const DEAD: &str = "DEAD";
+    /// Worker tgid -> its [`super::Heartbeat`] file, written by userspace.
+    pub const HEARTBEATS: &str = "HEARTBEATS";
     /// The stages of a write (`request::stage`) the socket hooks' write
     /// program tail-calls, and the syscall hooks' ones.
     pub const STAGES_RAW: &str = "STAGES_RAW";
@@ -286,7 +288,8 @@ pub struct Offsets {
     pub unix_dentry: u32,
     pub dentry_inode: u32,
     pub inode_ino: u32,
-    pub _pad: u32,
+    /// file.f_inode
+    pub file_inode: u32,
 }
 
 /// Everything recorded about the finished requests of one [`MetricKey`].
@@ -403,7 +406,8 @@ pub mod event {
     /// A tracked master forked a process. `other`: the master.
     pub const FORK: u32 = 1;
     /// A tracked process's last thread exited. `other`: its master; `value`:
-    /// its wait status (see [`super::exit_code`]).
+    /// its wait status (see [`super::exit_code`]); `code`: whether a worker
+    /// still held its heartbeat file ([`super::heartbeat`]).
     pub const EXIT: u32 = 2;
     /// A tracked process called execve (a master re-executing on USR2).
     /// `other`: its master before the exec.
@@ -427,6 +431,30 @@ pub mod event {
     /// A piece of a log record with a Python traceback a worker thread
     /// wrote: a [`super::RecordEvent`].
     pub const RECORD: u32 = 14;
+}
+
+/// A worker's heartbeat file: Gunicorn closes it just before it runs the
+/// worker_exit hook (the `finally` of its worker process), so whether the
+/// worker still held it as it died tells whether that hook ran, whatever
+/// killed the worker after (a SIGKILL while a stuck thread held its exit up).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Its descriptor in the worker.
+    pub fd: u32,
+    pub _pad: u32,
+    /// Its inode number (the descriptor may hold another file by then).
+    pub ino: u64,
+}
+
+/// [`event::EXIT`]'s `code`: the worker's heartbeat file as it died.
+pub mod heartbeat {
+    /// Not known (a worker that died before userspace found its file).
+    pub const UNKNOWN: i32 = 0;
+    /// Still open: Gunicorn's worker_exit did not run.
+    pub const OPEN: i32 = 1;
+    /// Closed: Gunicorn got to its worker_exit.
+    pub const CLOSED: i32 = 2;
 }
 
 /// The exit code a wait `status` carries, or [`NO_EXIT_CODE`] when a signal

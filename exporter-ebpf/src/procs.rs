@@ -10,11 +10,17 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use exporter_ebpf::{
-    abi::{Proc, error, event, role},
+    abi::{Heartbeat, Offsets, Proc, error, event, heartbeat, role},
     tracepoint::{CLONE_THREAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID},
 };
 
+use aya_ebpf::{macros::map, maps::HashMap};
+
 use crate::maps::{DEAD, TRACKED, count_error, emit, field, kernel, offsets, pid_tgid, tracked};
+
+/// Written by userspace: each worker's heartbeat file, once found.
+#[map]
+static HEARTBEATS: HashMap<u32, Heartbeat> = HashMap::with_max_entries(16384, 0);
 
 /// task:task_newtask runs in the parent before the child first runs, and
 /// carries clone_flags, so threads (CLONE_THREAD) are told from processes.
@@ -79,8 +85,38 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         Err(_) => count_error(error::TRACKED_FULL),
     }
     let _ = TRACKED.remove(&tgid);
-    emit(event::EXIT, tgid, p.master, status, 0);
+    emit(
+        event::EXIT,
+        tgid,
+        p.master,
+        status,
+        heartbeat_state(task, tgid, off),
+    );
     0
+}
+
+/// Whether the dying worker `tgid` (the current task, its files not yet
+/// released: that comes after this tracepoint) still holds its heartbeat
+/// file ([`heartbeat`]).
+#[inline(always)]
+fn heartbeat_state(task: u64, tgid: u32, off: &Offsets) -> i32 {
+    let Some(beat) = HEARTBEATS.get_ptr(&tgid) else {
+        return heartbeat::UNKNOWN;
+    };
+    // SAFETY: plain data.
+    let beat = unsafe { *beat };
+    let _ = HEARTBEATS.remove(&tgid);
+    let files: u64 = kernel(task, off.task_files);
+    let fdt: u64 = kernel(files, off.files_fdt);
+    let fds: u64 = kernel(fdt, off.fdt_fd);
+    let file: u64 = kernel(fds, beat.fd.wrapping_mul(8));
+    let inode: u64 = kernel(file, off.file_inode);
+    let ino: u64 = kernel(inode, off.inode_ino);
+    if file != 0 && ino == beat.ino {
+        heartbeat::OPEN
+    } else {
+        heartbeat::CLOSED
+    }
 }
 
 /// sched:sched_process_free: a task is released, which for a dead process's

@@ -85,7 +85,7 @@ impl KernelBtf {
             unix_dentry: self.offset("unix_sock", "path.dentry")?,
             dentry_inode: self.offset("dentry", "d_inode")?,
             inode_ino: self.offset("inode", "i_ino")?,
-            _pad: 0,
+            file_inode: self.offset("file", "f_inode")?,
         })
     }
 

@@ -9,9 +9,13 @@
 //!   /proc/<worker>/fd, which reaches an unlinked file) sees it; the watch is
 //!   removed at once, so later touches cost the exporter nothing.
 //! - The heartbeat age is the file's mtime, read when Prometheus scrapes.
+//! - The file (descriptor and inode) goes to the kernel, which looks for it
+//!   in the worker's descriptor table as the worker dies: Gunicorn closes it
+//!   right before running worker_exit, so its absence says that hook ran.
 
 use std::{collections::BTreeMap, os::unix::fs::MetadataExt as _, path::PathBuf};
 
+use exporter_ebpf::abi::Heartbeat;
 use inotify::{WatchDescriptor, WatchMask, Watches};
 
 use crate::procs::monotonic_ns;
@@ -20,6 +24,7 @@ use crate::procs::monotonic_ns;
 #[derive(Debug)]
 struct File {
     fd: u32,
+    ino: u64,
     /// Watched until its first touch.
     watch: Option<WatchDescriptor>,
 }
@@ -50,12 +55,19 @@ impl Heartbeats {
     /// already been touched (the worker booted before the watch was set, or
     /// was found running at attach).
     pub fn watch(&mut self, pid: u32) -> bool {
-        let Some(fd) = heartbeat_fd(pid) else {
+        let Some((fd, ino)) = heartbeat_fd(pid) else {
             return false;
         };
         let path = fd_path(pid, fd);
         if let Beat::At(_) = beat(&path) {
-            self.files.insert(pid, File { fd, watch: None });
+            self.files.insert(
+                pid,
+                File {
+                    fd,
+                    ino,
+                    watch: None,
+                },
+            );
             return true;
         }
         let watch = match self
@@ -68,7 +80,7 @@ impl Heartbeats {
                 None
             }
         };
-        self.files.insert(pid, File { fd, watch });
+        self.files.insert(pid, File { fd, ino, watch });
         // A touch between the first look and the watch is seen now.
         matches!(beat(&path), Beat::At(_))
     }
@@ -82,6 +94,15 @@ impl Heartbeats {
             .find(|(_, f)| f.watch.as_ref() == Some(wd))?;
         file.watch = None;
         Some(pid)
+    }
+
+    /// Worker `pid`'s heartbeat file, once found.
+    pub fn file(&self, pid: u32) -> Option<Heartbeat> {
+        self.files.get(&pid).map(|f| Heartbeat {
+            fd: f.fd,
+            _pad: 0,
+            ino: f.ino,
+        })
     }
 
     /// Stops following a worker.
@@ -136,11 +157,11 @@ fn classify(mtime_ns: u64, now_monotonic_ns: u64) -> Beat {
     }
 }
 
-/// The descriptor of worker `pid`'s own heartbeat file: an unlinked
+/// The descriptor and inode of worker `pid`'s own heartbeat file: an unlinked
 /// `wgunicorn-*` file. Just after the fork the worker still holds its older
 /// siblings' (it closes them first thing); its own is the one the master
 /// created last, before the fork: the newest not yet touched.
-fn heartbeat_fd(pid: u32) -> Option<u32> {
+fn heartbeat_fd(pid: u32) -> Option<(u32, u64)> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
     let mut candidates: Vec<(u32, bool, i64, u64)> = dir
         .filter_map(Result::ok)
@@ -158,7 +179,7 @@ fn heartbeat_fd(pid: u32) -> Option<u32> {
         .collect();
     // Untouched first, newest first.
     candidates.sort_by_key(|&(_, touched, ctime, ino)| (touched, std::cmp::Reverse((ctime, ino))));
-    candidates.first().map(|&(fd, ..)| fd)
+    candidates.first().map(|&(fd, _, _, ino)| (fd, ino))
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use aya::{
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, DURATION_SLOTS, MetricKey, Offsets, Proc, Queue, error, hooks,
-        map, stat,
+        Aggregate, Config, ConnKey, DURATION_SLOTS, Heartbeat, MetricKey, Offsets, Proc, Queue,
+        error, hooks, map, stat,
     },
     request::Conn,
 };
@@ -193,6 +193,7 @@ pub struct Kernel {
     /// holds it no more.
     _stages: Option<ProgramArray<MapData>>,
     tracked: HashMap<MapData, u32, Proc>,
+    heartbeats: HashMap<MapData, u32, Heartbeat>,
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
     errors: PerCpuArray<MapData, u64>,
@@ -256,7 +257,12 @@ impl Kernel {
         programs: Programs,
         listeners: &Listeners,
     ) -> Result<(Kernel, capabilities::Kernel), KernelError> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(KernelError::Load)?;
+        // No CO-RE relocation to resolve (offsets come from our own BTF
+        // reading): parsing the kernel's BTF again would only cost memory.
+        let mut ebpf = EbpfLoader::new()
+            .btf(None)
+            .load(OBJECT)
+            .map_err(KernelError::Load)?;
         let probed = capabilities::with_helpers(probed, |name| {
             let Some(program) = ebpf.program_mut(name) else {
                 return false;
@@ -298,6 +304,7 @@ impl Kernel {
             _config: config,
             _stages: stages,
             tracked: take(&mut ebpf, map::TRACKED)?,
+            heartbeats: take(&mut ebpf, map::HEARTBEATS)?,
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,
             errors: take(&mut ebpf, map::ERRORS)?,
@@ -455,6 +462,14 @@ impl Kernel {
 
     pub fn untrack(&mut self, pid: u32) {
         let _ = self.tracked.remove(&pid);
+        let _ = self.heartbeats.remove(&pid);
+    }
+
+    /// Worker `pid`'s heartbeat file, which the kernel looks for as it dies.
+    pub fn set_heartbeat(&mut self, pid: u32, heartbeat: Heartbeat) {
+        if let Err(e) = self.heartbeats.insert(pid, heartbeat, 0) {
+            log::debug!("worker {pid}: heartbeat file not given to the kernel: {e}");
+        }
     }
 
     /// A connection the worker held before the exporter attached: followed

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use exporter_ebpf::abi::{Event, NO_EXIT_CODE, cause, event, exit_code};
+use exporter_ebpf::abi::{Event, NO_EXIT_CODE, cause, event, exit_code, heartbeat};
 
 pub mod sig {
     pub const HUP: i32 = 1;
@@ -345,7 +345,7 @@ impl Lifecycle {
                     out.hooks.push(o);
                 }
             }
-            event::EXIT => self.exit(ev.pid, exit_code(ev.value), &mut out),
+            event::EXIT => self.exit(ev.pid, exit_code(ev.value), ev.code, &mut out),
             _ => {}
         }
         out
@@ -495,7 +495,9 @@ impl Lifecycle {
         }
     }
 
-    fn exit(&mut self, pid: u32, code: i32, out: &mut Outcome) {
+    /// A watched process died with exit `code`; a worker's `heartbeat`
+    /// file state ([`heartbeat`]) says whether Gunicorn ran worker_exit.
+    fn exit(&mut self, pid: u32, code: i32, heartbeat: i32, out: &mut Outcome) {
         self.reexec_children.remove(&pid);
         if self.masters.remove(&pid).is_some() {
             if code != NO_EXIT_CODE {
@@ -510,7 +512,13 @@ impl Lifecycle {
             return;
         };
         let reason = reason(&w, code);
-        if code != NO_EXIT_CODE || w.exiting {
+        let ran_worker_exit = match heartbeat {
+            heartbeat::CLOSED => true,
+            heartbeat::OPEN => false,
+            // Died before its file was found: from how it ended.
+            _ => code != NO_EXIT_CODE || w.exiting,
+        };
+        if ran_worker_exit {
             let mut o = occurrence(Hook::WorkerExit, w.master, Some(pid));
             o.status = (code != NO_EXIT_CODE).then_some(code);
             o.reason = Some(reason);
@@ -670,6 +678,22 @@ mod tests {
         assert_eq!(hooks(&out), ["worker_exit"]);
         assert_eq!(out.hooks[0].status, None);
         assert_eq!(exit_reason(&out), Some(Reason::ScaleDown));
+    }
+
+    #[test]
+    fn worker_exit_is_read_from_the_heartbeat_file() {
+        let mut l = watched();
+        l.on(&ev(event::SIGNAL, 1, M, sig::ABRT, 0));
+        l.on(&ev(event::DELIVER, 1, 1, sig::ABRT, 1));
+        // A thread stuck in the app held the exit up until the master's SIGKILL.
+        l.on(&ev(event::SIGNAL, 1, M, sig::KILL, 0));
+        let out = l.on(&ev(event::EXIT, 1, M, sig::KILL, heartbeat::CLOSED));
+        assert_eq!(hooks(&out), ["worker_exit"]);
+        assert_eq!(exit_reason(&out), Some(Reason::Timeout));
+        // os._exit() from the app: an exit code, but Gunicorn's finally never ran.
+        l.on(&ev(event::FORK, 3, M, 0, 0));
+        let out = l.on(&ev(event::EXIT, 3, M, 0, heartbeat::OPEN));
+        assert!(hooks(&out).is_empty());
     }
 
     #[test]

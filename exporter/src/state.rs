@@ -112,6 +112,7 @@ impl State {
         for child in procs::children(pid) {
             self.kernel.track(child.pid, Proc::worker(pid))?;
             self.heartbeats.watch(child.pid);
+            self.share_heartbeat(child.pid);
             self.lifecycle.adopt_worker(child.pid, pid);
             self.workers.spawned(
                 child.pid,
@@ -230,11 +231,21 @@ impl State {
         }
         self.workers.set_master(pid, master);
         self.follow_writes(pid);
-        if self.heartbeats.watch(pid) {
+        let touched = self.heartbeats.watch(pid);
+        self.share_heartbeat(pid);
+        if touched {
             self.booted(pid);
         }
         if let Some(w) = self.workers.get(pid) {
             log::debug!("worker {pid} spawned ({})", w.id());
+        }
+    }
+
+    /// Tells the kernel which file is the worker's heartbeat: whether the
+    /// worker still holds it as it dies says whether worker_exit ran.
+    fn share_heartbeat(&mut self, pid: u32) {
+        if let Some(heartbeat) = self.heartbeats.file(pid) {
+            self.kernel.set_heartbeat(pid, heartbeat);
         }
     }
 
