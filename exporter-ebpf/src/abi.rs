@@ -550,6 +550,7 @@ pub const RECORD_HEADER: usize = core::mem::size_of::<Event>() + 8;
 mod pod {
     // SAFETY: each type is #[repr(C)], Copy, made only of integers (every bit
     // pattern valid), with explicit padding fields so no byte is uninitialised.
+    unsafe impl aya::Pod for super::Heartbeat {}
     unsafe impl aya::Pod for super::Proc {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::MetricKey {}
