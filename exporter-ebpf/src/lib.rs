@@ -11,8 +11,8 @@
 //! - [`framing`]: where a response ends, from its headers and body framing.
 //! - [`request`]: the per-connection state machine that turns reads and writes
 //!   into finished requests.
-//! - [`errlog`]: recognising gunicorn's "Error handling request" record and
-//!   the exception class it names.
+//! - [`errlog`]: recognising a log record that carries a Python traceback
+//!   (userspace reads its exception class).
 //! - [`tracepoint`]: the tracepoint argument offsets the programs read.
 #![cfg_attr(not(test), no_std)]
 

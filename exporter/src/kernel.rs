@@ -257,8 +257,8 @@ impl Kernel {
         programs: Programs,
         listeners: &Listeners,
     ) -> Result<(Kernel, capabilities::Kernel), KernelError> {
-        // No CO-RE relocation to resolve (offsets come from our own BTF
-        // reading): parsing the kernel's BTF again would only cost memory.
+        // No CO-RE relocation to resolve against the kernel's BTF: the
+        // offsets come from our own reading of it (`btf`).
         let mut ebpf = EbpfLoader::new()
             .btf(None)
             .load(OBJECT)

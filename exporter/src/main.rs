@@ -24,7 +24,6 @@ mod resources;
 mod server;
 mod state;
 mod target;
-// Not used yet: the exception-class pairing is being rewritten to use it.
 mod traceback;
 mod workers;
 
@@ -130,6 +129,10 @@ fn run(options: Options) -> anyhow::Result<()> {
         Err(kernel::KernelError::Unsupported(unsupported)) => return Err(unsupported.into()),
         loaded => loaded.context("attaching the eBPF programs")?,
     };
+    // Parsing the kernel's BTF (ours, and aya's loader's) took tens of MB:
+    // hand the freed heap back rather than keep it resident for good.
+    // SAFETY: glibc's malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
     log::info!("{}", probed.describe());
     if probed.hooks == capabilities::Hooks::Sockets
         && !options.no_exception_classes

@@ -22,7 +22,7 @@ pub enum PreflightError {
     )]
     NoTracefs(std::io::Error),
     #[error(
-        "tracepoint {tracepoint} is missing from this kernel ({TRACEFS}/events/{tracepoint}/format): it needs CONFIG_FTRACE_SYSCALLS"
+        "tracepoint {tracepoint} is missing from this kernel ({TRACEFS}/events/{tracepoint}/format): the syscalls:* ones need CONFIG_FTRACE_SYSCALLS"
     )]
     MissingTracepoint { tracepoint: String },
     #[error(
