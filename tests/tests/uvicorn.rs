@@ -106,6 +106,13 @@ fn uvicorn_counts_are_exact(worker_class: &str, uvloop: bool) {
         .arg("--keep-alive")
         .arg("60")
         .start();
+    let e = Exporter::attach(&g);
+
+    let load =
+        LoadGen::run(LoadConfig::new(g.addr(), CLIENTS, true, script()).limit(LOAD_REQUESTS))
+            .unwrap_or_else(|err| panic!("{err}\n{}", story(&g, &e, None)));
+    // After the load: a uvicorn worker imports its HTTP parser once its
+    // server starts, after Gunicorn's post_worker_init.
     for pid in g.worker_pids() {
         assert_loaded(
             &g,
@@ -114,11 +121,6 @@ fn uvicorn_counts_are_exact(worker_class: &str, uvloop: bool) {
             uvloop,
         );
     }
-    let e = Exporter::attach(&g);
-
-    let load =
-        LoadGen::run(LoadConfig::new(g.addr(), CLIENTS, true, script()).limit(LOAD_REQUESTS))
-            .unwrap_or_else(|err| panic!("{err}\n{}", story(&g, &e, None)));
     let mut traffic = load.traffic;
     let mut idle: Vec<Conn> = Vec::new();
     for i in 0..IDLE {

@@ -76,6 +76,9 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
         .arg("--run")
         .arg(&guest.kernel.vmlinuz)
         .args([
+            // The guest kernel's console goes to vng.log: a VM that stops
+            // early (a kernel panic reboots it) leaves its reason there.
+            "--verbose",
             "--force-9p",
             "--disable-kvm",
             "--cpus",
