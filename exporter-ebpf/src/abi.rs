@@ -6,6 +6,8 @@ use crate::{buckets::bucket_index, request::Finished};
 pub mod map {
     /// tgid -> [`super::Proc`]: the processes being watched.
     pub const TRACKED: &str = "TRACKED";
+    /// Counts of TRACKED entries by [`super::watch_slot`] (mmap-able).
+    pub const WATCHED: &str = "WATCHED";
     /// [`super::ConnKey`] -> [`crate::request::Conn`].
     pub const CONNS: &str = "CONNS";
     /// [`super::MetricKey`] -> [`super::Aggregate`], per CPU.
@@ -35,6 +37,16 @@ pub mod map {
     /// program tail-calls, and the syscall hooks' ones.
     pub const STAGES_RAW: &str = "STAGES_RAW";
     pub const STAGES_TRACEPOINT: &str = "STAGES_TRACEPOINT";
+}
+
+/// Slots of the WATCHED array: tracked processes counted by `tgid` modulo
+/// this (a slot shared by an untracked process only costs it the hash lookup).
+pub const WATCH_SLOTS: u32 = 65536;
+
+/// The WATCHED slot of `tgid`.
+#[inline(always)]
+pub const fn watch_slot(tgid: u32) -> u32 {
+    tgid & (WATCH_SLOTS - 1)
 }
 
 /// Roles in [`Proc::role`].

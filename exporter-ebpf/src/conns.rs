@@ -578,6 +578,10 @@ fn record_done(tgid: u32) {
 /// The connection of (tgid, fd), if the worker has one there.
 #[inline(always)]
 pub fn lookup(tgid: u32, fd: u32) -> Option<&'static mut Conn> {
+    // Every other process of the host turned away by an array read.
+    if !crate::maps::watched(tgid) {
+        return None;
+    }
     // SAFETY: a map value; one worker's threads serialise on a connection.
     CONNS
         .get_ptr_mut(&ConnKey { tgid, fd })

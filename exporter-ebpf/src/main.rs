@@ -7,6 +7,12 @@
 //! - `conns`: the glue both run the shared request state machine through;
 //! - `queue`: time from TCP handshake to worker; `records`: traceback records.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// The WATCHED counts' atomic add (see maps::count_watched).
+#![cfg_attr(
+    target_arch = "bpf",
+    allow(internal_features),
+    feature(core_intrinsics)
+)]
 
 #[cfg(target_arch = "bpf")]
 mod conns;

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, Event, FailedEvent, MetricKey, Offsets, Proc, cause, error,
-        event, flag, role, stat,
+        Aggregate, Config, ConnKey, Event, FailedEvent, MetricKey, Offsets, Proc, WATCH_SLOTS,
+        cause, error, event, flag, role, stat, watch_slot,
     },
     request::{Conn, Finished},
     tracepoint::{PT_REGS_DI, PT_REGS_DX, PT_REGS_ORIG_AX, PT_REGS_SI},
@@ -22,6 +22,13 @@ use exporter_ebpf::{
 
 #[map]
 pub static TRACKED: HashMap<u32, Proc> = HashMap::with_max_entries(4096, 0);
+/// How many TRACKED entries fall in each slot (`watch_slot`), counted before
+/// an entry is added and after it is gone: a zero proves a process is not
+/// tracked with one array read the verifier inlines, where the hash lookup
+/// costs every other process's socket I/O a hash and a few cache misses.
+/// Userspace counts its own entries in it through a mapping (mmap).
+#[map]
+pub static WATCHED: Array<u64> = Array::with_max_entries(WATCH_SLOTS, BPF_F_MMAPABLE);
 #[map]
 pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(65536, 0);
 /// Not preallocated: memory follows the series in use, not max_entries x CPUs.
@@ -126,9 +133,61 @@ pub fn count(kind: u32) {
 
 #[inline(always)]
 pub fn tracked(tgid: u32) -> Option<Proc> {
+    if !watched(tgid) {
+        return None;
+    }
     // SAFETY: Proc is plain data; a racing update can at worst be read torn.
     TRACKED.get_ptr(&tgid).map(|p| unsafe { *p })
 }
+
+/// Whether `tgid` may be tracked: false proves it is not ([`WATCHED`]).
+#[inline(always)]
+pub fn watched(tgid: u32) -> bool {
+    matches!(WATCHED.get(watch_slot(tgid)), Some(&n) if n != 0)
+}
+
+/// Adds `delta` (1, or -1 as u64) to WATCHED's count for `tgid`: an atomic
+/// add (BPF has no compare-and-swap before v3, so core's atomics are not
+/// offered for it; the add is in every version).
+#[inline(always)]
+fn count_watched(tgid: u32, delta: u64) {
+    if let Some(n) = WATCHED.get_ptr_mut(watch_slot(tgid)) {
+        // SAFETY: a map value, shared with other CPUs and userspace.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                n, delta,
+            )
+        };
+    }
+}
+
+/// Tracks `tgid` as `proc_` (replacing what it was), counted in WATCHED
+/// first when the entry is new.
+#[inline(always)]
+pub fn track(tgid: u32, proc_: &Proc) {
+    count_watched(tgid, 1);
+    match TRACKED.insert(&tgid, proc_, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(EEXIST) => {
+            let _ = TRACKED.insert(&tgid, proc_, 0);
+            count_watched(tgid, u64::MAX);
+        }
+        Err(_) => {
+            count_watched(tgid, u64::MAX);
+            count_error(error::TRACKED_FULL);
+        }
+    }
+}
+
+/// Stops tracking `tgid` (its count in WATCHED goes once the entry has).
+#[inline(always)]
+pub fn untrack(tgid: u32) {
+    if TRACKED.remove(&tgid).is_ok() {
+        count_watched(tgid, u64::MAX);
+    }
+}
+
+const EEXIST: i32 = -17;
 
 /// The tracked worker `tgid`, if it is one.
 #[inline(always)]

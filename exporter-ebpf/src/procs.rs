@@ -16,7 +16,9 @@ use exporter_ebpf::{
 
 use aya_ebpf::{macros::map, maps::HashMap};
 
-use crate::maps::{DEAD, TRACKED, count_error, emit, field, kernel, offsets, pid_tgid, tracked};
+use crate::maps::{
+    DEAD, count_error, emit, field, kernel, offsets, pid_tgid, track, tracked, untrack,
+};
 
 /// Written by userspace: each worker's heartbeat file, once found.
 #[map]
@@ -38,9 +40,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let child = child as u32;
-    if TRACKED.insert(&child, &Proc::worker(parent), 0).is_err() {
-        count_error(error::TRACKED_FULL);
-    }
+    track(child, &Proc::worker(parent));
     emit(event::FORK, child, parent, 0, 0);
     0
 }
@@ -51,9 +51,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
     let Some(old) = tracked(tgid) else { return 0 };
-    if TRACKED.insert(&tgid, &Proc::master(tgid), 0).is_err() {
-        count_error(error::TRACKED_FULL);
-    }
+    track(tgid, &Proc::master(tgid));
     emit(event::EXEC, tgid, old.master, 0, 0);
     0
 }
@@ -84,7 +82,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         Err(EEXIST) => return 0,
         Err(_) => count_error(error::TRACKED_FULL),
     }
-    let _ = TRACKED.remove(&tgid);
+    untrack(tgid);
     emit(
         event::EXIT,
         tgid,

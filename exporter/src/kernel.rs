@@ -21,7 +21,10 @@ use exporter_ebpf::{
 };
 use thiserror::Error;
 
-use crate::capabilities::{self, Hooks};
+use crate::{
+    capabilities::{self, Hooks},
+    watched::Watched,
+};
 
 // The programs take syscall arguments from x86-64 `struct pt_regs` offsets
 // (exporter_ebpf::tracepoint::PT_REGS_*); another architecture needs its own.
@@ -41,6 +44,8 @@ pub enum KernelError {
     Unsupported(#[from] capabilities::Unsupported),
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("mapping the WATCHED counts into memory")]
+    Watched(#[source] std::io::Error),
     #[error("map {name}")]
     Map {
         name: &'static str,
@@ -193,6 +198,7 @@ pub struct Kernel {
     /// holds it no more.
     _stages: Option<ProgramArray<MapData>>,
     tracked: HashMap<MapData, u32, Proc>,
+    watched: Watched,
     heartbeats: HashMap<MapData, u32, Heartbeat>,
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
@@ -304,6 +310,12 @@ impl Kernel {
             _config: config,
             _stages: stages,
             tracked: take(&mut ebpf, map::TRACKED)?,
+            watched: match ebpf.take_map(map::WATCHED) {
+                Some(aya::maps::Map::Array(data)) => {
+                    Watched::new(data).map_err(KernelError::Watched)?
+                }
+                _ => return Err(KernelError::MissingMap(map::WATCHED)),
+            },
             heartbeats: take(&mut ebpf, map::HEARTBEATS)?,
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,
@@ -456,12 +468,28 @@ impl Kernel {
         self.events.take()
     }
 
+    /// Tracks `pid` as `proc_`, counted in WATCHED before the entry exists
+    /// (the programs must never see an entry their count does not cover).
     pub fn track(&mut self, pid: u32, proc_: Proc) -> Result<(), MapError> {
-        self.tracked.insert(pid, proc_, 0)
+        self.watched.add(pid);
+        match self.tracked.insert(pid, proc_, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                // Already tracked (the kernel saw the fork): counted already.
+                self.watched.remove(pid);
+                self.tracked.insert(pid, proc_, 0)
+            }
+            Err(e) => {
+                self.watched.remove(pid);
+                Err(e)
+            }
+        }
     }
 
     pub fn untrack(&mut self, pid: u32) {
-        let _ = self.tracked.remove(&pid);
+        if self.tracked.remove(&pid).is_ok() {
+            self.watched.remove(pid);
+        }
         let _ = self.heartbeats.remove(&pid);
     }
 

@@ -25,6 +25,7 @@ mod server;
 mod state;
 mod target;
 mod traceback;
+mod watched;
 mod workers;
 
 use std::{
