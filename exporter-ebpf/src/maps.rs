@@ -195,6 +195,16 @@ pub fn worker(tgid: u32) -> Option<Proc> {
     tracked(tgid).filter(|p| p.role == role::WORKER)
 }
 
+/// The `struct file *` behind descriptor `fd` of `task`
+/// (task->files->fdt->fd[fd]), or 0.
+#[inline(always)]
+pub fn file_of(task: u64, fd: u32, off: &Offsets) -> u64 {
+    let files: u64 = kernel(task, off.task_files);
+    let fdt: u64 = kernel(files, off.files_fdt);
+    let fds: u64 = kernel(fdt, off.fdt_fd);
+    kernel(fds, fd.wrapping_mul(8))
+}
+
 /// Adds a finished request to its worker's series; a failed one also goes
 /// to userspace, which tells why it failed.
 #[inline(never)]

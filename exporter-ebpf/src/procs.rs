@@ -17,7 +17,7 @@ use exporter_ebpf::{
 use aya_ebpf::{macros::map, maps::HashMap};
 
 use crate::maps::{
-    DEAD, count_error, emit, field, kernel, offsets, pid_tgid, track, tracked, untrack,
+    DEAD, count_error, emit, field, file_of, kernel, offsets, pid_tgid, track, tracked, untrack,
 };
 
 /// Written by userspace: each worker's heartbeat file, once found.
@@ -104,10 +104,7 @@ fn heartbeat_state(task: u64, tgid: u32, off: &Offsets) -> i32 {
     // SAFETY: plain data.
     let beat = unsafe { *beat };
     let _ = HEARTBEATS.remove(&tgid);
-    let files: u64 = kernel(task, off.task_files);
-    let fdt: u64 = kernel(files, off.files_fdt);
-    let fds: u64 = kernel(fdt, off.fdt_fd);
-    let file: u64 = kernel(fds, beat.fd.wrapping_mul(8));
+    let file = file_of(task, beat.fd, off);
     let inode: u64 = kernel(file, off.file_inode);
     let ino: u64 = kernel(inode, off.inode_ino);
     if file != 0 && ino == beat.ino {

@@ -16,7 +16,7 @@ use exporter_ebpf::{
 
 use crate::{
     conns::{self, Io},
-    maps::{field, kernel, offsets, pid_tgid, syscall, worker},
+    maps::{field, file_of, kernel, offsets, pid_tgid, syscall, worker},
 };
 
 #[inline(always)]
@@ -58,10 +58,7 @@ fn socket_of(fd: u32) -> u64 {
     let Some(off) = offsets() else { return 0 };
     // SAFETY: a helper without arguments.
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-    let files: u64 = kernel(task, off.task_files);
-    let fdt: u64 = kernel(files, off.files_fdt);
-    let fds: u64 = kernel(fdt, off.fdt_fd);
-    let file: u64 = kernel(fds, fd.wrapping_mul(8));
+    let file = file_of(task, fd, off);
     let socket: u64 = kernel(file, off.file_private_data);
     kernel(socket, off.socket_sk)
 }
