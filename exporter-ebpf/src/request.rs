@@ -592,15 +592,14 @@ impl Conn {
     /// The `n` bytes of this write belong to the header block.
     #[inline(always)]
     pub fn headers(&mut self, n: u64, env: &mut impl Env) {
-        let off = 0;
         let carried = if self.scan & flag::CARRY != 0 {
             env.take_carry()
         } else {
             0
         };
         let budget = HEADER_BOUND as u64 - (self.hdr_seen as u64).min(HEADER_BOUND as u64);
-        let take = (n - off).min(budget);
-        if !env.fill(carried, off, take as usize) {
+        let take = n.min(budget);
+        if !env.fill(carried, 0, take as usize) {
             return self.unframe(env);
         }
         let mut win = Window {
@@ -631,7 +630,7 @@ impl Conn {
         self.scan &= !(flag::LINE_START | flag::CARRY | flag::SKIP);
         if win.end == NONE {
             self.hdr_seen += take as u16;
-            if take < n - off || self.hdr_seen as usize >= HEADER_BOUND {
+            if take < n || self.hdr_seen as usize >= HEADER_BOUND {
                 return self.unframe(env);
             }
             // The window ended inside a line (or right after one).
@@ -646,8 +645,8 @@ impl Conn {
             return;
         }
         // The header block ends in this write, at `end - carried` of its bytes.
-        let body_from = off + (win.end - carried as u64);
-        self.hdr_seen += (win.end - carried as u64) as u16;
+        let body_from = win.end - carried as u64;
+        self.hdr_seen += body_from as u16;
         if self.scan & flag::TUNNEL != 0 {
             self.finish(env);
             self.phase = phase::TUNNEL;
