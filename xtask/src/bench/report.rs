@@ -540,23 +540,29 @@ pub fn targets(res: &Results) -> Vec<(String, String, String)> {
     out
 }
 
-/// Runs without BPF statistics (`--no-bpf-stats`) have no programs listed.
+/// BPF program time per request.
 fn bpf_ns_per_req(res: &Results, cell: Cell, variant: Variant) -> Option<Stat> {
-    stat(res.runs_of(cell, variant).filter_map(|r| {
-        r.exporter
-            .as_ref()
-            .filter(|e| !e.progs.is_empty())
-            .map(|e| e.bpf_ns() as f64 / r.wrk.requests.max(1) as f64)
-    }))
+    programs_per_req(res, cell, variant, ExporterRun::bpf_ns)
 }
 
 /// Program runs per request (every process hitting the hooks counts).
 fn hits_per_req(res: &Results, cell: Cell, variant: Variant) -> Option<Stat> {
+    programs_per_req(res, cell, variant, ExporterRun::bpf_runs)
+}
+
+/// A figure of the exporter's programs per request wrk completed. Runs
+/// without BPF statistics (`--no-bpf-stats`) have no programs listed.
+fn programs_per_req(
+    res: &Results,
+    cell: Cell,
+    variant: Variant,
+    figure: fn(&ExporterRun) -> u64,
+) -> Option<Stat> {
     stat(res.runs_of(cell, variant).filter_map(|r| {
         r.exporter
             .as_ref()
             .filter(|e| !e.progs.is_empty())
-            .map(|e| e.bpf_runs() as f64 / r.wrk.requests.max(1) as f64)
+            .map(|e| figure(e) as f64 / r.wrk.requests.max(1) as f64)
     }))
 }
 
