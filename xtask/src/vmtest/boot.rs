@@ -50,6 +50,9 @@ pub struct Outcome {
     pub wall: Duration,
     /// Why the run has no exit code (timeout, the VM died).
     pub problem: Option<String>,
+    /// The guest kernel panicked before the suite ended (its console in
+    /// vng.log says so).
+    pub guest_panic: bool,
 }
 
 /// Boots the kernel, runs the suite, reads the results. `stop` (Ctrl-C)
@@ -126,6 +129,8 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
 
     let read = |name: &str| fs::read_to_string(results.join(name)).ok();
     let exit_code = read("exit-code").and_then(|c| c.trim().parse().ok());
+    let guest_panic = exit_code.is_none()
+        && fs::read_to_string(&log).is_ok_and(|l| l.contains("Kernel panic - not syncing"));
     if exit_code.is_none() && problem.is_none() {
         problem = Some(format!(
             "the VM stopped before the suite ended (no {}); the end of vng's output:\n{}",
@@ -139,6 +144,7 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
         release: read("release").map(|r| r.trim().to_string()),
         wall,
         problem,
+        guest_panic,
     })
 }
 
