@@ -82,6 +82,24 @@ pub fn marker_counts(markers: &[Marker]) -> BTreeMap<String, f64> {
     out
 }
 
+/// Markers every replacement of one worker adds besides its exit.
+pub const RESPAWN: [(&str, usize); 3] =
+    [("pre_fork", 1), ("post_fork", 1), ("post_worker_init", 1)];
+
+/// `extra` markers plus those of one respawn.
+pub fn with_respawn(extra: &[(&'static str, usize)]) -> Vec<(&'static str, usize)> {
+    let mut v = extra.to_vec();
+    v.extend_from_slice(&RESPAWN);
+    v
+}
+
+/// The status code of a raw response, None when the server sent nothing.
+pub fn status_of(bytes: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.lines().next()?;
+    line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
 /// Sends `sig` to `pid`; panics if the process does not exist.
 pub fn send_signal(pid: u32, sig: libc::c_int) {
     // SAFETY: plain syscall.
@@ -476,6 +494,48 @@ impl Rig {
             },
         );
         r.unwrap_or_else(|err| panic!("{err}\n{}", self.story(None)))
+    }
+
+    /// The one marker of `hook` among `markers` (panics unless exactly one).
+    pub fn only<'a>(&self, markers: &'a [Marker], hook: &str) -> &'a Marker {
+        let found: Vec<_> = markers.iter().filter(|m| m.hook == hook).collect();
+        assert!(
+            found.len() == 1,
+            "expected one {hook} marker in this step, found {}\n{}",
+            found.len(),
+            self.story(None)
+        );
+        found[0]
+    }
+
+    /// The end of a worker-timeout step, once the held request got `got`: it
+    /// failed by timeout unless answered below 500 (Gunicorn 27's sync
+    /// worker may still answer it 500); the master aborted the victim, which
+    /// died (worker_abort, child_exit, then a respawn back to `workers`), and
+    /// one timeout restart is counted.
+    ///
+    /// `worker_exit` is not awaited: the master SIGKILLs an aborted worker
+    /// still alive at its next pass (about a second later), and a slow machine
+    /// may not reach the hook by then. Whether it ran, the markers say, and
+    /// `check` holds the exporter to them.
+    pub fn timed_out(&mut self, m: &Mark, victim: u32, got: &[u8], workers: usize) {
+        let status = status_of(got);
+        eprintln!("the held request got status {status:?}");
+        let failed: Vec<(u32, &str, f64)> = match status {
+            Some(s) if s < 500 => vec![],
+            _ => vec![(victim, "worker_timeout", 1.0)],
+        };
+        self.check_requests(&[victim], &failed);
+        let new = self.settle(
+            m,
+            &with_respawn(&[("worker_abort", 1), ("child_exit", 1)]),
+            workers,
+        );
+        assert_eq!(self.only(&new, "worker_abort").worker_pid, Some(victim));
+        assert_eq!(self.only(&new, "child_exit").worker_pid, Some(victim));
+        self.recheck_requests(&[victim], &failed);
+        self.expect_restarts("timeout", 1);
+        self.check();
     }
 
     /// The next [`check`](Rig::check) expects `n` more restarts for `reason`.

@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 
 use integration_tests::{
     Gunicorn, GunicornBuilder, TestDir, Version,
-    fixtures::gunicorn::Marker,
     hooks::{
-        self, HOOK_ACTIONS, HOOK_EVENTS, HeldRequest, Rig, UP, by_label, json, send_signal, table,
-        wait_file,
+        self, HOOK_ACTIONS, HOOK_EVENTS, HeldRequest, Rig, UP, by_label, json, send_signal,
+        status_of, table, wait_file, with_respawn,
     },
     http::{self, Request, Traffic},
     wait,
@@ -34,13 +33,6 @@ fn gunicorn(class: &str, workers: usize) -> GunicornBuilder {
     if class == "gthread" { b.threads(2) } else { b }
 }
 
-/// The status code of a raw response, None when the server sent nothing.
-fn status_of(bytes: &[u8]) -> Option<u16> {
-    let text = String::from_utf8_lossy(bytes);
-    let line = text.lines().next()?;
-    line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
-}
-
 /// The worker that read `held` (from /proc), waiting for it.
 fn reader_of(rig: &Rig, held: &HeldRequest) -> u32 {
     wait::until("a worker to read the held request", PICKUP_TIMEOUT, || {
@@ -49,18 +41,6 @@ fn reader_of(rig: &Rig, held: &HeldRequest) -> u32 {
             .ok_or_else(|| format!("not read yet by any of {workers:?}"))
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", rig.story(None)))
-}
-
-/// The one marker of `hook` among `markers` (panics unless exactly one).
-fn only<'a>(rig: &Rig, markers: &'a [Marker], hook: &str) -> &'a Marker {
-    let found: Vec<_> = markers.iter().filter(|m| m.hook == hook).collect();
-    assert!(
-        found.len() == 1,
-        "expected one {hook} marker in this step, found {}\n{}",
-        found.len(),
-        rig.story(None)
-    );
-    found[0]
 }
 
 /// Core dumps of the crashing workers would land in the app directory.
@@ -76,15 +56,6 @@ fn no_core_dumps() {
             libc::setrlimit(libc::RLIMIT_CORE, &r);
         }
     }
-}
-
-/// Markers every replacement of one worker adds besides its exit.
-const RESPAWN: [(&str, usize); 3] = [("pre_fork", 1), ("post_fork", 1), ("post_worker_init", 1)];
-
-fn with_respawn(extra: &[(&'static str, usize)]) -> Vec<(&'static str, usize)> {
-    let mut v = extra.to_vec();
-    v.extend_from_slice(&RESPAWN);
-    v
 }
 
 // ---------------------------------------------------------------------------
@@ -149,7 +120,7 @@ fn master_signals_and_worker_quit(class: &str) {
         &with_respawn(&[("worker_int", 1), ("worker_exit", 1), ("child_exit", 1)]),
         2,
     );
-    assert_eq!(only(&rig, &new, "worker_int").worker_pid, Some(victim));
+    assert_eq!(rig.only(&new, "worker_int").worker_pid, Some(victim));
     rig.expect_restarts("graceful", 1);
     rig.check();
     rig.assert_serving();
@@ -187,7 +158,7 @@ fn busy_worker_killed_then_terminated(class: &str) {
     let failed = [(victim, "worker_killed", 1.0)];
     rig.check_requests(&[victim], &failed);
     let new = rig.settle(&m, &with_respawn(&[("child_exit", 1)]), 2);
-    assert_eq!(only(&rig, &new, "child_exit").worker_pid, Some(victim));
+    assert_eq!(rig.only(&new, "child_exit").worker_pid, Some(victim));
     rig.recheck_requests(&[victim], &failed);
     rig.expect_restarts("killed", 1);
     rig.check();
@@ -213,7 +184,7 @@ fn busy_worker_killed_then_terminated(class: &str) {
         &with_respawn(&[("worker_exit", 1), ("child_exit", 1)]),
         2,
     );
-    assert_eq!(only(&rig, &new, "worker_exit").worker_pid, Some(victim));
+    assert_eq!(rig.only(&new, "worker_exit").worker_pid, Some(victim));
     rig.recheck_requests(&[victim], &[]);
     rig.expect_restarts("graceful", 1);
     rig.check();
@@ -261,7 +232,7 @@ fn worker_crashes(class: &str) {
         let failed = [(dead, "worker_crash", 1.0)];
         rig.check_requests(&[dead], &failed);
         let new = rig.settle(&m, &with_respawn(&[("child_exit", 1)]), 2);
-        assert_eq!(only(&rig, &new, "child_exit").worker_pid, Some(dead));
+        assert_eq!(rig.only(&new, "child_exit").worker_pid, Some(dead));
         rig.recheck_requests(&[dead], &failed);
         rig.expect_restarts("crash", 1);
         rig.check();
@@ -286,30 +257,6 @@ fn worker_crashes_gthread() {
 /// worker of a machine busy with the rest of the suite is not timed out too.
 const TIMEOUT: &str = "4";
 
-/// The end of a worker-timeout test, once the held request got `got`: it
-/// failed by timeout unless answered below 500; the master aborted the victim
-/// (worker_abort, worker_exit, child_exit, then a respawn) and counts one
-/// timeout restart; the new worker serves.
-fn timed_out(rig: &mut Rig, m: &hooks::Mark, victim: u32, got: &[u8]) {
-    let status = status_of(got);
-    eprintln!("the held request got status {status:?}");
-    let failed: Vec<(u32, &str, f64)> = match status {
-        Some(s) if s < 500 => vec![],
-        _ => vec![(victim, "worker_timeout", 1.0)],
-    };
-    rig.check_requests(&[victim], &failed);
-    let new = rig.settle(
-        m,
-        &with_respawn(&[("worker_abort", 1), ("worker_exit", 1), ("child_exit", 1)]),
-        1,
-    );
-    assert_eq!(only(rig, &new, "worker_abort").worker_pid, Some(victim));
-    rig.recheck_requests(&[victim], &failed);
-    rig.expect_restarts("timeout", 1);
-    rig.check();
-    rig.assert_serving();
-}
-
 #[test]
 fn worker_timeout_sync() {
     let mut rig = Rig::start(gunicorn("sync", 1).arg("--timeout").arg(TIMEOUT).start());
@@ -321,7 +268,8 @@ fn worker_timeout_sync() {
         .unwrap_or_else(|e| panic!("reading the slow request: {e}"));
     // Gunicorn 27's sync worker still answers the aborted request (500): it
     // failed by timeout, not as an ordinary 5xx (nor as anything else).
-    timed_out(&mut rig, &m, victim, &got);
+    rig.timed_out(&m, victim, &got, 1);
+    rig.assert_serving();
 }
 
 /// A gthread worker heartbeats from its main thread while a pool thread runs
@@ -356,7 +304,8 @@ fn worker_timeout_gthread() {
     // The pool thread answers once released, before the main thread runs the
     // abort handler: an answered request (counted by its status), or an
     // unanswered/5xx one that failed by timeout.
-    timed_out(&mut rig, &m, victim, &got);
+    rig.timed_out(&m, victim, &got, 1);
+    rig.assert_serving();
 }
 
 // ---------------------------------------------------------------------------
@@ -378,7 +327,7 @@ fn max_requests(class: &str) {
         &with_respawn(&[("worker_exit", 1), ("child_exit", 1)]),
         1,
     );
-    assert_eq!(only(&rig, &new, "worker_exit").worker_pid, Some(victim));
+    assert_eq!(rig.only(&new, "worker_exit").worker_pid, Some(victim));
     rig.recheck_requests(&[victim], &[]);
     rig.expect_restarts("max_requests", 1);
     rig.check();
@@ -675,7 +624,8 @@ fn json_hook_logs() {
         &with_respawn(&[("worker_int", 1), ("worker_exit", 1), ("child_exit", 1)]),
         2,
     );
-    let spawned = only(&rig, &new, "post_fork")
+    let spawned = rig
+        .only(&new, "post_fork")
         .worker_pid
         .expect("post_fork names its worker");
     rig.expect_restarts("graceful", 1);

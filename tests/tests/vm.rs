@@ -22,8 +22,7 @@ use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 use integration_tests::{
     Exporter, Gunicorn, GunicornBuilder, Metrics, Version,
     check::{self, story},
-    fixtures::gunicorn::Marker,
-    hooks::{HeldRequest, Mark, Rig, send_signal},
+    hooks::{HeldRequest, Rig, send_signal, with_respawn},
     http::{self, Request, Traffic},
     load::{LoadConfig, LoadGen},
     unix_now, wait,
@@ -38,15 +37,6 @@ const WORKER_TIMEOUT: &str = "6";
 
 /// How long a held request may take to reach a worker.
 const PICKUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Markers every replacement of one worker adds besides its exit.
-const RESPAWN: [(&str, usize); 3] = [("pre_fork", 1), ("post_fork", 1), ("post_worker_init", 1)];
-
-fn with_respawn(extra: &[(&'static str, usize)]) -> Vec<(&'static str, usize)> {
-    let mut v = extra.to_vec();
-    v.extend_from_slice(&RESPAWN);
-    v
-}
 
 /// Gunicorn 27 with `class` workers (gthread with 2 threads).
 fn gunicorn(class: &str, workers: usize) -> GunicornBuilder {
@@ -130,25 +120,6 @@ fn full_gevent_counts_exactly() {
 
 // ----------------------------------------------------------------- lifecycle
 
-/// The one marker of `hook` among `markers` (panics unless exactly one).
-fn only<'a>(rig: &Rig, markers: &'a [Marker], hook: &str) -> &'a Marker {
-    let found: Vec<_> = markers.iter().filter(|m| m.hook == hook).collect();
-    assert!(
-        found.len() == 1,
-        "expected one {hook} marker in this step, found {}\n{}",
-        found.len(),
-        rig.story(None)
-    );
-    found[0]
-}
-
-/// The status code of a raw response, None when the server sent nothing.
-fn status_of(bytes: &[u8]) -> Option<u16> {
-    let text = String::from_utf8_lossy(bytes);
-    let line = text.lines().next()?;
-    line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
-}
-
 /// HUP, TTIN, TTOU to the master, SIGKILL to an idle worker, then a request
 /// past --timeout: after each step every hook counter equals the markers
 /// Gunicorn's hooks wrote, and restart reasons and master signals equal what
@@ -208,7 +179,7 @@ fn full_lifecycle_hup_ttin_ttou_kill_timeout() {
     let m = rig.begin("SIGKILL an idle worker");
     send_signal(victim, libc::SIGKILL);
     let new = rig.settle(&m, &with_respawn(&[("child_exit", 1)]), 2);
-    assert_eq!(only(&rig, &new, "child_exit").worker_pid, Some(victim));
+    assert_eq!(rig.only(&new, "child_exit").worker_pid, Some(victim));
     rig.expect_restarts("killed", 1);
     rig.check();
 
@@ -223,29 +194,8 @@ fn full_lifecycle_hup_ttin_ttou_kill_timeout() {
     let got = held
         .read_to_end()
         .unwrap_or_else(|e| panic!("reading the slow request: {e}"));
-    timed_out(&mut rig, &m, victim, &got);
+    rig.timed_out(&m, victim, &got, 2);
     rig.assert_serving();
-}
-
-/// The end of the worker-timeout step, once the held request got `got`: it
-/// failed by timeout unless answered below 500 (Gunicorn 27's sync worker
-/// may still answer it 500); the master aborted the victim and counts one
-/// timeout restart.
-fn timed_out(rig: &mut Rig, m: &Mark, victim: u32, got: &[u8]) {
-    let failed: Vec<(u32, &str, f64)> = match status_of(got) {
-        Some(s) if s < 500 => vec![],
-        _ => vec![(victim, "worker_timeout", 1.0)],
-    };
-    rig.check_requests(&[victim], &failed);
-    let new = rig.settle(
-        m,
-        &with_respawn(&[("worker_abort", 1), ("worker_exit", 1), ("child_exit", 1)]),
-        2,
-    );
-    assert_eq!(only(rig, &new, "worker_abort").worker_pid, Some(victim));
-    rig.recheck_requests(&[victim], &failed);
-    rig.expect_restarts("timeout", 1);
-    rig.check();
 }
 
 // ------------------------------------------------- resources and queue time
@@ -461,8 +411,8 @@ fn smoke_sync_counts_and_ttin() {
     let m = rig.begin("TTIN");
     send_signal(rig.g.master_pid(), libc::SIGTTIN);
     let new = rig.settle(&m, &with_respawn(&[("nworkers_changed", 1)]), 3);
-    let spawned = only(&rig, &new, "post_fork").worker_pid;
-    assert_eq!(only(&rig, &new, "post_worker_init").worker_pid, spawned);
+    let spawned = rig.only(&new, "post_fork").worker_pid;
+    assert_eq!(rig.only(&new, "post_worker_init").worker_pid, spawned);
     rig.expect_signals("ttin", 1);
     rig.check();
     rig.assert_serving();
