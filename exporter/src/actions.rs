@@ -30,7 +30,31 @@ pub enum ActionError {
     },
 }
 
-type Counts = Arc<Mutex<BTreeMap<(Hook, &'static str), u64>>>;
+/// Actions run, by (hook, result): shared by the runner that counts them and
+/// the scrape that reads them.
+#[derive(Clone, Debug, Default)]
+pub struct Counts(Arc<Mutex<BTreeMap<(Hook, &'static str), u64>>>);
+
+impl Counts {
+    fn add(&self, hook: Hook, result: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((hook, result))
+            .or_default() += 1;
+    }
+
+    /// (hook, result) -> number of actions, result one of ok, failed, timeout, dropped.
+    pub fn read(&self) -> Vec<((Hook, &'static str), u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+}
 
 struct Job {
     hook: Hook,
@@ -103,28 +127,15 @@ impl Actions {
                     "hook action for {} dropped: {QUEUE} actions already waiting",
                     occurrence.hook.name()
                 );
-                count(&self.counts, occurrence.hook, "dropped");
+                self.counts.add(occurrence.hook, "dropped");
             }
         }
     }
 
-    /// (hook, result) -> number of actions, result one of ok, failed, timeout, dropped.
-    pub fn counts(&self) -> Vec<((Hook, &'static str), u64)> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect()
+    /// What the actions' results are counted in.
+    pub fn counts(&self) -> Counts {
+        self.counts.clone()
     }
-}
-
-fn count(counts: &Counts, hook: Hook, result: &'static str) {
-    *counts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry((hook, result))
-        .or_default() += 1;
 }
 
 async fn run_jobs(
@@ -141,7 +152,7 @@ async fn run_jobs(
         let counts = counts.clone();
         tokio::spawn(async move {
             let result = run_one(&job, timeout).await;
-            count(&counts, job.hook, result);
+            counts.add(job.hook, result);
             drop(slot);
         });
     }
@@ -240,15 +251,15 @@ mod tests {
         };
         actions.run(&occurrence);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while actions.counts().iter().map(|(_, n)| n).sum::<u64>() < 3 {
+        while actions.counts().read().iter().map(|(_, n)| n).sum::<u64>() < 3 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "actions did not finish: {:?}",
-                actions.counts()
+                actions.counts().read()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let counts: BTreeMap<_, _> = actions.counts().into_iter().collect();
+        let counts: BTreeMap<_, _> = actions.counts().read().into_iter().collect();
         assert_eq!(counts.get(&(Hook::WorkerExit, "ok")), Some(&1));
         assert_eq!(counts.get(&(Hook::WorkerExit, "failed")), Some(&1));
         assert_eq!(counts.get(&(Hook::WorkerExit, "timeout")), Some(&1));

@@ -115,17 +115,22 @@ impl Heartbeats {
         }
     }
 
-    /// Seconds since each followed worker last touched its file.
-    pub fn ages(&self) -> Vec<(u32, f64)> {
-        let now = monotonic_ns();
-        self.files
-            .iter()
-            .filter_map(|(&pid, f)| match beat(&fd_path(pid, f.fd)) {
-                Beat::At(at) => Some((pid, now.saturating_sub(at) as f64 / 1e9)),
-                Beat::Never => None,
-            })
-            .collect()
+    /// (worker, descriptor) of each file known.
+    pub fn fds(&self) -> Vec<(u32, u32)> {
+        self.files.iter().map(|(&pid, f)| (pid, f.fd)).collect()
     }
+}
+
+/// Seconds since each worker of `fds` last touched its heartbeat file (those
+/// that never did have none), read from the files now.
+pub fn ages(fds: &[(u32, u32)]) -> Vec<(u32, f64)> {
+    let now = monotonic_ns();
+    fds.iter()
+        .filter_map(|&(pid, fd)| match beat(&fd_path(pid, fd)) {
+            Beat::At(at) => Some((pid, now.saturating_sub(at) as f64 / 1e9)),
+            Beat::Never => None,
+        })
+        .collect()
 }
 
 fn fd_path(pid: u32, fd: u32) -> PathBuf {
@@ -209,7 +214,7 @@ mod tests {
         let me = std::process::id();
         assert!(!hb.watch(me), "not touched yet");
         assert_eq!(hb.files[&me].fd, file.as_raw_fd() as u32);
-        assert!(hb.ages().is_empty());
+        assert!(ages(&hb.fds()).is_empty());
         // Touch it with a monotonic time, as os.utime(fd, (t, t)) does.
         let t = monotonic_ns() / 1_000_000_000;
         let times = [libc::timespec {
@@ -225,10 +230,10 @@ mod tests {
         let mut inotify = inotify;
         let events: Vec<_> = inotify.read_events_blocking(&mut buf).unwrap().collect();
         assert_eq!(hb.touched(&events[0].wd), Some(me));
-        let ages = hb.ages();
-        assert_eq!(ages.len(), 1);
-        assert!(ages[0].1 >= 0.0 && ages[0].1 < 2.0, "{ages:?}");
+        let found = ages(&hb.fds());
+        assert_eq!(found.len(), 1);
+        assert!(found[0].1 >= 0.0 && found[0].1 < 2.0, "{found:?}");
         hb.forget(me);
-        assert!(hb.ages().is_empty());
+        assert!(ages(&hb.fds()).is_empty());
     }
 }

@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use exporter_ebpf::abi::{Event, NO_EXIT_CODE, cause, event, exit_code, heartbeat};
+use exporter_ebpf::abi::{NO_EXIT_CODE, cause, exit_code};
+
+use crate::events::{Event, HeartbeatAtExit};
 
 pub mod sig {
     pub const HUP: i32 = 1;
@@ -315,38 +317,56 @@ impl Lifecycle {
         self.workers.values().filter(|w| w.master == master).count()
     }
 
+    /// What `ev` means for Gunicorn: the hooks it ran, the changes it made.
     pub fn on(&mut self, ev: &Event) -> Outcome {
         let mut out = Outcome::default();
-        match ev.kind {
-            event::FORK => self.fork(ev.pid, ev.other, &mut out),
-            event::EXEC => self.exec(ev.pid, ev.other, &mut out),
-            event::BOOTED => {
-                if let Some(w) = self.workers.get_mut(&ev.pid) {
+        match *ev {
+            Event::Forked { child, master } => self.fork(child, master, &mut out),
+            Event::Execed { pid, old_master } => self.exec(pid, old_master, &mut out),
+            Event::Booted { pid, .. } => {
+                if let Some(w) = self.workers.get_mut(&pid) {
                     if !std::mem::replace(&mut w.booted, true) {
                         out.hooks
-                            .push(occurrence(Hook::PostWorkerInit, w.master, Some(ev.pid)));
+                            .push(occurrence(Hook::PostWorkerInit, w.master, Some(pid)));
                     }
                 }
             }
-            event::SIGNAL => self.signal(ev.pid, ev.other, ev.value),
-            event::DELIVER => self.deliver(ev.pid, ev.value, ev.code != 0, &mut out),
-            event::OOM => {
-                if let Some(w) = self.workers.get_mut(&ev.pid) {
+            Event::Signalled {
+                target,
+                sender,
+                signal,
+            } => self.signal(target, sender, signal),
+            Event::Delivered {
+                pid,
+                signal,
+                handled,
+            } => self.deliver(pid, signal, handled, &mut out),
+            Event::OomChosen { pid } => {
+                if let Some(w) = self.workers.get_mut(&pid) {
                     w.oom = true;
                 }
             }
-            event::REAP => {
-                if self.reexec_children.remove(&ev.other) {
+            Event::Reaped {
+                master,
+                child,
+                status,
+            } => {
+                if self.reexec_children.remove(&child) {
                     return out;
                 }
-                if self.masters.contains_key(&ev.pid) && !self.masters.contains_key(&ev.other) {
-                    let mut o = occurrence(Hook::ChildExit, ev.pid, Some(ev.other));
-                    o.status = Some(ev.value);
+                if self.masters.contains_key(&master) && !self.masters.contains_key(&child) {
+                    let mut o = occurrence(Hook::ChildExit, master, Some(child));
+                    o.status = Some(status);
                     out.hooks.push(o);
                 }
             }
-            event::EXIT => self.exit(ev.pid, exit_code(ev.value), ev.code, &mut out),
-            _ => {}
+            Event::Exited {
+                pid,
+                status,
+                heartbeat,
+                ..
+            } => self.exit(pid, exit_code(status), heartbeat, &mut out),
+            Event::Failed(_) | Event::Record(_) => {}
         }
         out
     }
@@ -495,9 +515,9 @@ impl Lifecycle {
         }
     }
 
-    /// A watched process died with exit `code`; a worker's `heartbeat`
-    /// file state ([`heartbeat`]) says whether Gunicorn ran worker_exit.
-    fn exit(&mut self, pid: u32, code: i32, heartbeat: i32, out: &mut Outcome) {
+    /// A watched process died with exit `code`; whether a worker still held
+    /// its heartbeat file says whether Gunicorn ran worker_exit.
+    fn exit(&mut self, pid: u32, code: i32, heartbeat: HeartbeatAtExit, out: &mut Outcome) {
         self.reexec_children.remove(&pid);
         if self.masters.remove(&pid).is_some() {
             if code != NO_EXIT_CODE {
@@ -513,10 +533,10 @@ impl Lifecycle {
         };
         let reason = reason(&w, code);
         let ran_worker_exit = match heartbeat {
-            heartbeat::CLOSED => true,
-            heartbeat::OPEN => false,
+            HeartbeatAtExit::Closed => true,
+            HeartbeatAtExit::Open => false,
             // Died before its file was found: from how it ended.
-            _ => code != NO_EXIT_CODE || w.exiting,
+            HeartbeatAtExit::Unknown => code != NO_EXIT_CODE || w.exiting,
         };
         if ran_worker_exit {
             let mut o = occurrence(Hook::WorkerExit, w.master, Some(pid));
@@ -576,11 +596,13 @@ fn stop_reason(w: &WorkerLife) -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use exporter_ebpf::abi::{event, heartbeat};
 
     const M: u32 = 100;
 
+    /// The event the kernel would send, through the real decoder.
     fn ev(kind: u32, pid: u32, other: u32, value: i32, code: i32) -> Event {
-        Event {
+        let raw = exporter_ebpf::abi::Event {
             kind,
             pid,
             other,
@@ -588,7 +610,15 @@ mod tests {
             code,
             _pad: 0,
             ts_ns: 0,
-        }
+        };
+        // SAFETY: abi::Event is plain integers.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const exporter_ebpf::abi::Event).cast::<u8>(),
+                size_of::<exporter_ebpf::abi::Event>(),
+            )
+        };
+        crate::events::decode(bytes).expect("a lifecycle event")
     }
 
     fn hooks(out: &Outcome) -> Vec<&'static str> {

@@ -1,19 +1,19 @@
 //! gunicorn-ebpf-exporter: parse, check, resolve the master, bind, load and
 //! attach, track the master's workers, then serve until told to stop.
 //!
-//! Data flows one way: tracepoints -> kernel maps -> collector (at scrape) ->
-//! registry -> HTTP; lifecycle events -> ring buffer -> lifecycle (hook
-//! mapping) -> state (metrics), logs and user actions.
+//! Data flows one way, in two flows:
+//! - metrics: tracepoints -> kernel maps -> `scrape` (collectors read the
+//!   maps and the published view) -> registry -> HTTP;
+//! - lifecycle: ring buffer -> `events` (decoded) -> `state` (the
+//!   `lifecycle` hook mapping) -> published view, logs and user actions.
 
 mod actions;
 mod backlog;
 mod btf;
 mod capabilities;
 mod cli;
-mod collector;
 mod events;
 mod exceptions;
-mod exposition;
 mod heartbeats;
 mod kernel;
 mod lifecycle;
@@ -21,11 +21,10 @@ mod logging;
 mod preflight;
 mod procs;
 mod resources;
-mod server;
+mod scrape;
 mod state;
 mod target;
 mod traceback;
-mod watched;
 mod workers;
 
 use std::{
@@ -42,9 +41,12 @@ use crate::{
     actions::Actions,
     btf::KernelBtf,
     cli::{IoSyscalls, Options},
-    collector::Exporter,
     heartbeats::Heartbeats,
     kernel::Kernel,
+    scrape::{
+        gunicorn::GunicornMetrics,
+        view::{Fixed, Published},
+    },
     state::{Settings, State},
 };
 
@@ -148,6 +150,9 @@ fn run(options: Options) -> anyhow::Result<()> {
     let ring = kernel
         .take_events()
         .context("the lifecycle ring buffer was already taken")?;
+    let maps = kernel
+        .take_reader()
+        .context("the scrape's map handles were already taken")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -158,9 +163,10 @@ fn run(options: Options) -> anyhow::Result<()> {
         .into_event_stream(vec![0u8; 4096])
         .context("watching heartbeat files")?;
     let master_pid = master.info.pid;
+    let published = Published::default();
+    let action_counts = actions.counts();
     let mut state = State::new(
         kernel,
-        probed,
         Heartbeats::new(beats.watches()),
         Settings {
             bounds,
@@ -169,18 +175,28 @@ fn run(options: Options) -> anyhow::Result<()> {
             rw_on_demand: options.io_syscalls == IoSyscalls::Auto,
         },
         actions,
+        published.clone(),
     );
     state
         .attach(master.info)
         .context("tracking the master and its workers")?;
+    state.end_batch();
     log::info!(
         "attached to gunicorn master {master_pid} ({} workers, {hooked} hooks); serving http://{addr}/metrics",
-        state.workers.alive().count()
+        state.workers_alive()
     );
     let state = Arc::new(Mutex::new(state));
     let registry = prometheus::Registry::new();
-    registry.register(Box::new(Exporter::new(state.clone())?))?;
-    registry.register(Box::new(resources::Resources::new(state.clone())?))?;
+    registry.register(Box::new(GunicornMetrics::new(
+        published.clone(),
+        maps,
+        Fixed {
+            bounds,
+            kernel: probed,
+        },
+        action_counts,
+    )?))?;
+    registry.register(Box::new(resources::Resources::new(published)?))?;
 
     runtime.block_on(async move {
         tokio::spawn(action_runner);
@@ -188,7 +204,7 @@ fn run(options: Options) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            result = server::serve(listener, Arc::new(registry)) => result.context("serving /metrics"),
+            result = scrape::server::serve(listener, Arc::new(registry)) => result.context("serving /metrics"),
             result = events::ring(ring, state.clone()) => result.context("reading kernel events"),
             result = events::heartbeats(beats, state) => result.context("watching heartbeat files"),
             _ = tokio::signal::ctrl_c() => Ok(()),
@@ -197,12 +213,15 @@ fn run(options: Options) -> anyhow::Result<()> {
     })
 }
 
-/// Liveness, pidfile re-attach, listeners and series expiry move on between scrapes too.
+/// Liveness, pidfile re-attach and series expiry, in their own task: scrapes
+/// only read what this and the event loops publish.
 async fn refresh_every_second(state: Arc<Mutex<State>>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        state.lock().unwrap_or_else(|p| p.into_inner()).refresh();
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        state.refresh();
+        state.end_batch();
     }
 }
 

@@ -1,15 +1,15 @@
 //! Resources of the master(s) and workers, from /proc, and the listen
 //! backlogs of the master's sockets, read fresh at every scrape.
 //!
-//! The State lock is held only to copy the pids; /proc and the kernel's
-//! sock_diag are read after it is released. A process that is gone (or whose
-//! pid now names another process) by the time it is read is skipped.
+//! The pids come from the published view (no lock on the state). A process
+//! that is gone (or whose pid now names another process) by the time it is
+//! read is skipped.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fs::File,
     io::Read as _,
-    sync::{Arc, Mutex},
+    sync::Mutex,
 };
 
 use prometheus::{
@@ -19,8 +19,10 @@ use prometheus::{
 
 use crate::{
     backlog,
-    exposition::{self as x, Labels},
-    state::State,
+    scrape::{
+        exposition::{self as x, Labels},
+        view::Published,
+    },
 };
 
 /// (name, help, variable labels) of every family, for the registry's descs.
@@ -305,7 +307,7 @@ struct Target {
 }
 
 pub struct Resources {
-    state: Arc<Mutex<State>>,
+    view: Published,
     descs: Vec<Desc>,
     memory: Mutex<Memory>,
     page_size: u64,
@@ -313,10 +315,10 @@ pub struct Resources {
 }
 
 impl Resources {
-    pub fn new(state: Arc<Mutex<State>>) -> prometheus::Result<Resources> {
+    pub fn new(view: Published) -> prometheus::Result<Resources> {
         let descs = x::descs(&FAMILIES)?;
         Ok(Resources {
-            state,
+            view,
             descs,
             memory: Mutex::default(),
             page_size: procfs::page_size(),
@@ -433,32 +435,25 @@ impl Collector for Resources {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let (masters, workers): (Vec<Target>, Vec<Target>) = {
-            let state = self
-                .state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let masters = state
-                .masters
-                .iter()
-                .filter(|(_, m)| m.alive)
-                .map(|(&pid, m)| Target {
-                    pid,
-                    start_ticks: (m.start_ticks != 0).then_some(m.start_ticks),
-                    worker_id: None,
-                })
-                .collect();
-            let workers = state
-                .workers
-                .alive()
-                .map(|w| Target {
-                    pid: w.pid,
-                    start_ticks: w.start_ticks,
-                    worker_id: Some(w.id()),
-                })
-                .collect();
-            (masters, workers)
-        };
+        let view = self.view.latest();
+        let masters: Vec<Target> = view
+            .masters
+            .iter()
+            .map(|m| Target {
+                pid: m.pid,
+                start_ticks: m.start_ticks,
+                worker_id: None,
+            })
+            .collect();
+        let workers: Vec<Target> = view
+            .workers
+            .alive()
+            .map(|w| Target {
+                pid: w.pid,
+                start_ticks: w.start_ticks,
+                worker_id: Some(w.id()),
+            })
+            .collect();
 
         let mut memory = self
             .memory

@@ -3,39 +3,31 @@
 //! failed, and the requests userspace had to finish itself.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use aya::maps::MapError;
-use exporter_ebpf::abi::{
-    Aggregate, DURATION_SLOTS, Event, FailedEvent, MetricKey, Proc, RecordEvent, event,
-};
+use exporter_ebpf::abi::{Aggregate, DURATION_SLOTS, FailedEvent, MetricKey, Proc};
 use inotify::WatchDescriptor;
 
 use crate::{
     actions::Actions,
-    capabilities,
+    events::Event,
     exceptions::{Exceptions, Failure},
     heartbeats::Heartbeats,
     kernel::{Kernel, Listeners},
-    lifecycle::{Change, Hook, Lifecycle, Occurrence, Reason},
-    logging, procs, target,
+    lifecycle::{Change, Lifecycle, Occurrence, sig},
+    logging, procs,
+    scrape::view::{Counts, MasterView, Published, View},
+    target,
     workers::Workers,
 };
 
-/// Counters of what the lifecycle showed.
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub hooks: BTreeMap<Hook, u64>,
-    pub restarts: BTreeMap<Reason, u64>,
-    /// Signals delivered to a master, by name.
-    pub master_signals: BTreeMap<String, u64>,
-}
-
+/// A master being watched.
 #[derive(Debug)]
-pub struct Master {
+pub struct WatchedMaster {
     pub start_ticks: u64,
     pub alive: bool,
 }
@@ -49,34 +41,45 @@ pub struct Settings {
     pub rw_on_demand: bool,
 }
 
+/// A worker death whose in-flight requests are still to be finished.
+struct Death {
+    pid: u32,
+    /// The abi::cause of what it left in flight.
+    cause: u8,
+    at_ns: u64,
+}
+
 pub struct State {
-    pub kernel: Kernel,
-    /// The running kernel and the hooks in use (for the kernel-info metric).
-    pub kernel_info: capabilities::Kernel,
-    pub masters: BTreeMap<u32, Master>,
-    pub workers: Workers,
-    pub counts: Counts,
-    pub exceptions: Exceptions,
-    pub heartbeats: Heartbeats,
+    kernel: Kernel,
+    masters: BTreeMap<u32, WatchedMaster>,
+    workers: Workers,
+    counts: Counts,
+    exceptions: Exceptions,
+    heartbeats: Heartbeats,
     lifecycle: Lifecycle,
     /// Requests ended by their worker's death, finished here from the
     /// connection state the kernel left behind (the kernel sees no close then).
     swept: BTreeMap<MetricKey, Aggregate>,
+    /// Deaths of this batch of events, finished together at its end.
+    deaths: Vec<Death>,
+    /// A master may listen on something new (after a HUP or a re-exec, or it
+    /// had no listener yet): look again when it forks a worker.
+    listeners_stale: bool,
     settings: Settings,
     actions: Actions,
+    published: Published,
 }
 
 impl State {
     pub fn new(
         kernel: Kernel,
-        kernel_info: capabilities::Kernel,
         heartbeats: Heartbeats,
         settings: Settings,
         actions: Actions,
+        published: Published,
     ) -> State {
         State {
             kernel,
-            kernel_info,
             masters: BTreeMap::new(),
             workers: Workers::default(),
             counts: Counts::default(),
@@ -84,9 +87,16 @@ impl State {
             heartbeats,
             lifecycle: Lifecycle::default(),
             swept: BTreeMap::new(),
+            deaths: Vec::new(),
+            listeners_stale: false,
             settings,
             actions,
+            published,
         }
+    }
+
+    pub fn workers_alive(&self) -> usize {
+        self.workers.alive().count()
     }
 
     /// Tracks a master and the workers it already has. The programs are
@@ -103,7 +113,7 @@ impl State {
         self.kernel.track(pid, Proc::master(pid))?;
         self.masters.insert(
             pid,
-            Master {
+            WatchedMaster {
                 start_ticks: master.start_ticks,
                 alive: true,
             },
@@ -129,13 +139,7 @@ impl State {
         self.masters.values().any(|m| m.alive)
     }
 
-    /// A piece of a log record with a traceback.
-    pub fn on_record(&mut self, ev: &RecordEvent) {
-        self.exceptions.piece(ev);
-    }
-
-    /// A failed request the kernel recorded.
-    pub fn on_failed(&mut self, ev: &FailedEvent) {
+    fn on_failed(&mut self, ev: &FailedEvent) {
         self.exceptions.failed(&Failure {
             tgid: ev.header.pid,
             tid: ev.header.other,
@@ -160,16 +164,16 @@ impl State {
     /// Worker `pid` booted: Gunicorn ran post_worker_init.
     fn booted(&mut self, pid: u32) {
         let master = self.workers.master_of(pid).unwrap_or(0);
-        self.on_event(&Event {
-            kind: event::BOOTED,
-            pid,
-            other: master,
-            ..Event::default()
-        });
+        self.on_event(&Event::Booted { pid, master });
         self.rw_if_needed(pid);
     }
 
     pub fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Failed(failed) => return self.on_failed(failed),
+            Event::Record(piece) => return self.exceptions.piece(piece),
+            _ => {}
+        }
         let outcome = self.lifecycle.on(ev);
         for change in outcome.changes {
             self.apply(change, ev);
@@ -181,17 +185,56 @@ impl State {
         }
     }
 
+    /// Ends a batch of events: finishes the requests the batch's deaths
+    /// left in flight (one walk of the connection map for all of them) and
+    /// publishes what scrapes see.
+    pub fn end_batch(&mut self) {
+        if !self.deaths.is_empty() {
+            self.finish_deaths();
+        }
+        self.published.publish(self.view());
+    }
+
+    fn view(&self) -> View {
+        View {
+            workers: self.workers.clone(),
+            masters: self
+                .masters
+                .iter()
+                .filter(|(_, m)| m.alive)
+                .map(|(&pid, m)| MasterView {
+                    pid,
+                    start_ticks: (m.start_ticks != 0).then_some(m.start_ticks),
+                })
+                .collect(),
+            counts: self.counts.clone(),
+            failures: self
+                .exceptions
+                .counts()
+                .map(|(k, n)| (k.clone(), *n))
+                .collect(),
+            swept: self.swept.clone(),
+            heartbeat_fds: self.heartbeats.fds(),
+        }
+    }
+
     fn apply(&mut self, change: Change, ev: &Event) {
         match change {
-            Change::WorkerSpawned { pid, master } => self.spawned(pid, master),
+            Change::WorkerSpawned { pid, master } => {
+                if std::mem::take(&mut self.listeners_stale) {
+                    self.refresh_listeners();
+                }
+                self.spawned(pid, master);
+            }
             Change::WorkerState { pid, state } => self.workers.set_state(pid, state),
             Change::WorkerExited { pid, reason } => {
                 *self.counts.restarts.entry(reason).or_default() += 1;
                 // The kernel's time of death, if this event is the death.
-                let at = if ev.kind == event::EXIT && ev.pid == pid {
-                    ev.ts_ns
-                } else {
-                    procs::monotonic_ns()
+                let at = match *ev {
+                    Event::Exited {
+                        pid: died, at_ns, ..
+                    } if died == pid => at_ns,
+                    _ => procs::monotonic_ns(),
                 };
                 self.exited(pid, reason.in_flight_cause(), at);
             }
@@ -199,11 +242,12 @@ impl State {
                 let ticks = procs::info(pid).map_or(0, |p| p.start_ticks);
                 self.masters.insert(
                     pid,
-                    Master {
+                    WatchedMaster {
                         start_ticks: ticks,
                         alive: true,
                     },
                 );
+                self.listeners_stale = true;
                 log::info!("gunicorn master {pid} started (re-exec); following it");
             }
             Change::MasterExited { pid } => {
@@ -213,10 +257,12 @@ impl State {
                 }
             }
             Change::MasterSignal { signal, .. } => {
+                // A reload may bind new addresses before it forks new workers.
+                self.listeners_stale |= signal == sig::HUP;
                 *self
                     .counts
                     .master_signals
-                    .entry(crate::lifecycle::sig::name(signal))
+                    .entry(sig::name(signal))
                     .or_default() += 1;
             }
         }
@@ -227,7 +273,7 @@ impl State {
         let started = ticks.map_or_else(procs::now_unix_secs, procs::start_unix_secs);
         if let Some(old) = self.workers.spawned(pid, started, ticks) {
             // The pid was reused before the dead worker's grace period ended.
-            self.forget(old.pid);
+            self.forget(&BTreeSet::from([old.pid]));
         }
         self.workers.set_master(pid, master);
         self.follow_writes(pid);
@@ -274,11 +320,24 @@ impl State {
         }
     }
 
-    /// A worker is gone at `at_ns`: finish what it left in flight, start its
-    /// grace period.
-    fn exited(&mut self, pid: u32, in_flight: u8, at_ns: u64) {
-        for conn in self.kernel.drain_conns(pid) {
-            let Some(done) = conn.ended(at_ns) else {
+    /// A worker is gone at `at_ns`: start its grace period; what it left in
+    /// flight is finished at the end of the batch.
+    fn exited(&mut self, pid: u32, cause: u8, at_ns: u64) {
+        self.deaths.push(Death { pid, cause, at_ns });
+        self.heartbeats.forget(pid);
+        self.kernel.unwatch_writes(pid);
+        self.workers.exited(pid, Instant::now());
+    }
+
+    /// Finishes the requests the dead workers left in flight.
+    fn finish_deaths(&mut self) {
+        let deaths: BTreeMap<u32, Death> = self.deaths.drain(..).map(|d| (d.pid, d)).collect();
+        let pids = deaths.keys().copied().collect();
+        for (pid, conn) in self.kernel.drain_conns(&pids) {
+            let Some(death) = deaths.get(&pid) else {
+                continue;
+            };
+            let Some(done) = conn.ended(death.at_ns) else {
                 continue;
             };
             let key = MetricKey {
@@ -298,7 +357,7 @@ impl State {
                     method: done.method,
                     status: done.status,
                     cut: done.cut,
-                    cause: in_flight,
+                    cause: death.cause,
                     start_ns: done.start_ns,
                     end_ns: done.end_ns,
                     target: done.target,
@@ -306,14 +365,11 @@ impl State {
                 });
             }
         }
-        self.heartbeats.forget(pid);
-        self.kernel.unwatch_writes(pid);
-        self.workers.exited(pid, Instant::now());
     }
 
-    /// Runs every second: catches exits the ring buffer did not deliver,
-    /// re-attaches through the pidfile when every master is gone, follows
-    /// the listeners, and drops what outlived its time.
+    /// Runs every second: catches exits the ring buffer did not deliver and
+    /// workers it did not announce, re-attaches through the pidfile when
+    /// every master is gone, and drops what outlived its time.
     pub fn refresh(&mut self) {
         let vanished: Vec<u32> = self
             .workers
@@ -336,10 +392,15 @@ impl State {
         if !self.up() {
             self.reattach();
         }
-        self.refresh_listeners();
-        for pid in self.workers.expire(Instant::now(), self.settings.grace) {
-            self.forget(pid);
+        for pid in self.kernel.metric_tgids() {
+            self.ensure_worker(pid);
         }
+        let expired: BTreeSet<u32> = self
+            .workers
+            .expire(Instant::now(), self.settings.grace)
+            .into_iter()
+            .collect();
+        self.forget(&expired);
         self.exceptions.prune(procs::monotonic_ns());
     }
 
@@ -347,6 +408,8 @@ impl State {
     fn refresh_listeners(&mut self) -> Listeners {
         let found = Listeners::of(self.masters.keys().copied());
         self.kernel.set_listeners(&found);
+        // None yet (a master found before it bound): again at its first fork.
+        self.listeners_stale = found.ports.is_empty() && found.unix.is_empty();
         found
     }
 
@@ -383,7 +446,7 @@ impl State {
     }
 
     /// Registers a worker met only in the metrics (its fork event was lost).
-    pub fn ensure_worker(&mut self, pid: u32) {
+    fn ensure_worker(&mut self, pid: u32) {
         if self.workers.get(pid).is_some() {
             return;
         }
@@ -394,27 +457,15 @@ impl State {
         }
     }
 
-    fn forget(&mut self, pid: u32) {
-        self.kernel.forget_metrics(pid);
-        self.swept.retain(|k, _| k.tgid != pid);
-        self.exceptions.forget(pid);
-    }
-
-    /// Every series: the kernel's, plus those finished in userspace.
-    pub fn series(&self) -> Result<BTreeMap<MetricKey, Aggregate>, MapError> {
-        let mut all = self.swept.clone();
-        for (key, aggregate) in self.kernel.read_metrics()? {
-            all.entry(key).or_default().merge(&aggregate);
+    fn forget(&mut self, pids: &BTreeSet<u32>) {
+        if pids.is_empty() {
+            return;
         }
-        Ok(all)
-    }
-
-    pub fn duration_bounds_ns(&self) -> &[u64; DURATION_SLOTS] {
-        &self.settings.bounds
-    }
-
-    pub fn action_counts(&self) -> Vec<((Hook, &'static str), u64)> {
-        self.actions.counts()
+        self.kernel.forget_metrics(pids);
+        self.swept.retain(|k, _| !pids.contains(&k.tgid));
+        for &pid in pids {
+            self.exceptions.forget(pid);
+        }
     }
 }
 
@@ -431,8 +482,7 @@ impl Occurrence {
             ),
             (
                 "GUNICORN_SIGNAL",
-                self.signal
-                    .map_or_else(String::new, crate::lifecycle::sig::name),
+                self.signal.map_or_else(String::new, sig::name),
             ),
             ("GUNICORN_EXIT_STATUS", opt(self.status)),
             (

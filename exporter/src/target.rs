@@ -27,7 +27,7 @@ pub enum TargetError {
 
 /// The master to attach to, and a notice when it was found from a worker.
 #[derive(Debug)]
-pub struct Master {
+pub struct Resolved {
     pub info: procs::ProcInfo,
     pub notice: Option<String>,
 }
@@ -48,7 +48,7 @@ pub fn read_pidfile(path: &Path) -> Result<u32, TargetError> {
 /// Resolves `pid` to a gunicorn master. A worker (a gunicorn process whose
 /// parent is gunicorn and which has no gunicorn children of its own - a master
 /// re-executed by USR2 has its workers) resolves to its parent.
-pub fn resolve(pid: u32) -> Result<Master, TargetError> {
+pub fn resolve(pid: u32) -> Result<Resolved, TargetError> {
     let info = procs::info(pid).ok_or(TargetError::NoProcess(pid))?;
     if !looks_like_gunicorn(&info.cmdline) {
         return Err(TargetError::NotGunicorn {
@@ -61,14 +61,14 @@ pub fn resolve(pid: u32) -> Result<Master, TargetError> {
         .iter()
         .any(|c| looks_like_gunicorn(&c.cmdline));
     match parent {
-        Some(master) if !has_gunicorn_children => Ok(Master {
+        Some(master) if !has_gunicorn_children => Ok(Resolved {
             notice: Some(format!(
                 "PID {pid} is a gunicorn worker; attaching to its master, PID {}",
                 master.pid
             )),
             info: master,
         }),
-        _ => Ok(Master { info, notice: None }),
+        _ => Ok(Resolved { info, notice: None }),
     }
 }
 

@@ -29,7 +29,7 @@ impl Worker {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Workers {
     next_age: u64,
     by_pid: BTreeMap<u32, Worker>,

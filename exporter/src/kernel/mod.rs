@@ -2,11 +2,15 @@
 //! the helpers, configure it, attach the hook set the kernel supports, and
 //! typed access to its maps.
 
-use std::{collections::BTreeMap, os::unix::ffi::OsStrExt as _, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::unix::ffi::OsStrExt as _,
+    path::PathBuf,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{
         Program, ProgramError, RawTracePoint, TracePoint, UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
@@ -14,17 +18,19 @@ use aya::{
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, DURATION_SLOTS, Heartbeat, MetricKey, Offsets, Proc, Queue,
-        error, hooks, map, stat,
+        Aggregate, Config, ConnKey, DURATION_SLOTS, Heartbeat, MetricKey, Offsets, Proc, hooks, map,
     },
     request::Conn,
 };
 use thiserror::Error;
 
-use crate::{
-    capabilities::{self, Hooks},
-    watched::Watched,
-};
+mod reader;
+mod watched;
+
+pub use reader::MapReader;
+
+use crate::capabilities::{self, Hooks};
+use watched::Watched;
 
 // The programs take syscall arguments from x86-64 `struct pt_regs` offsets
 // (exporter_ebpf::tracepoint::PT_REGS_*); another architecture needs its own.
@@ -202,11 +208,10 @@ pub struct Kernel {
     heartbeats: HashMap<MapData, u32, Heartbeat>,
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
-    errors: PerCpuArray<MapData, u64>,
-    stats: PerCpuArray<MapData, u64>,
+    /// The scrape's own handles on the maps it reads, until taken.
+    reader: Option<MapReader>,
     listen_ports: Array<MapData, u8>,
     listen_inodes: HashMap<MapData, u64, u8>,
-    queue: PerCpuArray<MapData, Queue>,
     events: Option<RingBuf<MapData>>,
     programs: Programs,
     hooks: Hooks,
@@ -319,11 +324,9 @@ impl Kernel {
             heartbeats: take(&mut ebpf, map::HEARTBEATS)?,
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,
-            errors: take(&mut ebpf, map::ERRORS)?,
-            stats: take(&mut ebpf, map::STATS)?,
+            reader: None,
             listen_ports: take(&mut ebpf, map::LISTEN_PORTS)?,
             listen_inodes: take(&mut ebpf, map::LISTEN_INODES)?,
-            queue: take(&mut ebpf, map::QUEUE)?,
             events: Some(take(&mut ebpf, map::EVENTS)?),
             programs,
             hooks,
@@ -333,6 +336,13 @@ impl Kernel {
             listeners: Listeners::default(),
             ebpf,
         };
+        kernel.reader = Some(MapReader::new(
+            &kernel.conns,
+            &kernel.metrics,
+            take(&mut kernel.ebpf, map::ERRORS)?,
+            take(&mut kernel.ebpf, map::STATS)?,
+            take(&mut kernel.ebpf, map::QUEUE)?,
+        )?);
         // The listeners before any I/O is seen: a connection first seen
         // without them would be taken for one the worker made itself.
         kernel.set_listeners(listeners);
@@ -464,6 +474,11 @@ impl Kernel {
     }
 
     /// The ring buffer of events (taken once, by the event loop).
+    /// The scrape's read-only handles on the maps (once).
+    pub fn take_reader(&mut self) -> Option<MapReader> {
+        self.reader.take()
+    }
+
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
@@ -508,53 +523,40 @@ impl Kernel {
             .insert(ConnKey { tgid, fd }, Conn::attached(), BPF_NOEXIST);
     }
 
-    /// Removes the connections a dead worker left behind, for userspace to finish.
-    pub fn drain_conns(&mut self, tgid: u32) -> Vec<Conn> {
+    /// Removes the connections dead workers `tgids` left behind, for
+    /// userspace to finish: one walk of the map for all of them.
+    pub fn drain_conns(&mut self, tgids: &BTreeSet<u32>) -> Vec<(u32, Conn)> {
         let keys: Vec<ConnKey> = self
             .conns
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| k.tgid == tgid)
+            .filter(|k| tgids.contains(&k.tgid))
             .collect();
         keys.iter()
             .filter_map(|key| {
                 let conn = self.conns.get(key, 0).ok();
                 let _ = self.conns.remove(key);
-                conn
+                Some((key.tgid, conn?))
             })
             .collect()
     }
 
-    /// Every open client connection: (tgid, its state).
-    pub fn connections(&self) -> Vec<(u32, Conn)> {
-        self.conns
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, c)| c.is_open())
-            .map(|(k, c)| (k.tgid, c))
-            .collect()
-    }
-
-    /// Every series, its per-CPU values summed.
-    pub fn read_metrics(&self) -> Result<Vec<(MetricKey, Aggregate)>, MapError> {
+    /// The workers the metrics map has series of.
+    pub fn metric_tgids(&self) -> BTreeSet<u32> {
         self.metrics
-            .iter()
-            .map(|entry| {
-                let (key, per_cpu) = entry?;
-                let mut total = Aggregate::default();
-                per_cpu.iter().for_each(|v| total.merge(v));
-                Ok((key, total))
-            })
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| k.tgid)
             .collect()
     }
 
-    /// Drops a worker's series (after its grace period).
-    pub fn forget_metrics(&mut self, tgid: u32) {
+    /// Drops the series of workers `tgids` (after their grace period).
+    pub fn forget_metrics(&mut self, tgids: &BTreeSet<u32>) {
         let keys: Vec<MetricKey> = self
             .metrics
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| k.tgid == tgid)
+            .filter(|k| tgids.contains(&k.tgid))
             .collect();
         for key in keys {
             let _ = self.metrics.remove(&key);
@@ -597,32 +599,6 @@ impl Kernel {
             }
         }
         self.listeners = listeners.clone();
-    }
-
-    /// A per-CPU counter of `abi::stat`, summed.
-    pub fn stat(&self, index: u32) -> Result<u64, MapError> {
-        Ok(self.stats.get(&index, 0)?.iter().sum())
-    }
-
-    /// Server-side connections the workers took since attach.
-    pub fn connections_taken(&self) -> Result<u64, MapError> {
-        self.stat(stat::CONNECTIONS)
-    }
-
-    /// The accept-queue wait histogram, summed over CPUs.
-    pub fn read_queue(&self) -> Result<Queue, MapError> {
-        let mut total = Queue::default();
-        self.queue.get(&0, 0)?.iter().for_each(|q| total.merge(q));
-        Ok(total)
-    }
-
-    /// The kernel's failure counters, summed over CPUs, indexed by `abi::error`.
-    pub fn read_errors(&self) -> Result<[u64; error::COUNT as usize], MapError> {
-        let mut out = [0u64; error::COUNT as usize];
-        for (index, slot) in out.iter_mut().enumerate() {
-            *slot = self.errors.get(&(index as u32), 0)?.iter().sum();
-        }
-        Ok(out)
     }
 }
 

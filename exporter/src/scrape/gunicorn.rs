@@ -1,11 +1,12 @@
-//! Reads the kernel's maps when Prometheus scrapes and turns them into
-//! metric families. Nothing is cached in the background: a scrape sees the
-//! maps as they are. One failing read never fails the scrape.
+//! Gunicorn's request, worker, lifecycle and exporter families: at each
+//! scrape, the kernel maps as they are (through the scrape's own handles)
+//! and the latest published view. A scrape only reads: it never takes the
+//! state's lock nor changes it. One failing read never fails the scrape.
 
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -22,13 +23,20 @@ use prometheus::{
 };
 
 use crate::{
-    exposition::{self as x, HistogramRow, Labels},
+    actions, heartbeats,
+    kernel::MapReader,
     lifecycle::{Hook, Reason, WorkerState},
-    state::State,
+    scrape::{
+        exposition::{self as x, HistogramRow, Labels},
+        view::{Fixed, Published, View},
+    },
 };
 
-pub struct Exporter {
-    state: Arc<Mutex<State>>,
+pub struct GunicornMetrics {
+    view: Published,
+    maps: MapReader,
+    fixed: Fixed,
+    actions: actions::Counts,
     descs: Vec<Desc>,
     collect_errors: AtomicU64,
     /// Busy ns last reported per worker. The metrics map and the connection
@@ -159,11 +167,19 @@ const FAMILIES: [x::Family; 25] = [
     ),
 ];
 
-impl Exporter {
-    pub fn new(state: Arc<Mutex<State>>) -> prometheus::Result<Exporter> {
+impl GunicornMetrics {
+    pub fn new(
+        view: Published,
+        maps: MapReader,
+        fixed: Fixed,
+        actions: actions::Counts,
+    ) -> prometheus::Result<GunicornMetrics> {
         let descs = x::descs(&FAMILIES)?;
-        Ok(Exporter {
-            state,
+        Ok(GunicornMetrics {
+            view,
+            maps,
+            fixed,
+            actions,
             descs,
             collect_errors: AtomicU64::new(0),
             busy_reported: Mutex::default(),
@@ -188,8 +204,8 @@ fn merged<K: Ord>(rows: impl Iterator<Item = (K, Aggregate)>) -> BTreeMap<K, Agg
 }
 
 /// `worker_id` and `pid` of a worker's series.
-fn worker(state: &State, pid: u32) -> Labels {
-    let id = state
+fn worker(view: &View, pid: u32) -> Labels {
+    let id = view
         .workers
         .get(pid)
         .map_or_else(|| "worker_unknown".to_string(), |w| w.id());
@@ -208,8 +224,7 @@ struct DurationBuckets {
 }
 
 impl DurationBuckets {
-    fn of(state: &State) -> DurationBuckets {
-        let bounds = state.duration_bounds_ns();
+    fn of(bounds: &[u64; exporter_ebpf::abi::DURATION_SLOTS]) -> DurationBuckets {
         let slots = used_slots(bounds);
         DurationBuckets {
             seconds: bounds[..slots - 1]
@@ -221,7 +236,7 @@ impl DurationBuckets {
     }
 }
 
-impl Exporter {
+impl GunicornMetrics {
     /// Logs and counts a failed map read; the scrape goes on with `fallback`.
     fn or_count<T>(&self, what: &str, read: Result<T, aya::maps::MapError>, fallback: T) -> T {
         read.unwrap_or_else(|e| {
@@ -234,14 +249,14 @@ impl Exporter {
     /// Requests, failures, durations and sizes, per worker.
     fn request_families(
         &self,
-        state: &State,
+        view: &View,
         series: &BTreeMap<MetricKey, Aggregate>,
         buckets: &DurationBuckets,
     ) -> Vec<MetricFamily> {
         let answered = || series.iter().filter(|(k, _)| k.status != ABORTED);
         let requests = answered().map(|(k, a)| {
             let labels = with(
-                worker(state, k.tgid),
+                worker(view, k.tgid),
                 &[
                     ("method", method::name(k.method).into()),
                     ("status", k.status.to_string()),
@@ -251,13 +266,13 @@ impl Exporter {
         });
 
         let mut failed: BTreeMap<(u32, u8, &str), u64> = BTreeMap::new();
-        for ((pid, m, kind), n) in state.exceptions.counts() {
+        for ((pid, m, kind), n) in &view.failures {
             *failed.entry((*pid, *m, kind.as_str())).or_default() += n;
         }
         let failed = failed.into_iter().map(|((pid, m, kind), n)| {
             (
                 with(
-                    worker(state, pid),
+                    worker(view, pid),
                     &[
                         ("method", method::name(m).into()),
                         ("error_type", kind.into()),
@@ -270,7 +285,7 @@ impl Exporter {
         let by_class = merged(answered().map(|(k, a)| ((k.tgid, k.method, class(k.status)), *a)));
         let durations = by_class.iter().map(|((pid, m, c), a)| HistogramRow {
             labels: with(
-                worker(state, *pid),
+                worker(view, *pid),
                 &[
                     ("method", method::name(*m).into()),
                     ("status_class", c.clone()),
@@ -290,7 +305,7 @@ impl Exporter {
         let size_bounds = &size_bounds;
         let sizes = |response: bool| {
             by_method.iter().map(move |((pid, m), a)| HistogramRow {
-                labels: with(worker(state, *pid), &[("method", method::name(*m).into())]),
+                labels: with(worker(view, *pid), &[("method", method::name(*m).into())]),
                 bounds: size_bounds,
                 counts: if response {
                     &a.resp_size[..size_slots]
@@ -317,16 +332,16 @@ impl Exporter {
     /// State, saturation and heartbeat of the live workers.
     fn worker_families(
         &self,
-        state: &State,
+        view: &View,
         series: &BTreeMap<MetricKey, Aggregate>,
         conns: &[(u32, Conn)],
     ) -> Vec<MetricFamily> {
         let alive: Vec<(u32, WorkerState)> =
-            state.workers.alive().map(|w| (w.pid, w.state)).collect();
+            view.workers.alive().map(|w| (w.pid, w.state)).collect();
         let states = alive.iter().flat_map(|&(pid, current)| {
             WorkerState::ALL.map(|s| {
                 (
-                    with(worker(state, pid), &[("state", s.name().into())]),
+                    with(worker(view, pid), &[("state", s.name().into())]),
                     (s == current) as u8 as f64,
                 )
             })
@@ -362,18 +377,14 @@ impl Exporter {
             }
         }
         let workers_busy = busy.values().filter(|b| b.0 > 0).count();
-        let busy_now = busy
-            .iter()
-            .map(|(pid, b)| (worker(state, *pid), b.0 as f64));
+        let busy_now = busy.iter().map(|(pid, b)| (worker(view, *pid), b.0 as f64));
         let busy_seconds = busy
             .iter()
-            .map(|(pid, b)| (worker(state, *pid), b.1 as f64 / 1e9));
-        let heartbeat_age = state
-            .heartbeats
-            .ages()
+            .map(|(pid, b)| (worker(view, *pid), b.1 as f64 / 1e9));
+        let heartbeat_age = heartbeats::ages(&view.heartbeat_fds)
             .into_iter()
             .filter(|(pid, _)| alive.iter().any(|(p, _)| p == pid))
-            .map(|(pid, age)| (worker(state, pid), age));
+            .map(|(pid, age)| (worker(view, pid), age));
 
         vec![
             x::gauge(x::WORKER_STATE, Self::help(x::WORKER_STATE), states),
@@ -397,7 +408,7 @@ impl Exporter {
             x::gauge(
                 x::UP,
                 Self::help(x::UP),
-                [(vec![], if state.up() { 1.0 } else { 0.0 })],
+                [(vec![], if view.up() { 1.0 } else { 0.0 })],
             ),
         ]
     }
@@ -405,20 +416,11 @@ impl Exporter {
     /// Queueing and connections.
     fn connection_families(
         &self,
-        state: &State,
         buckets: &DurationBuckets,
         conns: &[(u32, Conn)],
     ) -> Vec<MetricFamily> {
-        let queue = self.or_count(
-            "the queue histogram",
-            state.kernel.read_queue(),
-            Default::default(),
-        );
-        let accepted = self.or_count(
-            "the connection counter",
-            state.kernel.connections_taken(),
-            0,
-        );
+        let queue = self.or_count("the queue histogram", self.maps.queue(), Default::default());
+        let accepted = self.or_count("the connection counter", self.maps.connections_taken(), 0);
         let queue_row = HistogramRow {
             labels: vec![],
             bounds: &buckets.seconds,
@@ -441,8 +443,8 @@ impl Exporter {
     }
 
     /// Hooks, restarts, the master's signals and hook actions.
-    fn lifecycle_families(&self, state: &State) -> Vec<MetricFamily> {
-        let counts = &state.counts;
+    fn lifecycle_families(&self, view: &View) -> Vec<MetricFamily> {
+        let counts = &view.counts;
         let hooks = Hook::ALL.map(|h| {
             (
                 vec![("hook", h.name().to_string())],
@@ -459,18 +461,15 @@ impl Exporter {
             .master_signals
             .iter()
             .map(|(s, n)| (vec![("signal", s.clone())], *n as f64));
-        let actions = state
-            .action_counts()
-            .into_iter()
-            .map(|((hook, result), n)| {
-                (
-                    vec![
-                        ("hook", hook.name().to_string()),
-                        ("result", result.to_string()),
-                    ],
-                    n as f64,
-                )
-            });
+        let actions = self.actions.read().into_iter().map(|((hook, result), n)| {
+            (
+                vec![
+                    ("hook", hook.name().to_string()),
+                    ("result", result.to_string()),
+                ],
+                n as f64,
+            )
+        });
         vec![
             x::counter(x::HOOKS, Self::help(x::HOOKS), hooks),
             x::counter(x::RESTARTS, Self::help(x::RESTARTS), restarts),
@@ -480,14 +479,14 @@ impl Exporter {
     }
 
     /// The exporter's own health.
-    fn exporter_families(&self, state: &State) -> Vec<MetricFamily> {
+    fn exporter_families(&self) -> Vec<MetricFamily> {
         let kernel_errors = self.or_count(
             "the error counters",
-            state.kernel.read_errors(),
+            self.maps.errors(),
             [0; error::COUNT as usize],
         );
-        let unframed = self.or_count("the unframed counter", state.kernel.stat(stat::UNFRAMED), 0);
-        let info = &state.kernel_info;
+        let unframed = self.or_count("the unframed counter", self.maps.stat(stat::UNFRAMED), 0);
+        let info = &self.fixed.kernel;
         vec![
             x::counter(
                 x::KERNEL_ERRORS,
@@ -540,29 +539,30 @@ impl Exporter {
     }
 }
 
-impl Collector for Exporter {
+impl Collector for GunicornMetrics {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.refresh();
-        let series = self.or_count("the metrics map", state.series(), BTreeMap::new());
-        for key in series.keys() {
-            state.ensure_worker(key.tgid);
+        let view = self.view.latest();
+        // The kernel's series plus those finished in userspace, of the
+        // workers the view knows (one forgotten meanwhile has gone; one
+        // announced late is registered by the next refresh).
+        let mut series = view.swept.clone();
+        let kernel = self.or_count("the metrics map", self.maps.metrics(), Vec::new());
+        for (key, aggregate) in kernel {
+            if view.workers.get(key.tgid).is_some() {
+                series.entry(key).or_default().merge(&aggregate);
+            }
         }
-        let state = &*state;
-        let buckets = DurationBuckets::of(state);
-        let mut families = self.request_families(state, &series, &buckets);
-        let conns = state.kernel.connections();
-        families.extend(self.worker_families(state, &series, &conns));
-        families.extend(self.connection_families(state, &buckets, &conns));
-        families.extend(self.lifecycle_families(state));
-        families.extend(self.exporter_families(state));
+        let buckets = DurationBuckets::of(&self.fixed.bounds);
+        let mut families = self.request_families(&view, &series, &buckets);
+        let conns = self.maps.connections();
+        families.extend(self.worker_families(&view, &series, &conns));
+        families.extend(self.connection_families(&buckets, &conns));
+        families.extend(self.lifecycle_families(&view));
+        families.extend(self.exporter_families());
         families
             .into_iter()
             .filter(|f| !f.get_metric().is_empty())

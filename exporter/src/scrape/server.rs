@@ -1,5 +1,7 @@
 //! The HTTP endpoint. It sees only the registry. Scrapers are not trusted:
 //! bounded connections, a header timeout, small buffers, GET/HEAD only.
+//! Collecting runs on blocking threads, a few at a time, never on the
+//! runtime thread that drains the kernel's events.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -17,10 +19,13 @@ use tokio::{net::TcpListener, sync::Semaphore};
 
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 512;
+/// Scrapes collected at once; more wait their turn.
+const MAX_GATHERS: usize = 4;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let gathers = Arc::new(Semaphore::new(MAX_GATHERS));
     loop {
         let permit = slots.clone().acquire_owned().await?;
         let (stream, _) = match listener.accept().await {
@@ -33,8 +38,9 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Re
             }
         };
         let registry = registry.clone();
+        let gathers = gathers.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, registry.clone()));
+            let service = service_fn(move |req| respond(req, registry.clone(), gathers.clone()));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -53,9 +59,24 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Re
     }
 }
 
+/// The exposition, collected on a blocking thread.
+async fn exposition(registry: Arc<Registry>, gathers: Arc<Semaphore>) -> Result<Vec<u8>, String> {
+    let _turn = gathers.acquire_owned().await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || {
+        let mut body = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut body)
+            .map(|()| body)
+            .map_err(|e| format!("encoding failed: {e}"))
+    })
+    .await
+    .map_err(|e| format!("collecting failed: {e}"))?
+}
+
 async fn respond(
     req: Request<Incoming>,
     registry: Arc<Registry>,
+    gathers: Arc<Semaphore>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, content_type: &str, body: Vec<u8>| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -77,14 +98,10 @@ async fn respond(
         return Ok(response);
     }
     Ok(match req.uri().path() {
-        "/metrics" => {
-            let encoder = TextEncoder::new();
-            let mut body = Vec::with_capacity(16 * 1024);
-            match encoder.encode(&registry.gather(), &mut body) {
-                Ok(()) => reply(StatusCode::OK, encoder.format_type(), body),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("encoding failed: {e}\n").into_bytes()),
-            }
-        }
+        "/metrics" => match exposition(registry, gathers).await {
+            Ok(body) => reply(StatusCode::OK, TextEncoder::new().format_type(), body),
+            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n").into_bytes()),
+        },
         "/" => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",

@@ -1,0 +1,107 @@
+//! The scrape's own handles on the kernel maps it reads: duplicated
+//! descriptors of the same maps, so a scrape reads them without the state
+//! (and its lock) the lifecycle flow writes.
+
+use std::os::fd::AsFd as _;
+
+use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use exporter_ebpf::{
+    abi::{Aggregate, ConnKey, MetricKey, Queue, error, map, stat},
+    request::Conn,
+};
+
+use super::KernelError;
+
+pub struct MapReader {
+    conns: HashMap<MapData, ConnKey, Conn>,
+    metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
+    errors: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    queue: PerCpuArray<MapData, Queue>,
+}
+
+/// A second handle on `map`.
+fn dup(name: &'static str, map: &MapData) -> Result<MapData, KernelError> {
+    let fd = map
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| KernelError::Map {
+            name,
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "dup",
+                io_error: e,
+            }),
+        })?;
+    MapData::from_fd(fd).map_err(|source| KernelError::Map { name, source })
+}
+
+impl MapReader {
+    pub(super) fn new(
+        conns: &HashMap<MapData, ConnKey, Conn>,
+        metrics: &PerCpuHashMap<MapData, MetricKey, Aggregate>,
+        errors: PerCpuArray<MapData, u64>,
+        stats: PerCpuArray<MapData, u64>,
+        queue: PerCpuArray<MapData, Queue>,
+    ) -> Result<MapReader, KernelError> {
+        let typed = |name, source| KernelError::Map { name, source };
+        Ok(MapReader {
+            conns: HashMap::try_from(Map::HashMap(dup(map::CONNS, conns.map())?))
+                .map_err(|e| typed(map::CONNS, e))?,
+            metrics: PerCpuHashMap::try_from(Map::PerCpuHashMap(dup(map::METRICS, metrics.map())?))
+                .map_err(|e| typed(map::METRICS, e))?,
+            errors,
+            stats,
+            queue,
+        })
+    }
+
+    /// Every open client connection: (tgid, its state).
+    pub fn connections(&self) -> Vec<(u32, Conn)> {
+        self.conns
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, c)| c.is_open())
+            .map(|(k, c)| (k.tgid, c))
+            .collect()
+    }
+
+    /// Every series, its per-CPU values summed.
+    pub fn metrics(&self) -> Result<Vec<(MetricKey, Aggregate)>, MapError> {
+        self.metrics
+            .iter()
+            .map(|entry| {
+                let (key, per_cpu) = entry?;
+                let mut total = Aggregate::default();
+                per_cpu.iter().for_each(|v| total.merge(v));
+                Ok((key, total))
+            })
+            .collect()
+    }
+
+    /// A per-CPU counter of `abi::stat`, summed.
+    pub fn stat(&self, index: u32) -> Result<u64, MapError> {
+        Ok(self.stats.get(&index, 0)?.iter().sum())
+    }
+
+    /// Server-side connections the workers took since attach.
+    pub fn connections_taken(&self) -> Result<u64, MapError> {
+        self.stat(stat::CONNECTIONS)
+    }
+
+    /// The accept-queue wait histogram, summed over CPUs.
+    pub fn queue(&self) -> Result<Queue, MapError> {
+        let mut total = Queue::default();
+        self.queue.get(&0, 0)?.iter().for_each(|q| total.merge(q));
+        Ok(total)
+    }
+
+    /// The kernel's failure counters, summed over CPUs, indexed by `abi::error`.
+    pub fn errors(&self) -> Result<[u64; error::COUNT as usize], MapError> {
+        let mut out = [0u64; error::COUNT as usize];
+        for (index, slot) in out.iter_mut().enumerate() {
+            *slot = self.errors.get(&(index as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,7 @@
+//! Metrics flow: kernel maps and the published view -> collectors (at
+//! scrape) -> registry -> HTTP.
+
+pub mod exposition;
+pub mod gunicorn;
+pub mod server;
+pub mod view;
