@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::capabilities::Hooks;
+use crate::startup::capabilities::Hooks;
 
 /// Exact per-worker request metrics of a running Gunicorn, from the kernel.
 ///

@@ -7,25 +7,16 @@
 //! - lifecycle: ring buffer -> `events` (decoded) -> `state` (the
 //!   `lifecycle` hook mapping) -> published view, logs and user actions.
 
-mod actions;
 mod backlog;
-mod btf;
-mod capabilities;
 mod cli;
 mod events;
-mod exceptions;
-mod heartbeats;
 mod kernel;
 mod lifecycle;
 mod logging;
-mod preflight;
 mod procs;
 mod resources;
 mod scrape;
-mod state;
-mod target;
-mod traceback;
-mod workers;
+mod startup;
 
 use std::{
     net::SocketAddr,
@@ -38,16 +29,18 @@ use clap::Parser as _;
 use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
 use crate::{
-    actions::Actions,
-    btf::KernelBtf,
     cli::{IoSyscalls, Options},
-    heartbeats::Heartbeats,
     kernel::Kernel,
+    lifecycle::{
+        actions::Actions,
+        heartbeats::Heartbeats,
+        state::{Settings, State},
+    },
     scrape::{
         gunicorn::GunicornMetrics,
         view::{Fixed, Published},
     },
-    state::{Settings, State},
+    startup::{btf::KernelBtf, capabilities, preflight, target},
 };
 
 fn main() -> ExitCode {

@@ -20,90 +20,90 @@ use prometheus::{
 use crate::{
     backlog,
     scrape::{
-        exposition::{self as x, Labels},
+        exposition::{self, Labels, counter, gauge, name},
         view::Published,
     },
 };
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [x::Family; 16] = [
+const FAMILIES: [exposition::Family; 16] = [
     (
-        x::WORKER_MEMORY,
+        name::WORKER_MEMORY,
         "Resident memory (RSS) of the worker process, in bytes.",
         &["worker_id", "pid"],
     ),
     (
-        x::MASTER_MEMORY,
+        name::MASTER_MEMORY,
         "Resident memory (RSS) of the gunicorn master process, in bytes.",
         &["pid"],
     ),
     (
-        x::WORKER_CPU,
+        name::WORKER_CPU,
         "CPU time the worker process used (user plus system, all its threads), in seconds.",
         &["worker_id", "pid"],
     ),
     (
-        x::MASTER_CPU,
+        name::MASTER_CPU,
         "CPU time the gunicorn master process used (user plus system, all its threads), in seconds.",
         &["pid"],
     ),
     (
-        x::WORKER_CPU_PERCENT,
+        name::WORKER_CPU_PERCENT,
         "CPU use of the worker process since the exporter's previous scrape of it (at the first: since it started); 100 = one core busy.",
         &["worker_id", "pid"],
     ),
     (
-        x::MASTER_CPU_PERCENT,
+        name::MASTER_CPU_PERCENT,
         "CPU use of the gunicorn master process since the exporter's previous scrape of it (at the first: since it started); 100 = one core busy.",
         &["pid"],
     ),
     (
-        x::WORKER_UPTIME,
+        name::WORKER_UPTIME,
         "Seconds since the worker process started.",
         &["worker_id", "pid"],
     ),
     (
-        x::MASTER_UPTIME,
+        name::MASTER_UPTIME,
         "Seconds since the gunicorn master process started.",
         &["pid"],
     ),
     (
-        x::WORKER_THREADS,
+        name::WORKER_THREADS,
         "Threads of the worker process.",
         &["worker_id", "pid"],
     ),
     (
-        x::MASTER_THREADS,
+        name::MASTER_THREADS,
         "Threads of the gunicorn master process.",
         &["pid"],
     ),
     (
-        x::WORKER_OPEN_FDS,
+        name::WORKER_OPEN_FDS,
         "Open file descriptors of the worker process (sockets and connections included).",
         &["worker_id", "pid"],
     ),
     (
-        x::MASTER_OPEN_FDS,
+        name::MASTER_OPEN_FDS,
         "Open file descriptors of the gunicorn master process.",
         &["pid"],
     ),
     (
-        x::WORKER_CONTEXT_SWITCHES,
+        name::WORKER_CONTEXT_SWITCHES,
         "Context switches of the worker's threads, by kind: voluntary (a thread waited: I/O, lock, sleep) or involuntary (preempted). Threads that ended between scrapes are counted up to the last scrape that saw them.",
         &["worker_id", "pid", "kind"],
     ),
     (
-        x::MASTER_CONTEXT_SWITCHES,
+        name::MASTER_CONTEXT_SWITCHES,
         "Context switches of the gunicorn master's threads, by kind: voluntary or involuntary.",
         &["pid", "kind"],
     ),
     (
-        x::LISTEN_BACKLOG,
+        name::LISTEN_BACKLOG,
         "Connections waiting in the accept queue of a socket gunicorn listens on (accepted by the kernel, not yet by a worker).",
         &["listener"],
     ),
     (
-        x::LISTEN_BACKLOG_LIMIT,
+        name::LISTEN_BACKLOG_LIMIT,
         "Most connections the accept queue of the listener can hold: gunicorn's --backlog capped by net.core.somaxconn. When it is full, new TCP connections stall (handshake packets dropped and retried) and new unix-socket connections wait or fail with EAGAIN.",
         &["listener"],
     ),
@@ -316,7 +316,7 @@ pub struct Resources {
 
 impl Resources {
     pub fn new(view: Published) -> prometheus::Result<Resources> {
-        let descs = x::descs(&FAMILIES)?;
+        let descs = exposition::descs(&FAMILIES)?;
         Ok(Resources {
             view,
             descs,
@@ -327,7 +327,7 @@ impl Resources {
     }
 
     fn help(name: &str) -> &'static str {
-        x::help(&FAMILIES, name)
+        exposition::help(&FAMILIES, name)
     }
 
     /// Reads one process; None if it is gone, a zombie, or no longer the
@@ -488,25 +488,25 @@ impl Collector for Resources {
             (
                 &worker_rows,
                 [
-                    x::WORKER_MEMORY,
-                    x::WORKER_CPU,
-                    x::WORKER_CPU_PERCENT,
-                    x::WORKER_UPTIME,
-                    x::WORKER_THREADS,
-                    x::WORKER_OPEN_FDS,
-                    x::WORKER_CONTEXT_SWITCHES,
+                    name::WORKER_MEMORY,
+                    name::WORKER_CPU,
+                    name::WORKER_CPU_PERCENT,
+                    name::WORKER_UPTIME,
+                    name::WORKER_THREADS,
+                    name::WORKER_OPEN_FDS,
+                    name::WORKER_CONTEXT_SWITCHES,
                 ],
             ),
             (
                 &master_rows,
                 [
-                    x::MASTER_MEMORY,
-                    x::MASTER_CPU,
-                    x::MASTER_CPU_PERCENT,
-                    x::MASTER_UPTIME,
-                    x::MASTER_THREADS,
-                    x::MASTER_OPEN_FDS,
-                    x::MASTER_CONTEXT_SWITCHES,
+                    name::MASTER_MEMORY,
+                    name::MASTER_CPU,
+                    name::MASTER_CPU_PERCENT,
+                    name::MASTER_UPTIME,
+                    name::MASTER_THREADS,
+                    name::MASTER_OPEN_FDS,
+                    name::MASTER_CONTEXT_SWITCHES,
                 ],
             ),
         ] {
@@ -514,32 +514,28 @@ impl Collector for Resources {
                 rows.iter()
                     .filter_map(move |(l, r)| Some((l.clone(), f(r)?)))
             };
-            families.push(x::gauge(
+            families.push(gauge(
                 memory,
                 Self::help(memory),
                 each(|r| Some(r.rss_bytes as f64)),
             ));
-            families.push(x::counter(
-                cpu,
-                Self::help(cpu),
-                each(|r| Some(r.cpu_seconds)),
-            ));
-            families.push(x::gauge(
+            families.push(counter(cpu, Self::help(cpu), each(|r| Some(r.cpu_seconds))));
+            families.push(gauge(
                 percent,
                 Self::help(percent),
                 each(|r| Some(r.cpu_percent)),
             ));
-            families.push(x::gauge(
+            families.push(gauge(
                 uptime,
                 Self::help(uptime),
                 each(|r| Some(r.uptime_secs)),
             ));
-            families.push(x::gauge(
+            families.push(gauge(
                 threads,
                 Self::help(threads),
                 each(|r| Some(r.threads as f64)),
             ));
-            families.push(x::gauge(
+            families.push(gauge(
                 fds,
                 Self::help(fds),
                 each(|r| r.open_fds.map(|n| n as f64)),
@@ -553,17 +549,17 @@ impl Collector for Resources {
                     })
                 })
             });
-            families.push(x::counter(switches, Self::help(switches), by_kind));
+            families.push(counter(switches, Self::help(switches), by_kind));
         }
         let label = |l: &backlog::Listener| vec![("listener", l.label.clone())];
-        families.push(x::gauge(
-            x::LISTEN_BACKLOG,
-            Self::help(x::LISTEN_BACKLOG),
+        families.push(gauge(
+            name::LISTEN_BACKLOG,
+            Self::help(name::LISTEN_BACKLOG),
             listeners.iter().map(|l| (label(l), l.backlog as f64)),
         ));
-        families.push(x::gauge(
-            x::LISTEN_BACKLOG_LIMIT,
-            Self::help(x::LISTEN_BACKLOG_LIMIT),
+        families.push(gauge(
+            name::LISTEN_BACKLOG_LIMIT,
+            Self::help(name::LISTEN_BACKLOG_LIMIT),
             listeners
                 .iter()
                 .filter_map(|l| Some((label(l), l.limit? as f64))),

@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::decode;
-use crate::state::State;
+use crate::lifecycle::state::State;
 
 pub async fn ring(ring: RingBuf<MapData>, state: Arc<Mutex<State>>) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd owns

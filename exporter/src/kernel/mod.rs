@@ -29,7 +29,7 @@ mod watched;
 
 pub use reader::MapReader;
 
-use crate::capabilities::{self, Hooks};
+use crate::startup::capabilities::{self, Hooks};
 use watched::Watched;
 
 // The programs take syscall arguments from x86-64 `struct pt_regs` offsets

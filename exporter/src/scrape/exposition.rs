@@ -1,4 +1,4 @@
-//! Metric names, and builders for the families the collector exports.
+//! Metric names, and builders for the families the collectors export.
 //! Names follow gunicorn-prometheus-exporter where it has one, so existing
 //! dashboards keep working.
 
@@ -7,49 +7,52 @@ use prometheus::{
     proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
 };
 
-pub const REQUESTS: &str = "gunicorn_worker_requests_total";
-pub const DURATION: &str = "gunicorn_worker_request_duration_seconds";
-pub const REQUEST_SIZE: &str = "gunicorn_worker_request_size_bytes";
-pub const RESPONSE_SIZE: &str = "gunicorn_worker_response_size_bytes";
-pub const FAILED: &str = "gunicorn_worker_failed_requests_total";
-pub const WORKERS: &str = "gunicorn_workers";
-pub const WORKER_STATE: &str = "gunicorn_worker_state";
-pub const BUSY: &str = "gunicorn_worker_busy";
-pub const QUEUE: &str = "gunicorn_request_queue_seconds";
-pub const CONNECTIONS: &str = "gunicorn_connections_total";
-pub const CONNECTIONS_OPEN: &str = "gunicorn_connections_open";
-pub const WORKERS_BUSY: &str = "gunicorn_workers_busy";
-pub const BUSY_SECONDS: &str = "gunicorn_worker_busy_seconds_total";
-pub const HEARTBEAT_AGE: &str = "gunicorn_worker_heartbeat_age_seconds";
-pub const HOOKS: &str = "gunicorn_hook_events_total";
-pub const RESTARTS: &str = "gunicorn_master_worker_restart_total";
-pub const MASTER_SIGNALS: &str = "gunicorn_master_signals_total";
-pub const HOOK_ACTIONS: &str = "gunicorn_exporter_hook_actions_total";
-pub const UP: &str = "gunicorn_up";
-pub const KERNEL_ERRORS: &str = "gunicorn_exporter_kernel_errors_total";
-pub const COLLECT_ERRORS: &str = "gunicorn_exporter_collect_errors_total";
-pub const BUILD_INFO: &str = "gunicorn_exporter_build_info";
-pub const KERNEL_INFO: &str = "gunicorn_exporter_kernel_info";
-pub const KERNEL_CAPABILITY: &str = "gunicorn_exporter_kernel_capability";
-pub const UNFRAMED: &str = "gunicorn_exporter_unframed_responses_total";
-// Resources, from /proc (resources.rs).
-pub const WORKER_MEMORY: &str = "gunicorn_worker_memory_bytes";
-pub const MASTER_MEMORY: &str = "gunicorn_master_memory_bytes";
-pub const WORKER_CPU: &str = "gunicorn_worker_cpu_seconds_total";
-pub const MASTER_CPU: &str = "gunicorn_master_cpu_seconds_total";
-pub const WORKER_CPU_PERCENT: &str = "gunicorn_worker_cpu_percent";
-pub const MASTER_CPU_PERCENT: &str = "gunicorn_master_cpu_percent";
-pub const WORKER_UPTIME: &str = "gunicorn_worker_uptime_seconds";
-pub const MASTER_UPTIME: &str = "gunicorn_master_uptime_seconds";
-pub const WORKER_THREADS: &str = "gunicorn_worker_threads";
-pub const MASTER_THREADS: &str = "gunicorn_master_threads";
-pub const WORKER_OPEN_FDS: &str = "gunicorn_worker_open_fds";
-pub const MASTER_OPEN_FDS: &str = "gunicorn_master_open_fds";
-pub const WORKER_CONTEXT_SWITCHES: &str = "gunicorn_worker_context_switches_total";
-pub const MASTER_CONTEXT_SWITCHES: &str = "gunicorn_master_context_switches_total";
-// Listen backlogs (backlog.rs).
-pub const LISTEN_BACKLOG: &str = "gunicorn_listen_backlog";
-pub const LISTEN_BACKLOG_LIMIT: &str = "gunicorn_listen_backlog_limit";
+/// The metric names.
+pub mod name {
+    pub const REQUESTS: &str = "gunicorn_worker_requests_total";
+    pub const DURATION: &str = "gunicorn_worker_request_duration_seconds";
+    pub const REQUEST_SIZE: &str = "gunicorn_worker_request_size_bytes";
+    pub const RESPONSE_SIZE: &str = "gunicorn_worker_response_size_bytes";
+    pub const FAILED: &str = "gunicorn_worker_failed_requests_total";
+    pub const WORKERS: &str = "gunicorn_workers";
+    pub const WORKER_STATE: &str = "gunicorn_worker_state";
+    pub const BUSY: &str = "gunicorn_worker_busy";
+    pub const QUEUE: &str = "gunicorn_request_queue_seconds";
+    pub const CONNECTIONS: &str = "gunicorn_connections_total";
+    pub const CONNECTIONS_OPEN: &str = "gunicorn_connections_open";
+    pub const WORKERS_BUSY: &str = "gunicorn_workers_busy";
+    pub const BUSY_SECONDS: &str = "gunicorn_worker_busy_seconds_total";
+    pub const HEARTBEAT_AGE: &str = "gunicorn_worker_heartbeat_age_seconds";
+    pub const HOOKS: &str = "gunicorn_hook_events_total";
+    pub const RESTARTS: &str = "gunicorn_master_worker_restart_total";
+    pub const MASTER_SIGNALS: &str = "gunicorn_master_signals_total";
+    pub const HOOK_ACTIONS: &str = "gunicorn_exporter_hook_actions_total";
+    pub const UP: &str = "gunicorn_up";
+    pub const KERNEL_ERRORS: &str = "gunicorn_exporter_kernel_errors_total";
+    pub const COLLECT_ERRORS: &str = "gunicorn_exporter_collect_errors_total";
+    pub const BUILD_INFO: &str = "gunicorn_exporter_build_info";
+    pub const KERNEL_INFO: &str = "gunicorn_exporter_kernel_info";
+    pub const KERNEL_CAPABILITY: &str = "gunicorn_exporter_kernel_capability";
+    pub const UNFRAMED: &str = "gunicorn_exporter_unframed_responses_total";
+    // Resources, from /proc (resources.rs).
+    pub const WORKER_MEMORY: &str = "gunicorn_worker_memory_bytes";
+    pub const MASTER_MEMORY: &str = "gunicorn_master_memory_bytes";
+    pub const WORKER_CPU: &str = "gunicorn_worker_cpu_seconds_total";
+    pub const MASTER_CPU: &str = "gunicorn_master_cpu_seconds_total";
+    pub const WORKER_CPU_PERCENT: &str = "gunicorn_worker_cpu_percent";
+    pub const MASTER_CPU_PERCENT: &str = "gunicorn_master_cpu_percent";
+    pub const WORKER_UPTIME: &str = "gunicorn_worker_uptime_seconds";
+    pub const MASTER_UPTIME: &str = "gunicorn_master_uptime_seconds";
+    pub const WORKER_THREADS: &str = "gunicorn_worker_threads";
+    pub const MASTER_THREADS: &str = "gunicorn_master_threads";
+    pub const WORKER_OPEN_FDS: &str = "gunicorn_worker_open_fds";
+    pub const MASTER_OPEN_FDS: &str = "gunicorn_master_open_fds";
+    pub const WORKER_CONTEXT_SWITCHES: &str = "gunicorn_worker_context_switches_total";
+    pub const MASTER_CONTEXT_SWITCHES: &str = "gunicorn_master_context_switches_total";
+    // Listen backlogs (backlog.rs).
+    pub const LISTEN_BACKLOG: &str = "gunicorn_listen_backlog";
+    pub const LISTEN_BACKLOG_LIMIT: &str = "gunicorn_listen_backlog_limit";
+}
 
 /// A family a collector declares: name, help text, label names.
 pub type Family = (&'static str, &'static str, &'static [&'static str]);

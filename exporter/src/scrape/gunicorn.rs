@@ -23,11 +23,10 @@ use prometheus::{
 };
 
 use crate::{
-    actions, heartbeats,
     kernel::MapReader,
-    lifecycle::{Hook, Reason, WorkerState},
+    lifecycle::{Hook, Reason, WorkerState, actions, heartbeats},
     scrape::{
-        exposition::{self as x, HistogramRow, Labels},
+        exposition::{self, HistogramRow, Labels, counter, gauge, histogram, name},
         view::{Fixed, Published, View},
     },
 };
@@ -47,121 +46,125 @@ pub struct GunicornMetrics {
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [x::Family; 25] = [
+const FAMILIES: [exposition::Family; 25] = [
     (
-        x::REQUESTS,
+        name::REQUESTS,
         "Completed HTTP responses, by method and status code.",
         &["worker_id", "pid", "method", "status"],
     ),
     (
-        x::DURATION,
+        name::DURATION,
         "Request duration: from the first read of the request to the last write of its response.",
         &["worker_id", "pid", "method", "status_class"],
     ),
     (
-        x::REQUEST_SIZE,
+        name::REQUEST_SIZE,
         "Bytes read from the client per request (request line, headers, body).",
         &["worker_id", "pid", "method"],
     ),
     (
-        x::RESPONSE_SIZE,
+        name::RESPONSE_SIZE,
         "Bytes written to the client per request (status line, headers, body).",
         &["worker_id", "pid", "method"],
     ),
     (
-        x::FAILED,
+        name::FAILED,
         "Failed requests, by error_type: the Python exception class of an app exception gunicorn answered with a 500, http_5xx (any other 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).",
         &["worker_id", "pid", "method", "error_type"],
     ),
     (
-        x::WORKER_STATE,
+        name::WORKER_STATE,
         "1 for the worker's current state: running, quitting (SIGQUIT/SIGINT/SIGTERM received) or aborting (SIGABRT from the master received).",
         &["worker_id", "pid", "state"],
     ),
     (
-        x::BUSY,
+        name::BUSY,
         "Requests in flight in the worker now: read, response not yet complete (at most 1 for sync workers, up to --threads for gthread).",
         &["worker_id", "pid"],
     ),
     (
-        x::QUEUE,
+        name::QUEUE,
         "Time from a client's TCP handshake completing to a worker accepting the connection: the wait in the listen queue (TCP listeners only).",
         &[],
     ),
     (
-        x::CONNECTIONS,
+        name::CONNECTIONS,
         "Client connections the workers accepted since the exporter attached.",
         &[],
     ),
     (
-        x::CONNECTIONS_OPEN,
+        name::CONNECTIONS_OPEN,
         "Client connections the workers hold open now (accepted, or seen carrying a request, and not closed).",
         &[],
     ),
     (
-        x::WORKERS_BUSY,
+        name::WORKERS_BUSY,
         "Workers with at least one request in flight now.",
         &[],
     ),
     (
-        x::BUSY_SECONDS,
+        name::BUSY_SECONDS,
         "Request-seconds spent in flight in the worker (the sum of its requests' durations, in-flight ones included): rate() is its utilisation (divide by --threads for gthread).",
         &["worker_id", "pid"],
     ),
     (
-        x::HEARTBEAT_AGE,
+        name::HEARTBEAT_AGE,
         "Seconds since the worker last touched its heartbeat file; gunicorn aborts it when this passes --timeout.",
         &["worker_id", "pid"],
     ),
     (
-        x::HOOKS,
+        name::HOOKS,
         "Gunicorn server hooks as seen from the kernel (see the README for how exact each is).",
         &["hook"],
     ),
     (
-        x::RESTARTS,
+        name::RESTARTS,
         "Workers that went away, by reason.",
         &["reason"],
     ),
     (
-        x::MASTER_SIGNALS,
+        name::MASTER_SIGNALS,
         "Signals delivered to the gunicorn master, by name.",
         &["signal"],
     ),
     (
-        x::HOOK_ACTIONS,
+        name::HOOK_ACTIONS,
         "Hook commands run (--on), by result: ok, failed, timeout, dropped.",
         &["hook", "result"],
     ),
-    (x::WORKERS, "Workers alive.", &[]),
+    (name::WORKERS, "Workers alive.", &[]),
     (
-        x::UP,
+        name::UP,
         "1 while a gunicorn master is attached and alive.",
         &[],
     ),
     (
-        x::KERNEL_ERRORS,
+        name::KERNEL_ERRORS,
         "Records the kernel side could not keep (map full, ring buffer full, unreadable buffer); lost requests show here, never silently.",
         &["kind"],
     ),
     (
-        x::COLLECT_ERRORS,
+        name::COLLECT_ERRORS,
         "Scrapes in which reading a kernel map failed (the rest was still served).",
         &[],
     ),
-    (x::BUILD_INFO, "Exporter build information.", &["version"]),
     (
-        x::KERNEL_INFO,
+        name::BUILD_INFO,
+        "Exporter build information.",
+        &["version"],
+    ),
+    (
+        name::KERNEL_INFO,
         "The running kernel and the hooks the exporter chose on it: sockets (socket-layer tracepoints, no syscall tracepoint) or syscalls.",
         &["release", "hooks"],
     ),
     (
-        x::KERNEL_CAPABILITY,
+        name::KERNEL_CAPABILITY,
         "1 for each kernel capability the exporter probed and found, 0 for one it did not.",
         &["capability"],
     ),
     (
-        x::UNFRAMED,
+        name::UNFRAMED,
         "Responses whose end their framing did not tell (headers beyond the scanned bound, or framing not as announced): ended by the worker's signals instead.",
         &[],
     ),
@@ -174,7 +177,7 @@ impl GunicornMetrics {
         fixed: Fixed,
         actions: actions::Counts,
     ) -> prometheus::Result<GunicornMetrics> {
-        let descs = x::descs(&FAMILIES)?;
+        let descs = exposition::descs(&FAMILIES)?;
         Ok(GunicornMetrics {
             view,
             maps,
@@ -187,7 +190,7 @@ impl GunicornMetrics {
     }
 
     fn help(name: &str) -> &'static str {
-        x::help(&FAMILIES, name)
+        exposition::help(&FAMILIES, name)
     }
 }
 
@@ -321,11 +324,19 @@ impl GunicornMetrics {
         };
 
         vec![
-            x::counter(x::REQUESTS, Self::help(x::REQUESTS), requests),
-            x::histogram(x::DURATION, Self::help(x::DURATION), durations),
-            x::histogram(x::REQUEST_SIZE, Self::help(x::REQUEST_SIZE), sizes(false)),
-            x::histogram(x::RESPONSE_SIZE, Self::help(x::RESPONSE_SIZE), sizes(true)),
-            x::counter(x::FAILED, Self::help(x::FAILED), failed),
+            counter(name::REQUESTS, Self::help(name::REQUESTS), requests),
+            histogram(name::DURATION, Self::help(name::DURATION), durations),
+            histogram(
+                name::REQUEST_SIZE,
+                Self::help(name::REQUEST_SIZE),
+                sizes(false),
+            ),
+            histogram(
+                name::RESPONSE_SIZE,
+                Self::help(name::RESPONSE_SIZE),
+                sizes(true),
+            ),
+            counter(name::FAILED, Self::help(name::FAILED), failed),
         ]
     }
 
@@ -387,27 +398,31 @@ impl GunicornMetrics {
             .map(|(pid, age)| (worker(view, pid), age));
 
         vec![
-            x::gauge(x::WORKER_STATE, Self::help(x::WORKER_STATE), states),
-            x::gauge(
-                x::HEARTBEAT_AGE,
-                Self::help(x::HEARTBEAT_AGE),
+            gauge(name::WORKER_STATE, Self::help(name::WORKER_STATE), states),
+            gauge(
+                name::HEARTBEAT_AGE,
+                Self::help(name::HEARTBEAT_AGE),
                 heartbeat_age,
             ),
-            x::gauge(x::BUSY, Self::help(x::BUSY), busy_now),
-            x::gauge(
-                x::WORKERS_BUSY,
-                Self::help(x::WORKERS_BUSY),
+            gauge(name::BUSY, Self::help(name::BUSY), busy_now),
+            gauge(
+                name::WORKERS_BUSY,
+                Self::help(name::WORKERS_BUSY),
                 [(vec![], workers_busy as f64)],
             ),
-            x::counter(x::BUSY_SECONDS, Self::help(x::BUSY_SECONDS), busy_seconds),
-            x::gauge(
-                x::WORKERS,
-                Self::help(x::WORKERS),
+            counter(
+                name::BUSY_SECONDS,
+                Self::help(name::BUSY_SECONDS),
+                busy_seconds,
+            ),
+            gauge(
+                name::WORKERS,
+                Self::help(name::WORKERS),
                 [(vec![], alive.len() as f64)],
             ),
-            x::gauge(
-                x::UP,
-                Self::help(x::UP),
+            gauge(
+                name::UP,
+                Self::help(name::UP),
                 [(vec![], if view.up() { 1.0 } else { 0.0 })],
             ),
         ]
@@ -428,15 +443,15 @@ impl GunicornMetrics {
             sum: queue.sum_ns as f64 / 1e9,
         };
         vec![
-            x::histogram(x::QUEUE, Self::help(x::QUEUE), [queue_row]),
-            x::counter(
-                x::CONNECTIONS,
-                Self::help(x::CONNECTIONS),
+            histogram(name::QUEUE, Self::help(name::QUEUE), [queue_row]),
+            counter(
+                name::CONNECTIONS,
+                Self::help(name::CONNECTIONS),
                 [(vec![], accepted as f64)],
             ),
-            x::gauge(
-                x::CONNECTIONS_OPEN,
-                Self::help(x::CONNECTIONS_OPEN),
+            gauge(
+                name::CONNECTIONS_OPEN,
+                Self::help(name::CONNECTIONS_OPEN),
                 [(vec![], conns.len() as f64)],
             ),
         ]
@@ -471,10 +486,14 @@ impl GunicornMetrics {
             )
         });
         vec![
-            x::counter(x::HOOKS, Self::help(x::HOOKS), hooks),
-            x::counter(x::RESTARTS, Self::help(x::RESTARTS), restarts),
-            x::counter(x::MASTER_SIGNALS, Self::help(x::MASTER_SIGNALS), signals),
-            x::counter(x::HOOK_ACTIONS, Self::help(x::HOOK_ACTIONS), actions),
+            counter(name::HOOKS, Self::help(name::HOOKS), hooks),
+            counter(name::RESTARTS, Self::help(name::RESTARTS), restarts),
+            counter(
+                name::MASTER_SIGNALS,
+                Self::help(name::MASTER_SIGNALS),
+                signals,
+            ),
+            counter(name::HOOK_ACTIONS, Self::help(name::HOOK_ACTIONS), actions),
         ]
     }
 
@@ -488,30 +507,30 @@ impl GunicornMetrics {
         let unframed = self.or_count("the unframed counter", self.maps.stat(stat::UNFRAMED), 0);
         let info = &self.fixed.kernel;
         vec![
-            x::counter(
-                x::KERNEL_ERRORS,
-                Self::help(x::KERNEL_ERRORS),
+            counter(
+                name::KERNEL_ERRORS,
+                Self::help(name::KERNEL_ERRORS),
                 error::NAMES
                     .iter()
                     .zip(kernel_errors)
                     .map(|(kind, n)| (vec![("kind", kind.to_string())], n as f64)),
             ),
-            x::counter(
-                x::COLLECT_ERRORS,
-                Self::help(x::COLLECT_ERRORS),
+            counter(
+                name::COLLECT_ERRORS,
+                Self::help(name::COLLECT_ERRORS),
                 [(vec![], self.collect_errors.load(Ordering::Relaxed) as f64)],
             ),
-            x::gauge(
-                x::BUILD_INFO,
-                Self::help(x::BUILD_INFO),
+            gauge(
+                name::BUILD_INFO,
+                Self::help(name::BUILD_INFO),
                 [(
                     vec![("version", env!("CARGO_PKG_VERSION").to_string())],
                     1.0,
                 )],
             ),
-            x::gauge(
-                x::KERNEL_INFO,
-                Self::help(x::KERNEL_INFO),
+            gauge(
+                name::KERNEL_INFO,
+                Self::help(name::KERNEL_INFO),
                 [(
                     vec![
                         ("release", info.release.clone()),
@@ -520,9 +539,9 @@ impl GunicornMetrics {
                     1.0,
                 )],
             ),
-            x::gauge(
-                x::KERNEL_CAPABILITY,
-                Self::help(x::KERNEL_CAPABILITY),
+            gauge(
+                name::KERNEL_CAPABILITY,
+                Self::help(name::KERNEL_CAPABILITY),
                 info.capabilities.iter().map(|c| {
                     (
                         vec![("capability", c.name.to_string())],
@@ -530,9 +549,9 @@ impl GunicornMetrics {
                     )
                 }),
             ),
-            x::counter(
-                x::UNFRAMED,
-                Self::help(x::UNFRAMED),
+            counter(
+                name::UNFRAMED,
+                Self::help(name::UNFRAMED),
                 [(vec![], unframed as f64)],
             ),
         ]

@@ -11,9 +11,8 @@ use std::{
 use exporter_ebpf::abi::{Aggregate, DURATION_SLOTS, MetricKey};
 
 use crate::{
-    capabilities,
-    lifecycle::{Hook, Reason},
-    workers::Workers,
+    lifecycle::{Hook, Reason, workers::Workers},
+    startup::capabilities,
 };
 
 /// Counters of what the lifecycle showed.

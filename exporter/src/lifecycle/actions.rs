@@ -13,7 +13,7 @@ use std::{
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::lifecycle::{Hook, Occurrence};
+use super::{Hook, Occurrence};
 
 /// Jobs waiting for a slot; beyond this they are dropped (and counted).
 const QUEUE: usize = 1024;

@@ -19,7 +19,7 @@ use exporter_ebpf::{
     http::{line_hash, method},
 };
 
-use crate::traceback;
+use super::traceback;
 
 /// Distinct classes exported; further ones count as [`OTHER`].
 pub const MAX_CLASSES: usize = 50;

@@ -12,17 +12,20 @@ use aya::maps::MapError;
 use exporter_ebpf::abi::{Aggregate, DURATION_SLOTS, FailedEvent, MetricKey, Proc};
 use inotify::WatchDescriptor;
 
-use crate::{
+use super::{
+    Change, Lifecycle, Occurrence,
     actions::Actions,
-    events::Event,
     exceptions::{Exceptions, Failure},
     heartbeats::Heartbeats,
+    sig,
+    workers::Workers,
+};
+use crate::{
+    events::Event,
     kernel::{Kernel, Listeners},
-    lifecycle::{Change, Lifecycle, Occurrence, sig},
     logging, procs,
     scrape::view::{Counts, MasterView, Published, View},
-    target,
-    workers::Workers,
+    startup::target,
 };
 
 /// A master being watched.

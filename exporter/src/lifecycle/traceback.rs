@@ -257,8 +257,11 @@ mod tests {
         ($name:literal) => {
             (
                 $name,
-                include_bytes!(concat!("../tests/data/tracebacks/records/", $name, ".txt"))
-                    as &[u8],
+                include_bytes!(concat!(
+                    "../../tests/data/tracebacks/records/",
+                    $name,
+                    ".txt"
+                )) as &[u8],
             )
         };
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use exporter_ebpf::tracepoint::{LIFECYCLE_FIELDS, SYSCALL_FIELDS, field_offset};
 
-use crate::capabilities::Hooks;
+use crate::startup::capabilities::Hooks;
 use thiserror::Error;
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::lifecycle::WorkerState;
+use super::WorkerState;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Worker {

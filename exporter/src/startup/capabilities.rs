@@ -14,7 +14,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use crate::{btf::KernelBtf, preflight};
+use super::{btf::KernelBtf, preflight};
 
 /// Which hooks carry the client-socket I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -145,7 +145,7 @@ mod tests {
     /// Against this machine's kernel: layouts the kernel has kept for years.
     #[test]
     fn offsets_of_the_running_kernel() {
-        let path = Path::new(crate::preflight::KERNEL_BTF);
+        let path = Path::new(crate::startup::preflight::KERNEL_BTF);
         if !path.exists() {
             panic!(
                 "{} is missing: the exporter needs kernel BTF",
