@@ -10,19 +10,35 @@
 //! `/proc/net/unix` has neither; it serves as the fallback for TCP when
 //! sock_diag is not available.
 //!
-//! Everything here is either pure (encoding, decoding, parsing, selection) or
-//! a thin reader around it; a process or socket that vanished is skipped.
+//! The rust-netlink crates encode the requests and decode the answers
+//! (netlink-packet-sock-diag over netlink-packet-core) and carry them
+//! (netlink-sys); procfs reads /proc/net/tcp. What is left here is selection
+//! and thin readers; a process or socket that vanished is skipped.
 
 use std::{
     collections::BTreeSet,
     fs::File,
     io,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    net::SocketAddr,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::AsRawFd,
         unix::{ffi::OsStrExt, fs::MetadataExt},
     },
+    time::Duration,
 };
+
+use netlink_packet_core::{
+    DecodeError, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NetlinkBuffer, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, Parseable,
+};
+use netlink_packet_sock_diag::{
+    AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
+    inet::{self, ExtensionFlags, InetRequest, SocketId},
+    unix::{self, ShowFlags, UnixRequest, nlas::UnixDiagName},
+};
+use netlink_sys::{Socket, protocols::NETLINK_SOCK_DIAG};
+use procfs::{ProcError, ProcResult, net::TcpState, process::Process};
+use socket2::SockRef;
 
 /// A listening socket of the master, as exported.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,167 +117,95 @@ pub fn served_by_workers(
 
 // ------------------------------------------------------------ /proc/net/tcp
 
-/// One row of `/proc/net/tcp` or `/proc/net/tcp6`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcpRow {
-    pub local: SocketAddr,
-    /// The kernel's TCP state; 0x0A is LISTEN.
-    pub state: u8,
-    pub tx_queue: u32,
-    /// For a listener: connections waiting to be accepted.
-    pub rx_queue: u32,
-    pub inode: u64,
-}
-
-pub const TCP_LISTEN: u8 = 0x0A;
-
-/// An address as /proc/net/tcp{,6} prints it: the in-memory (network order)
-/// address as native-endian 32-bit words in hex, then the port in hex.
-fn proc_addr(field: &str) -> Option<SocketAddr> {
-    let (addr, port) = field.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| {
-        u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16)
-            .ok()
-            .map(u32::to_ne_bytes)
-    };
-    match addr.len() {
-        8 => Some(SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::from(word(0)?),
-            port,
-        ))),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(bytes),
-                port,
-                0,
-                0,
-            )))
-        }
-        _ => None,
-    }
-}
-
-/// Parses `/proc/net/tcp` or `/proc/net/tcp6`; malformed rows are skipped.
-pub fn parse_proc_net_tcp(text: &str) -> Vec<TcpRow> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let _sl = f.next()?;
-            let local = proc_addr(f.next()?)?;
-            let _remote = f.next()?;
-            let state = u8::from_str_radix(f.next()?, 16).ok()?;
-            let (tx, rx) = f.next()?.split_once(':')?;
-            let (tx_queue, rx_queue) = (
-                u32::from_str_radix(tx, 16).ok()?,
-                u32::from_str_radix(rx, 16).ok()?,
-            );
-            let inode = f.nth(4)?.parse().ok()?;
-            Some(TcpRow {
-                local,
-                state,
-                tx_queue,
-                rx_queue,
-                inode,
-            })
-        })
-        .collect()
-}
-
 /// The TCP listeners in `pid`'s network namespace, from /proc: queue
-/// lengths, no limits.
-pub fn proc_tcp_listeners(pid: u32) -> io::Result<Vec<Sock>> {
-    let mut out = Vec::new();
-    for file in ["tcp", "tcp6"] {
-        let text = match std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
-            Ok(text) => text,
-            // No IPv6 in this kernel.
-            Err(e) if file == "tcp6" && e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        out.extend(
-            parse_proc_net_tcp(&text)
-                .into_iter()
-                .filter(|r| r.state == TCP_LISTEN)
-                .map(|r| Sock {
-                    inode: r.inode,
-                    label: r.local.to_string(),
-                    rqueue: r.rx_queue,
-                    wqueue: None,
-                }),
-        );
+/// lengths, no limits (a listener's tx_queue there is 0).
+pub fn proc_tcp_listeners(pid: u32) -> ProcResult<Vec<Sock>> {
+    let process = Process::new(pid as i32)?;
+    let mut entries = process.tcp()?;
+    match process.tcp6() {
+        Ok(v6) => entries.extend(v6),
+        // No IPv6 in this kernel.
+        Err(ProcError::NotFound(_)) => {}
+        Err(e) => return Err(e),
     }
-    Ok(out)
+    Ok(entries
+        .into_iter()
+        .filter(|e| e.state == TcpState::Listen)
+        .map(|e| Sock {
+            inode: e.inode,
+            label: e.local_address.to_string(),
+            rqueue: e.rx_queue,
+            wqueue: None,
+        })
+        .collect())
 }
 
 // ------------------------------------------------------------------ netlink
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_HDRLEN: usize = 16;
-/// Bit of TCP_LISTEN (10) in sock_diag's state masks.
-const LISTEN_STATES: u32 = 1 << 10;
-const UDIAG_SHOW_NAME: u32 = 0x01;
-const UDIAG_SHOW_RQLEN: u32 = 0x10;
-const UNIX_DIAG_NAME: u16 = 0;
-const UNIX_DIAG_RQLEN: u16 = 4;
-const NLA_TYPE_MASK: u16 = 0x3fff;
-/// sizeof(struct inet_diag_req_v2), (struct unix_diag_req), (struct inet_diag_msg), (struct unix_diag_msg).
-const INET_REQ_LEN: usize = 56;
-const UNIX_REQ_LEN: usize = 24;
-const INET_MSG_LEN: usize = 72;
-const UNIX_MSG_LEN: usize = 16;
-
-fn nlmsghdr(out: &mut Vec<u8>, body_len: usize, seq: u32) {
-    out.extend_from_slice(&((NLMSG_HDRLEN + body_len) as u32).to_ne_bytes());
-    out.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
+/// The listening TCP sockets of `family` (AF_INET or AF_INET6).
+pub fn inet_request(family: u8) -> SockDiagMessage {
+    SockDiagMessage::InetRequest(InetRequest {
+        family,
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::empty(),
+        states: inet::StateFlags::LISTEN,
+        // All zero: a dump matches every address.
+        socket_id: SocketId::new_v4(),
+    })
 }
 
-/// A dump request for the listening TCP sockets of `family` (AF_INET or
-/// AF_INET6): nlmsghdr + inet_diag_req_v2.
-pub fn inet_request(family: u8, seq: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(NLMSG_HDRLEN + INET_REQ_LEN);
-    nlmsghdr(&mut out, INET_REQ_LEN, seq);
-    out.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-    out.extend_from_slice(&LISTEN_STATES.to_ne_bytes());
-    out.resize(NLMSG_HDRLEN + INET_REQ_LEN, 0); // inet_diag_sockid: all zero
-    out
+/// The listening unix sockets, with their names and queue lengths.
+pub fn unix_request() -> SockDiagMessage {
+    SockDiagMessage::UnixRequest(UnixRequest {
+        state_flags: unix::StateFlags::LISTEN,
+        inode: 0,
+        show_flags: ShowFlags::NAME | ShowFlags::RQLEN,
+        cookie: [0; 8],
+    })
 }
 
-/// A dump request for the listening unix sockets, with their names and queue
-/// lengths: nlmsghdr + unix_diag_req.
-pub fn unix_request(seq: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(NLMSG_HDRLEN + UNIX_REQ_LEN);
-    nlmsghdr(&mut out, UNIX_REQ_LEN, seq);
-    out.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
-    out.extend_from_slice(&LISTEN_STATES.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes()); // udiag_ino
-    out.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN).to_ne_bytes());
-    out.resize(NLMSG_HDRLEN + UNIX_REQ_LEN, 0); // udiag_cookie
-    out
+/// `request` as a dump request with sequence number `seq`, on the wire.
+pub fn dump_request(request: SockDiagMessage, seq: u32) -> Vec<u8> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let mut message = NetlinkMessage::new(header, request.into());
+    message.finalize();
+    let mut buf = vec![0; message.buffer_len()];
+    message.serialize(&mut buf);
+    buf
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+/// `unix:/path`, or `unix:@name` for an abstract socket.
+pub fn unix_label(name: &UnixDiagName) -> String {
+    match name {
+        UnixDiagName::Pathname(path) => format!("unix:{}", path.to_string_lossy()),
+        UnixDiagName::Abstract(name) => format!("unix:@{}", String::from_utf8_lossy(name)),
+    }
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-const fn align4(n: usize) -> usize {
-    (n + 3) & !3
+/// The listener an answer describes: for TCP, its accept queue (recv_queue)
+/// and the queue's limit (send_queue); for unix, the same from
+/// UNIX_DIAG_RQLEN. None for an unnamed unix socket.
+pub fn sock(answer: &SockDiagMessage) -> Option<Sock> {
+    match answer {
+        SockDiagMessage::InetResponse(r) => {
+            let id = &r.header.socket_id;
+            Some(Sock {
+                inode: r.header.inode.into(),
+                label: SocketAddr::new(id.source_address, id.source_port).to_string(),
+                rqueue: r.header.recv_queue,
+                wqueue: Some(r.header.send_queue),
+            })
+        }
+        SockDiagMessage::UnixResponse(r) => Some(Sock {
+            inode: r.header.inode.into(),
+            label: unix_label(r.name()?),
+            rqueue: r.number_of_pending_connection()?,
+            wqueue: Some(r.max_number_of_pending_connection()?),
+        }),
+        _ => None,
+    }
 }
 
 /// What one received datagram held.
@@ -272,146 +216,51 @@ pub enum Batch {
     Done,
 }
 
-/// Walks the netlink messages of one datagram, handing the payload of each
-/// SOCK_DIAG_BY_FAMILY message with sequence `seq` to `each`.
-pub fn parse_batch(buf: &[u8], seq: u32, mut each: impl FnMut(&[u8])) -> io::Result<Batch> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {what}"));
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= buf.len() {
-        let len = u32_at(buf, at).ok_or_else(|| bad("short header"))? as usize;
-        if len < NLMSG_HDRLEN || at + len > buf.len() {
-            return Err(bad("bad message length"));
-        }
-        let kind = u16_at(buf, at + 4).ok_or_else(|| bad("short header"))?;
-        let msg_seq = u32_at(buf, at + 8).ok_or_else(|| bad("short header"))?;
-        let payload = &buf[at + NLMSG_HDRLEN..at + len];
-        at += align4(len);
-        if msg_seq != seq {
-            continue;
-        }
-        match kind {
-            NLMSG_DONE => {
-                // Since Linux 4.x a dump's DONE carries its error (0 = none).
-                return match u32_at(payload, 0).map(|e| e as i32) {
-                    Some(e) if e < 0 => Err(io::Error::from_raw_os_error(-e)),
-                    _ => Ok(Batch::Done),
-                };
+/// Walks the netlink messages of one datagram, handing each answer to
+/// request `seq` to `each`.
+pub fn parse_batch(
+    mut buf: &[u8],
+    seq: u32,
+    mut each: impl FnMut(SockDiagMessage),
+) -> io::Result<Batch> {
+    let invalid =
+        |e: DecodeError| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {e}"));
+    while !buf.is_empty() {
+        let frame = NetlinkBuffer::new_checked(&buf).map_err(invalid)?;
+        let len = frame.length() as usize;
+        if frame.sequence_number() == seq {
+            match NetlinkMessage::<SockDiagMessage>::parse(&frame) {
+                Ok(message) => match message.payload {
+                    NetlinkPayload::InnerMessage(answer) => each(answer),
+                    // Since Linux 4.x a dump's DONE carries its error (0 = none).
+                    NetlinkPayload::Done(done) if done.code < 0 => {
+                        return Err(io::Error::from_raw_os_error(-done.code));
+                    }
+                    NetlinkPayload::Done(_) => return Ok(Batch::Done),
+                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                    NetlinkPayload::Error(_) => return Ok(Batch::Done),
+                    _ => {}
+                },
+                // A socket the crate cannot decode is skipped, not the dump.
+                Err(_) if frame.message_type() == SOCK_DIAG_BY_FAMILY => {}
+                Err(e) => return Err(invalid(e)),
             }
-            NLMSG_ERROR => {
-                let e = u32_at(payload, 0).ok_or_else(|| bad("short error"))? as i32;
-                return if e < 0 {
-                    Err(io::Error::from_raw_os_error(-e))
-                } else {
-                    Ok(Batch::Done)
-                };
-            }
-            SOCK_DIAG_BY_FAMILY => each(payload),
-            _ => {}
         }
+        let aligned = len.next_multiple_of(NLMSG_ALIGNTO.into());
+        buf = buf.get(aligned..).unwrap_or_default();
     }
     Ok(Batch::More)
-}
-
-/// Decodes an inet_diag_msg: a TCP listener with its accept queue (rqueue)
-/// and its limit (wqueue).
-pub fn parse_inet_msg(p: &[u8]) -> Option<Sock> {
-    if p.len() < INET_MSG_LEN {
-        return None;
-    }
-    let port = u16::from_be_bytes([p[4], p[5]]);
-    let addr = match p[0] as i32 {
-        libc::AF_INET => SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::new(p[8], p[9], p[10], p[11]),
-            port,
-        )),
-        libc::AF_INET6 => {
-            let bytes: [u8; 16] = p[8..24].try_into().ok()?;
-            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(bytes), port, 0, 0))
-        }
-        _ => return None,
-    };
-    Some(Sock {
-        inode: u32_at(p, 68)?.into(),
-        label: addr.to_string(),
-        rqueue: u32_at(p, 56)?,
-        wqueue: Some(u32_at(p, 60)?),
-    })
-}
-
-/// `unix:/path`, or `unix:@name` for an abstract socket; None for an unnamed one.
-pub fn unix_label(sun_path: &[u8]) -> Option<String> {
-    match sun_path {
-        [] => None,
-        [0, name @ ..] => Some(format!("unix:@{}", String::from_utf8_lossy(name))),
-        path => {
-            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
-            Some(format!("unix:{}", String::from_utf8_lossy(&path[..end])))
-        }
-    }
-}
-
-/// Decodes a unix_diag_msg with its UNIX_DIAG_NAME and UNIX_DIAG_RQLEN
-/// attributes (for a listener: pending connections, and the limit).
-pub fn parse_unix_msg(p: &[u8]) -> Option<Sock> {
-    if p.len() < UNIX_MSG_LEN || p[0] as i32 != libc::AF_UNIX {
-        return None;
-    }
-    let inode = u32_at(p, 4)?.into();
-    let (mut label, mut queues) = (None, None);
-    let mut at = UNIX_MSG_LEN;
-    while at + 4 <= p.len() {
-        let len = u16_at(p, at)? as usize;
-        let kind = u16_at(p, at + 2)? & NLA_TYPE_MASK;
-        if len < 4 || at + len > p.len() {
-            break;
-        }
-        let data = &p[at + 4..at + len];
-        match kind {
-            UNIX_DIAG_NAME => label = unix_label(data),
-            UNIX_DIAG_RQLEN => queues = Some((u32_at(data, 0)?, u32_at(data, 4)?)),
-            _ => {}
-        }
-        at += align4(len);
-    }
-    let (rqueue, wqueue) = queues?;
-    Some(Sock {
-        inode,
-        label: label?,
-        rqueue,
-        wqueue: Some(wqueue),
-    })
 }
 
 /// A NETLINK_SOCK_DIAG socket in the network namespace of `pid` (the
 /// exporter's own when they are the same). The socket keeps the namespace it
 /// was made in, so a short-lived thread enters the other namespace to make it.
-fn diag_socket(pid: u32) -> io::Result<OwnedFd> {
-    fn make() -> io::Result<OwnedFd> {
-        // SAFETY: plain syscalls; the descriptor is owned from here on.
-        unsafe {
-            let fd = libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_SOCK_DIAG,
-            );
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            // A scrape never hangs on the kernel.
-            let timeout = libc::timeval {
-                tv_sec: 2,
-                tv_usec: 0,
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            );
-            Ok(fd)
-        }
+fn diag_socket(pid: u32) -> io::Result<Socket> {
+    fn make() -> io::Result<Socket> {
+        let socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        // A scrape never hangs on the kernel.
+        SockRef::from(&socket).set_read_timeout(Some(Duration::from_secs(2)))?;
+        Ok(socket)
     }
     let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
     let theirs = format!("/proc/{pid}/ns/net");
@@ -432,50 +281,26 @@ fn diag_socket(pid: u32) -> io::Result<OwnedFd> {
     })
 }
 
-/// Sends one dump request and decodes every answer with `decode`.
-fn dump(
-    fd: &OwnedFd,
-    request: &[u8],
-    seq: u32,
-    decode: fn(&[u8]) -> Option<Sock>,
-) -> io::Result<Vec<Sock>> {
-    // SAFETY: sockaddr_nl is plain data; zero is the kernel's address.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: the request and the address outlive the call.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+/// Sends one dump request and collects the listeners of the answers.
+fn dump(socket: &Socket, request: SockDiagMessage, seq: u32) -> io::Result<Vec<Sock>> {
+    let kernel = netlink_sys::SocketAddr::new(0, 0);
+    socket.send_to(&dump_request(request, seq), &kernel, 0)?;
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = Vec::with_capacity(32 * 1024);
     loop {
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        buf.clear();
+        match socket.recv(&mut buf, 0) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "sock_diag: connection closed",
+                ));
             }
-            return Err(e);
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "sock_diag: connection closed",
-            ));
-        }
-        let batch = parse_batch(&buf[..n as usize], seq, |p| out.extend(decode(p)))?;
-        if batch == Batch::Done {
+        if parse_batch(&buf, seq, |answer| out.extend(sock(&answer)))? == Batch::Done {
             return Ok(out);
         }
     }
@@ -483,19 +308,9 @@ fn dump(
 
 /// Every listening TCP (v4 and v6) socket in `pid`'s network namespace.
 pub fn diag_tcp_listeners(pid: u32) -> io::Result<Vec<Sock>> {
-    let fd = diag_socket(pid)?;
-    let mut out = dump(
-        &fd,
-        &inet_request(libc::AF_INET as u8, 1),
-        1,
-        parse_inet_msg,
-    )?;
-    match dump(
-        &fd,
-        &inet_request(libc::AF_INET6 as u8, 2),
-        2,
-        parse_inet_msg,
-    ) {
+    let socket = diag_socket(pid)?;
+    let mut out = dump(&socket, inet_request(AF_INET), 1)?;
+    match dump(&socket, inet_request(AF_INET6), 2) {
         Ok(v6) => out.extend(v6),
         // No IPv6 in this kernel.
         Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
@@ -506,7 +321,7 @@ pub fn diag_tcp_listeners(pid: u32) -> io::Result<Vec<Sock>> {
 
 /// Every listening named unix socket in `pid`'s network namespace.
 pub fn diag_unix_listeners(pid: u32) -> io::Result<Vec<Sock>> {
-    dump(&diag_socket(pid)?, &unix_request(3), 3, parse_unix_msg)
+    dump(&diag_socket(pid)?, unix_request(), 3)
 }
 
 /// What [`listeners`] found, and what it could not read.
@@ -530,7 +345,8 @@ pub fn listeners(pid: u32, inodes: &BTreeSet<u64>) -> Found {
             ));
             match proc_tcp_listeners(pid) {
                 Ok(v) => socks.extend(v),
-                Err(e) => found.problems.push(format!("/proc/{pid}/net/tcp: {e}")),
+                // procfs names the file it could not read.
+                Err(e) => found.problems.push(format!("no TCP backlogs: {e}")),
             }
         }
     }
@@ -560,8 +376,15 @@ pub fn listeners(pid: u32, inodes: &BTreeSet<u64>) -> Found {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::{DoneMessage, ErrorMessage};
+    use netlink_packet_sock_diag::{
+        AF_UNIX, TCP_LISTEN,
+        inet::{InetResponse, InetResponseHeader},
+        unix::{UnixResponse, UnixResponseHeader, nlas::Nla},
+    };
     use std::{
         net::{TcpListener, TcpStream},
+        num::NonZeroI32,
         os::unix::net::{UnixListener, UnixStream},
     };
 
@@ -573,184 +396,161 @@ mod tests {
         assert_eq!(socket_inode(b"/dev/null"), None);
     }
 
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:B043 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 163662 4 0000000031a40ee9 100 0 0 10 0
-   1: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1621 1 000000005495d0fe 100 0 0 10 0
-   2: 0100007F:761C 0100007F:C6CC 06 00000000:00000000 03:00000C1F 00000000     0        0 0 3 00000000700269e2
-   garbage
-";
-
-    #[test]
-    fn parses_proc_net_tcp() {
-        let rows = parse_proc_net_tcp(TCP);
-        assert_eq!(rows.len(), 3, "{rows:?}");
-        if cfg!(target_endian = "little") {
-            assert_eq!(rows[0].local, "127.0.0.1:45123".parse().unwrap());
-        }
-        assert_eq!(
-            (
-                rows[0].state,
-                rows[0].tx_queue,
-                rows[0].rx_queue,
-                rows[0].inode
-            ),
-            (TCP_LISTEN, 0, 3, 163662)
-        );
-        assert_eq!(rows[1].local, "0.0.0.0:8000".parse().unwrap());
-        assert_eq!((rows[1].state, rows[1].inode), (TCP_LISTEN, 1621));
-        assert_eq!(rows[2].state, 6);
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes(b[at..at + 4].try_into().unwrap())
     }
 
-    #[test]
-    fn parses_proc_net_tcp6() {
-        let text = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 99 1 0000000000000000 100 0 0 10 0
-   1: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 98 1 0000000000000000 100 0 0 10 0
-";
-        let rows = parse_proc_net_tcp(text);
-        assert_eq!(rows.len(), 2);
-        if cfg!(target_endian = "little") {
-            assert_eq!(rows[0].local.to_string(), "[::1]:8000");
-        }
-        assert_eq!((rows[0].rx_queue, rows[0].inode), (2, 99));
-        assert_eq!(rows[1].local.to_string(), "[::]:80");
-    }
-
+    /// The requests the crate encodes are the kernel's dumps of listeners.
     #[test]
     fn requests_have_the_kernel_layout() {
-        let r = inet_request(libc::AF_INET6 as u8, 7);
+        let r = dump_request(inet_request(AF_INET6), 7);
         assert_eq!(r.len(), 72);
-        assert_eq!(u32_at(&r, 0), Some(72));
-        assert_eq!(u16_at(&r, 4), Some(SOCK_DIAG_BY_FAMILY));
-        assert_eq!(u16_at(&r, 6), Some(0x301));
-        assert_eq!(u32_at(&r, 8), Some(7));
-        assert_eq!(&r[16..20], &[libc::AF_INET6 as u8, 6, 0, 0]);
-        assert_eq!(u32_at(&r, 20), Some(1 << 10));
-        let u = unix_request(3);
+        assert_eq!(u32_at(&r, 0), 72);
+        assert_eq!(u16::from_ne_bytes([r[4], r[5]]), 20, "SOCK_DIAG_BY_FAMILY");
+        assert_eq!(
+            u16::from_ne_bytes([r[6], r[7]]),
+            0x301,
+            "NLM_F_REQUEST | NLM_F_DUMP"
+        );
+        assert_eq!(u32_at(&r, 8), 7);
+        assert_eq!(&r[16..20], &[AF_INET6, 6, 0, 0]);
+        assert_eq!(u32_at(&r, 20), 1 << 10);
+        assert!(r[24..].iter().all(|&b| b == 0), "any address");
+        let u = dump_request(unix_request(), 3);
         assert_eq!(u.len(), 40);
-        assert_eq!(u32_at(&u, 0), Some(40));
-        assert_eq!(&u[16..20], &[libc::AF_UNIX as u8, 0, 0, 0]);
-        assert_eq!(u32_at(&u, 20), Some(1 << 10));
-        assert_eq!(u32_at(&u, 28), Some(0x11));
+        assert_eq!(u32_at(&u, 0), 40);
+        assert_eq!(&u[16..20], &[AF_UNIX, 0, 0, 0]);
+        assert_eq!(u32_at(&u, 20), 1 << 10);
+        assert_eq!(u32_at(&u, 28), 0x11, "UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN");
     }
 
-    fn message(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&2u16.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(payload);
-        m.resize(align4(m.len()), 0);
-        m
+    /// One message of an answer, as the kernel sends it.
+    fn message(payload: NetlinkPayload<SockDiagMessage>, seq: u32) -> Vec<u8> {
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = seq;
+        let mut m = NetlinkMessage::new(header, payload);
+        m.finalize();
+        let mut buf = vec![0; m.buffer_len()];
+        m.serialize(&mut buf);
+        buf.resize(buf.len().next_multiple_of(4), 0);
+        buf
     }
 
-    fn inet_msg(family: u8, addr: &[u8], port: u16, rq: u32, wq: u32, inode: u32) -> Vec<u8> {
-        let mut p = vec![family, 10, 0, 0];
-        p.extend_from_slice(&port.to_be_bytes());
-        p.extend_from_slice(&[0, 0]);
-        let mut src = [0u8; 16];
-        src[..addr.len()].copy_from_slice(addr);
-        p.extend_from_slice(&src);
-        p.resize(56, 0);
-        for v in [rq, wq, 0, inode] {
-            p.extend_from_slice(&v.to_ne_bytes());
-        }
-        p
+    fn inet_answer(addr: &str, rq: u32, wq: u32, inode: u32) -> SockDiagMessage {
+        let addr: SocketAddr = addr.parse().unwrap();
+        SockDiagMessage::InetResponse(Box::new(InetResponse {
+            header: InetResponseHeader {
+                family: if addr.is_ipv4() { AF_INET } else { AF_INET6 },
+                state: TCP_LISTEN,
+                timer: None,
+                socket_id: SocketId {
+                    source_address: addr.ip(),
+                    source_port: addr.port(),
+                    ..SocketId::new_v4()
+                },
+                recv_queue: rq,
+                send_queue: wq,
+                uid: 0,
+                inode,
+            },
+            nlas: Default::default(),
+        }))
+    }
+
+    fn unix_answer(inode: u32, name: Option<UnixDiagName>, rq: u32, wq: u32) -> SockDiagMessage {
+        let nlas = name
+            .map(Nla::Name)
+            .into_iter()
+            .chain([Nla::ReceiveQueueLength(rq, wq)])
+            .collect();
+        SockDiagMessage::UnixResponse(Box::new(UnixResponse {
+            header: UnixResponseHeader {
+                kind: libc::SOCK_STREAM as u8,
+                state: TCP_LISTEN,
+                inode,
+                cookie: [0xff; 8],
+            },
+            nlas,
+        }))
     }
 
     #[test]
-    fn decodes_inet_messages() {
-        let v4 = parse_inet_msg(&inet_msg(
-            libc::AF_INET as u8,
-            &[127, 0, 0, 1],
-            8000,
-            3,
-            64,
-            42,
-        ))
-        .unwrap();
+    fn decodes_answers() {
         assert_eq!(
-            v4,
-            Sock {
+            sock(&inet_answer("127.0.0.1:8000", 3, 64, 42)),
+            Some(Sock {
                 inode: 42,
                 label: "127.0.0.1:8000".into(),
                 rqueue: 3,
                 wqueue: Some(64)
-            }
+            })
         );
-        let mut one = [0u8; 16];
-        one[15] = 1;
-        let v6 = parse_inet_msg(&inet_msg(libc::AF_INET6 as u8, &one, 8001, 0, 2048, 43)).unwrap();
-        assert_eq!(v6.label, "[::1]:8001");
-        assert_eq!(v6.wqueue, Some(2048));
-        assert_eq!(parse_inet_msg(&[0u8; 10]), None);
-    }
+        let v6 = sock(&inet_answer("[::1]:8001", 0, 2048, 43)).unwrap();
+        assert_eq!((v6.label.as_str(), v6.wqueue), ("[::1]:8001", Some(2048)));
 
-    fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
-        let mut a = Vec::new();
-        a.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(data);
-        a.resize(align4(a.len()), 0);
-        a
-    }
-
-    fn unix_msg(inode: u32, name: &[u8], rq: u32, wq: u32) -> Vec<u8> {
-        let mut p = vec![libc::AF_UNIX as u8, libc::SOCK_STREAM as u8, 10, 0];
-        p.extend_from_slice(&inode.to_ne_bytes());
-        p.extend_from_slice(&[0xff; 8]);
-        p.extend(attr(1, b"vfs-ignored")); // UNIX_DIAG_VFS
-        p.extend(attr(UNIX_DIAG_NAME, name));
-        let mut q = rq.to_ne_bytes().to_vec();
-        q.extend_from_slice(&wq.to_ne_bytes());
-        p.extend(attr(UNIX_DIAG_RQLEN, &q));
-        p
-    }
-
-    #[test]
-    fn decodes_unix_messages() {
-        let s = parse_unix_msg(&unix_msg(77, b"/run/g.sock\0", 4, 32)).unwrap();
+        let path = UnixDiagName::Pathname("/run/g.sock".into());
         assert_eq!(
-            s,
-            Sock {
+            sock(&unix_answer(77, Some(path), 4, 32)),
+            Some(Sock {
                 inode: 77,
                 label: "unix:/run/g.sock".into(),
                 rqueue: 4,
                 wqueue: Some(32)
-            }
+            })
         );
+        let abstract_name = UnixDiagName::Abstract(b"abstract".to_vec());
         assert_eq!(
-            parse_unix_msg(&unix_msg(78, b"\0abstract", 0, 5))
+            sock(&unix_answer(78, Some(abstract_name), 0, 5))
                 .unwrap()
                 .label,
             "unix:@abstract"
         );
-        assert_eq!(parse_unix_msg(&unix_msg(79, b"", 0, 5)), None, "unnamed");
-        assert_eq!(unix_label(b"/a"), Some("unix:/a".into()));
+        assert_eq!(sock(&unix_answer(79, None, 0, 5)), None, "unnamed");
     }
 
     #[test]
     fn walks_batches() {
-        let mut buf = message(SOCK_DIAG_BY_FAMILY, 5, &[1, 2, 3]);
-        buf.extend(message(SOCK_DIAG_BY_FAMILY, 9, &[9])); // another sequence: ignored
-        buf.extend(message(SOCK_DIAG_BY_FAMILY, 5, &[4]));
+        let answer = |m| NetlinkPayload::InnerMessage(m);
+        let mut buf = message(
+            answer(unix_answer(
+                1,
+                Some(UnixDiagName::Abstract(b"a".to_vec())),
+                0,
+                1,
+            )),
+            5,
+        );
+        buf.extend(message(answer(inet_answer("127.0.0.1:1", 0, 1, 2)), 9)); // another request's: ignored
+        buf.extend(message(answer(inet_answer("127.0.0.1:2", 0, 1, 3)), 5));
+        let mut undecodable = message(answer(inet_answer("127.0.0.1:3", 0, 1, 4)), 5);
+        undecodable[16] = 99; // an address family the crate does not know: skipped
+        buf.extend(undecodable);
         let mut seen = Vec::new();
         assert_eq!(
-            parse_batch(&buf, 5, |p| seen.push(p.to_vec())).unwrap(),
+            parse_batch(&buf, 5, |m| seen.extend(sock(&m).map(|s| s.inode))).unwrap(),
             Batch::More
         );
-        assert_eq!(seen, vec![vec![1, 2, 3], vec![4]]);
+        assert_eq!(seen, vec![1, 3]);
 
-        let done = message(NLMSG_DONE, 5, &0i32.to_ne_bytes());
+        let done = message(NetlinkPayload::Done(DoneMessage::default()), 5);
         assert_eq!(parse_batch(&done, 5, |_| {}).unwrap(), Batch::Done);
-        let failed = message(NLMSG_ERROR, 5, &(-libc::ENOENT).to_ne_bytes());
+        let mut code = DoneMessage::default();
+        code.code = -libc::EINTR;
+        let interrupted = message(NetlinkPayload::Done(code), 5);
+        assert_eq!(
+            parse_batch(&interrupted, 5, |_| {})
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EINTR)
+        );
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(-libc::ENOENT);
+        let failed = message(NetlinkPayload::Error(error), 5);
         assert_eq!(
             parse_batch(&failed, 5, |_| {}).unwrap_err().raw_os_error(),
             Some(libc::ENOENT)
         );
-        let mut truncated = message(SOCK_DIAG_BY_FAMILY, 5, &[1; 8]);
+        let mut truncated = message(answer(inet_answer("127.0.0.1:1", 0, 1, 2)), 5);
         truncated.truncate(20);
         assert!(parse_batch(&truncated, 5, |_| {}).is_err());
     }

@@ -1,5 +1,5 @@
-//! Resources of the master(s) and workers, from /proc, and the listen
-//! backlogs of the master's sockets, read fresh at every scrape.
+//! Resources of the master(s) and workers, from /proc (through procfs), and
+//! the listen backlogs of the master's sockets, read fresh at every scrape.
 //!
 //! The pids come from the published view (no lock on the state). A process
 //! that is gone (or whose pid now names another process) by the time it is
@@ -7,11 +7,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    fs::File,
-    io::Read as _,
     sync::Mutex,
 };
 
+use procfs::process::{Process, Status};
 use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
@@ -109,39 +108,7 @@ const FAMILIES: [exposition::Family; 16] = [
     ),
 ];
 
-// --------------------------------------------------------------- /proc parsing
-
-/// What /proc/<pid>/stat says about a process (its whole thread group).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat {
-    pub state: char,
-    /// utime + stime, in clock ticks.
-    pub cpu_ticks: u64,
-    pub threads: u64,
-    /// Start time in clock ticks since boot.
-    pub start_ticks: u64,
-    pub rss_pages: u64,
-}
-
-/// Parses /proc/<pid>/stat. The command name (field 2) may hold spaces and
-/// parentheses: fields are counted after its last ')'.
-pub fn parse_stat(text: &str) -> Option<Stat> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().take(22).collect();
-    if f.len() < 22 {
-        return None;
-    }
-    // f[0] is field 3 (state); field n is f[n - 3].
-    let num = |field: usize| f[field - 3].parse::<u64>().ok();
-    Some(Stat {
-        state: f[0].chars().next()?,
-        cpu_ticks: num(14)? + num(15)?,
-        threads: num(20)?,
-        start_ticks: num(22)?,
-        // Signed in the kernel's format; never negative in practice.
-        rss_pages: f[24 - 3].parse::<i64>().ok()?.max(0) as u64,
-    })
-}
+// ------------------------------------------------------------ bookkeeping
 
 /// Context switch counts of one thread (or their sum).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,22 +124,6 @@ impl Switches {
             involuntary: self.involuntary + o.involuntary,
         }
     }
-}
-
-/// The switch counts of /proc/<pid>/task/<tid>/status (they are per thread).
-pub fn parse_switches(status: &str) -> Option<Switches> {
-    let (mut voluntary, mut involuntary) = (None, None);
-    for line in status.lines() {
-        if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
-            voluntary = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
-            involuntary = v.trim().parse().ok();
-        }
-    }
-    Some(Switches {
-        voluntary: voluntary?,
-        involuntary: involuntary?,
-    })
 }
 
 /// Sums a process's per-thread switch counts into counters that do not go
@@ -219,6 +170,7 @@ pub fn cpu_percent(prev: CpuMark, now: CpuMark, ticks_per_sec: f64) -> f64 {
 // ----------------------------------------------------------------- reading
 
 /// CLOCK_BOOTTIME in seconds: the clock of /proc/<pid>/stat's start time.
+/// (procfs has it only as /proc/uptime: a file read, in 10 ms steps.)
 fn boot_secs() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -229,43 +181,29 @@ fn boot_secs() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// Reads a small /proc file into `buf` (reused between reads).
-fn read_into(path: &str, buf: &mut String) -> Option<()> {
-    buf.clear();
-    File::open(path).ok()?.read_to_string(buf).ok()?;
-    Some(())
+/// The switch counts of a /proc status (they are per thread).
+fn switches(status: &Status) -> Option<Switches> {
+    Some(Switches {
+        voluntary: status.voluntary_ctxt_switches?,
+        involuntary: status.nonvoluntary_ctxt_switches?,
+    })
 }
 
-fn count_entries(path: &str) -> Option<u64> {
-    Some(std::fs::read_dir(path).ok()?.count() as u64)
-}
-
-/// The switch counts of each thread of `pid` (`threads` from its stat).
-fn thread_switches(pid: u32, threads: u64, buf: &mut String) -> Option<BTreeMap<u32, Switches>> {
+/// The switch counts of each thread of `process` (`threads` from its stat).
+fn thread_switches(process: &Process, threads: i64) -> Option<BTreeMap<u32, Switches>> {
     if threads <= 1 {
-        read_into(&format!("/proc/{pid}/status"), buf)?;
-        return Some(BTreeMap::from([(pid, parse_switches(buf)?)]));
+        let only = switches(&process.status().ok()?)?;
+        return Some(BTreeMap::from([(process.pid as u32, only)]));
     }
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .flatten()
-    {
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // A thread that ended meanwhile is skipped.
-        if let Some(s) = read_into(&format!("/proc/{pid}/task/{tid}/status"), buf)
-            .and_then(|()| parse_switches(buf))
-        {
-            out.insert(tid, s);
-        }
-    }
-    Some(out)
+    Some(
+        process
+            .tasks()
+            .ok()?
+            .flatten()
+            // A thread that ended meanwhile is skipped.
+            .filter_map(|task| Some((task.tid as u32, switches(&task.status().ok()?)?)))
+            .collect(),
+    )
 }
 
 /// One process's numbers at a scrape.
@@ -337,19 +275,17 @@ impl Resources {
         t: &Target,
         memory: &mut Memory,
         seen: &mut BTreeSet<(u32, u64)>,
-        buf: &mut String,
     ) -> Option<Reading> {
-        let pid = t.pid;
-        read_into(&format!("/proc/{pid}/stat"), buf)?;
+        let process = Process::new(t.pid as i32).ok()?;
+        let stat = process.stat().ok()?;
         let now = boot_secs();
-        let stat = parse_stat(buf)?;
         if matches!(stat.state, 'Z' | 'X' | 'x')
-            || t.start_ticks.is_some_and(|s| s != stat.start_ticks)
+            || t.start_ticks.is_some_and(|s| s != stat.starttime)
         {
             return None;
         }
-        let started = stat.start_ticks as f64 / self.ticks_per_sec;
-        let key = (pid, stat.start_ticks);
+        let started = stat.starttime as f64 / self.ticks_per_sec;
+        let key = (t.pid, stat.starttime);
         seen.insert(key);
         let remembered = memory.procs.entry(key).or_insert_with(|| Remembered {
             cpu: CpuMark {
@@ -358,21 +294,22 @@ impl Resources {
             },
             switches: SwitchTally::default(),
         });
+        let cpu_ticks = stat.utime + stat.stime;
         let mark = CpuMark {
-            ticks: stat.cpu_ticks,
+            ticks: cpu_ticks,
             at_secs: now,
         };
         let percent = cpu_percent(remembered.cpu, mark, self.ticks_per_sec);
         remembered.cpu = mark;
         let switches =
-            thread_switches(pid, stat.threads, buf).map(|now| remembered.switches.update(now));
+            thread_switches(&process, stat.num_threads).map(|now| remembered.switches.update(now));
         Some(Reading {
-            rss_bytes: stat.rss_pages * self.page_size,
-            cpu_seconds: stat.cpu_ticks as f64 / self.ticks_per_sec,
+            rss_bytes: stat.rss * self.page_size,
+            cpu_seconds: cpu_ticks as f64 / self.ticks_per_sec,
             cpu_percent: percent,
             uptime_secs: (now - started).max(0.0),
-            threads: stat.threads,
-            open_fds: count_entries(&format!("/proc/{pid}/fd")),
+            threads: stat.num_threads.max(0) as u64,
+            open_fds: process.fd_count().ok().map(|n| n as u64),
             switches,
         })
     }
@@ -460,12 +397,11 @@ impl Collector for Resources {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut seen = BTreeSet::new();
-        let mut buf = String::with_capacity(4096);
         let mut read = |targets: &[Target], memory: &mut Memory| -> Vec<(Labels, Reading)> {
             targets
                 .iter()
                 .filter_map(|t| {
-                    let reading = self.read(t, memory, &mut seen, &mut buf)?;
+                    let reading = self.read(t, memory, &mut seen)?;
                     let mut labels = Vec::with_capacity(2);
                     if let Some(id) = &t.worker_id {
                         labels.push(("worker_id", id.clone()));
@@ -575,50 +511,6 @@ impl Collector for Resources {
 mod tests {
     use super::*;
 
-    const STAT: &str = "4242 (gunicorn: wor) (ker) S 4200 4200 4200 0 -1 4194368 1234 0 0 0 150 37 0 0 20 0 3 0 987654 123456789 2560 18446744073709551615 1 1 0 0 0 0 0 16781312 17639 0 0 0 17 1 0 0 0 0 0\n";
-
-    #[test]
-    fn parses_stat_with_odd_names() {
-        let s = parse_stat(STAT).unwrap();
-        assert_eq!(
-            s,
-            Stat {
-                state: 'S',
-                cpu_ticks: 187,
-                threads: 3,
-                start_ticks: 987654,
-                rss_pages: 2560
-            }
-        );
-        assert_eq!(parse_stat("1 (x) S 0 0"), None);
-        assert_eq!(parse_stat(""), None);
-    }
-
-    #[test]
-    fn parses_own_stat() {
-        let text = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let s = parse_stat(&text).unwrap();
-        assert!(
-            s.threads >= 1 && s.rss_pages > 0 && s.start_ticks > 0,
-            "{s:?}"
-        );
-    }
-
-    #[test]
-    fn parses_switches() {
-        let status = "Name:\tpython\nThreads:\t1\nvoluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t7\n";
-        assert_eq!(
-            parse_switches(status),
-            Some(Switches {
-                voluntary: 150,
-                involuntary: 7
-            })
-        );
-        assert_eq!(parse_switches("Name:\tx\n"), None);
-        let own = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(parse_switches(&own).is_some());
-    }
-
     fn sw(v: u64, i: u64) -> Switches {
         Switches {
             voluntary: v,
@@ -712,11 +604,19 @@ mod tests {
 
     #[test]
     fn own_thread_switches() {
-        let mut buf = String::new();
-        let me = std::process::id();
-        let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").unwrap()).unwrap();
-        let threads = thread_switches(me, stat.threads, &mut buf).unwrap();
-        assert!(threads.contains_key(&me), "{threads:?}");
-        assert!(count_entries("/proc/self/fd").unwrap() >= 3);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || stopped.recv());
+        let me = Process::myself().unwrap();
+        let pid = std::process::id();
+        let stat = me.stat().unwrap();
+        let threads = thread_switches(&me, stat.num_threads).unwrap();
+        drop(stop);
+        let _ = other.join();
+        assert!(
+            threads.len() >= 2 && threads.contains_key(&pid),
+            "{threads:?}"
+        );
+        let leader = thread_switches(&me, 1).unwrap();
+        assert_eq!(leader.keys().collect::<Vec<_>>(), vec![&pid]);
     }
 }
