@@ -7,14 +7,13 @@
 //! - lifecycle: ring buffer -> `events` (decoded) -> `state` (the
 //!   `lifecycle` hook mapping) -> published view, logs and user actions.
 
-mod backlog;
 mod cli;
 mod events;
 mod kernel;
 mod lifecycle;
+mod listeners;
 mod logging;
 mod procs;
-mod resources;
 mod scrape;
 mod startup;
 
@@ -189,7 +188,7 @@ fn run(options: Options) -> anyhow::Result<()> {
         },
         action_counts,
     )?))?;
-    registry.register(Box::new(resources::Resources::new(published)?))?;
+    registry.register(Box::new(scrape::resources::Resources::new(published)?))?;
 
     runtime.block_on(async move {
         tokio::spawn(action_runner);

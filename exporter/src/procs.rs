@@ -112,7 +112,7 @@ pub fn server_connections(
             server.insert(entry.inode);
         }
     }
-    crate::backlog::socket_fds(pid)
+    crate::listeners::socket_fds(pid)
         .into_iter()
         .filter(|(_, inode)| server.contains(inode))
         .map(|(fd, _)| fd)

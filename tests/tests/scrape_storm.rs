@@ -73,11 +73,7 @@ impl Scrapers {
 
 #[test]
 fn hooks_exact_under_fifty_concurrent_scrapers() {
-    let mut rig = Rig::start(
-        Gunicorn::builder(Version::V27, "sync")
-            .workers(2)
-            .start(),
-    );
+    let mut rig = Rig::start(Gunicorn::builder(Version::V27, "sync").workers(2).start());
     let master = rig.g.master_pid();
     let scrapers = Scrapers::start(rig.e.addr());
     for round in 0..2 {
@@ -93,11 +89,7 @@ fn hooks_exact_under_fifty_concurrent_scrapers() {
         send_signal(master, libc::SIGHUP);
         rig.settle(
             &m,
-            &[
-                ("on_reload", 1),
-                ("post_worker_init", 2),
-                ("child_exit", 5),
-            ],
+            &[("on_reload", 1), ("post_worker_init", 2), ("child_exit", 5)],
             2,
         );
         let m = rig.begin(&format!("round {round}: TTOU"));
@@ -130,7 +122,8 @@ fn hooks_exact_under_fifty_concurrent_scrapers() {
     let m = rig.e.scrape();
     for s in m.get(KERNEL_ERRORS) {
         assert_eq!(
-            s.value, 0.0,
+            s.value,
+            0.0,
             "{KERNEL_ERRORS}{:?} is {}: the kernel side lost something\n{}",
             s.labels,
             s.value,

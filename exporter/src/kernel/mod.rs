@@ -618,11 +618,11 @@ impl Listeners {
     pub fn of(pids: impl IntoIterator<Item = u32>) -> Listeners {
         let mut found = Listeners::default();
         for pid in pids {
-            let inodes = crate::backlog::socket_fds(pid)
+            let inodes = crate::listeners::socket_fds(pid)
                 .into_iter()
                 .map(|(_, inode)| inode)
                 .collect();
-            for l in crate::backlog::listeners(pid, &inodes).listeners {
+            for l in crate::listeners::listeners(pid, &inodes).listeners {
                 if let Some(path) = l.label.strip_prefix("unix:") {
                     let inside = PathBuf::from(format!("/proc/{pid}/root"))
                         .join(path.trim_start_matches('/'));

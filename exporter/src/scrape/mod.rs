@@ -3,5 +3,6 @@
 
 pub mod exposition;
 pub mod gunicorn;
+pub mod resources;
 pub mod server;
 pub mod view;

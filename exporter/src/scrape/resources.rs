@@ -17,7 +17,7 @@ use prometheus::{
 };
 
 use crate::{
-    backlog,
+    listeners,
     scrape::{
         exposition::{self, Labels, counter, gauge, name},
         view::Published,
@@ -320,19 +320,19 @@ impl Resources {
         masters: &[u32],
         workers: &[u32],
         memory: &mut Memory,
-    ) -> Vec<backlog::Listener> {
+    ) -> Vec<listeners::Listener> {
         let Some(&first) = masters.first() else {
             return Vec::new();
         };
         let master_fds: Vec<(u32, u64)> = masters
             .iter()
-            .flat_map(|&m| backlog::socket_fds(m))
+            .flat_map(|&m| listeners::socket_fds(m))
             .collect();
         if master_fds.is_empty() {
             return Vec::new();
         }
         let inodes: BTreeSet<u64> = master_fds.iter().map(|&(_, inode)| inode).collect();
-        let found = backlog::listeners(first, &inodes);
+        let found = listeners::listeners(first, &inodes);
         // A master that exited meanwhile is no problem to report.
         let gone = !std::path::Path::new(&format!("/proc/{first}")).exists();
         for problem in found.problems {
@@ -346,7 +346,7 @@ impl Resources {
             .filter(|(_, inode)| listening.contains(inode))
             .collect();
         let served =
-            match backlog::served_by_workers(&candidates, workers, backlog::fd_socket_inode) {
+            match listeners::served_by_workers(&candidates, workers, listeners::fd_socket_inode) {
                 Some(served) => {
                     memory.served = served.clone();
                     served
@@ -487,7 +487,7 @@ impl Collector for Resources {
             });
             families.push(counter(switches, Self::help(switches), by_kind));
         }
-        let label = |l: &backlog::Listener| vec![("listener", l.label.clone())];
+        let label = |l: &listeners::Listener| vec![("listener", l.label.clone())];
         families.push(gauge(
             name::LISTEN_BACKLOG,
             Self::help(name::LISTEN_BACKLOG),

@@ -1,4 +1,4 @@
-//! Listen backlogs of the sockets a Gunicorn master listens on.
+//! The sockets a Gunicorn master listens on, and their listen backlogs.
 //!
 //! The master's descriptors give socket inodes (`/proc/<pid>/fd/* ->
 //! socket:[inode]`). The kernel's sock_diag netlink interface lists the
