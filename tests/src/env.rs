@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 const HOW: &str = "run the integration tests with `cargo xtask test` (it builds the \
-                   exporter and the venvs, installs nginx and memcached, and sets \
-                   EXPORTER_BIN, GUNICORN27_VENV, GUNICORN23_VENV, STACKS_VENV, \
-                   NGINX_BIN, MEMCACHED_BIN and TEST_APPS_DIR)";
+                   exporter and the venvs, installs nginx, memcached and prometheus, \
+                   and sets EXPORTER_BIN, GUNICORN27_VENV, GUNICORN23_VENV, \
+                   STACKS_VENV, NGINX_BIN, MEMCACHED_BIN, PROMETHEUS_BIN, \
+                   PROMTOOL_BIN and TEST_APPS_DIR)";
 
 /// The venv with gunicorn 27 and the frameworks and servers people run on it
 /// (uvicorn-worker, uvloop, Flask, Django, pymemcache, gevent).
@@ -50,4 +51,14 @@ pub fn nginx_bin() -> PathBuf {
 /// Debian's memcached binary (`MEMCACHED_BIN`).
 pub fn memcached_bin() -> PathBuf {
     required_path("MEMCACHED_BIN")
+}
+
+/// Debian's Prometheus server (`PROMETHEUS_BIN`).
+pub fn prometheus_bin() -> PathBuf {
+    required_path("PROMETHEUS_BIN")
+}
+
+/// Debian's promtool (`PROMTOOL_BIN`).
+pub fn promtool_bin() -> PathBuf {
+    required_path("PROMTOOL_BIN")
 }

@@ -7,9 +7,10 @@
 //! marker lines the hooks in `tests/apps/gunicorn_conf.py` write.
 //!
 //! - [`env`]: the environment variables the runner sets (missing = test failure).
-//! - [`fixtures`]: [`Gunicorn`] and [`Exporter`] processes, and the servers of
-//!   the stacks around Gunicorn ([`Nginx`] in front, [`Memcached`] beside),
-//!   all killed on drop; temporary directories.
+//! - [`fixtures`]: [`Gunicorn`] and [`Exporter`] processes, the servers of
+//!   the stacks around Gunicorn ([`Nginx`] in front, [`Memcached`] beside)
+//!   and a [`Prometheus`] scraping the exporter, all killed on drop;
+//!   temporary directories.
 //! - [`http`]: the byte-counting client; [`load`]: a concurrent load generator.
 //! - [`prom`]: a Prometheus text-format parser; [`access_log`]: the access log.
 //! - [`check`]: comparisons and failure stories shared by the test files.
@@ -32,6 +33,7 @@ pub use fixtures::{
     gunicorn::{Gunicorn, GunicornBuilder, Version},
     memcached::Memcached,
     nginx::{Nginx, NginxRecord},
+    prometheus::Prometheus,
     tempdir::TestDir,
 };
 pub use http::{Conn, Request, Response, Traffic};

@@ -10,7 +10,10 @@
 //!    Gunicorn, a cache its apps talk to; the tests start their own processes
 //!    on free ports and never use the system services), and iproute2's `ss`
 //!    (the tests read a server socket's send buffer size with it),
-//! 7. the Python venvs with the pinned Gunicorn versions;
+//! 7. Prometheus and promtool (the tests check the alert rules and the
+//!    exposition with promtool and run the dashboard's queries in a
+//!    Prometheus of their own),
+//! 8. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
 //! benchmark needs: redis-server (the plugin's Redis mode), bpftool (BPF
@@ -37,6 +40,9 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 /// tests get these paths from `cargo xtask test`).
 pub const NGINX: &str = "/usr/sbin/nginx";
 pub const MEMCACHED: &str = "/usr/bin/memcached";
+/// Where Debian's prometheus package installs the server and promtool.
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+pub const PROMTOOL: &str = "/usr/bin/promtool";
 
 #[derive(Debug, Default, Args)]
 pub struct Options {
@@ -56,6 +62,7 @@ pub fn run(opts: Options) -> Result<()> {
     tracefs()?;
     wrk(&mut apt)?;
     stack_servers(&mut apt)?;
+    prometheus(&mut apt)?;
     venv::run(venv::Options::default())?;
     if opts.bench {
         bench(&mut apt)?;
@@ -296,6 +303,27 @@ fn stack_servers(apt: &mut Apt) -> Result<()> {
     } else {
         println!("setup: installing iproute2 (ss)...");
         apt.install(&["iproute2"])?;
+    }
+    Ok(())
+}
+
+/// Debian's prometheus package (server and promtool). Without its
+/// recommends: they would add a node exporter service the tests do not use;
+/// like nginx's, the package's own service is never used either.
+fn prometheus(apt: &mut Apt) -> Result<()> {
+    if [PROMETHEUS, PROMTOOL]
+        .iter()
+        .all(|b| Path::new(b).is_file())
+    {
+        println!("setup: prometheus ({PROMETHEUS}, {PROMTOOL}): present");
+        return Ok(());
+    }
+    println!("setup: installing prometheus...");
+    apt.install_without_recommends(&["prometheus"])?;
+    for binary in [PROMETHEUS, PROMTOOL] {
+        if !Path::new(binary).is_file() {
+            bail!("installed prometheus but {binary} is still missing");
+        }
     }
     Ok(())
 }
