@@ -36,10 +36,25 @@ pub struct Options {
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_BUCKETS)]
     pub buckets: Vec<f64>,
 
-    /// Seconds a dead worker's series stay exported before they are removed
-    /// (two scrape intervals of 30 s by default; set it to twice yours).
+    /// Seconds a dead worker's series stay exported before they fold into
+    /// its master's `worker_id="exited"` series (two scrape intervals of 30 s
+    /// by default; set it to twice yours).
     #[arg(long, default_value_t = 60.0)]
     pub series_grace: f64,
+
+    /// Dead workers per master whose own series are kept during the grace;
+    /// older ones fold into `worker_id="exited"` at once (bounds the
+    /// exposition under --max-requests churn).
+    #[arg(long, default_value_t = 16)]
+    pub max_dead_workers: usize,
+
+    /// Per-worker request series (requests, durations, sizes, failures):
+    /// `all` (live workers, and dead ones within the grace and the cap),
+    /// `live` (a dead worker's fold into `worker_id="exited"` at once) or
+    /// `none` (one series per master, `worker_id="all"`). Gauges of live
+    /// workers (state, busy, heartbeat, resources) stay per worker.
+    #[arg(long, value_enum, default_value_t = WorkerSeries::All)]
+    pub worker_series: WorkerSeries,
 
     /// Which hooks see the workers' client-socket I/O. `auto`: the socket
     /// tracepoints where the kernel has them (Linux 6.5+: no syscall
@@ -91,6 +106,13 @@ pub struct Options {
     /// Hook commands running at once; more wait in a queue (up to 1024, then dropped and counted).
     #[arg(long, default_value_t = 4)]
     pub on_concurrency: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorkerSeries {
+    All,
+    Live,
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

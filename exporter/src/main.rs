@@ -28,7 +28,7 @@ use clap::Parser as _;
 use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
 use crate::{
-    cli::{IoSyscalls, Options},
+    cli::{IoSyscalls, Options, WorkerSeries},
     kernel::Kernel,
     lifecycle::{
         actions::Actions,
@@ -163,6 +163,10 @@ fn run(options: Options) -> anyhow::Result<()> {
         Settings {
             bounds,
             grace: options.series_grace(),
+            max_dead_workers: match options.worker_series {
+                WorkerSeries::All => options.max_dead_workers,
+                WorkerSeries::Live | WorkerSeries::None => 0,
+            },
             pidfile: options.pidfile.clone(),
             rw_on_demand: options.io_syscalls == IoSyscalls::Auto,
         },
@@ -185,6 +189,7 @@ fn run(options: Options) -> anyhow::Result<()> {
         Fixed {
             bounds,
             kernel: probed,
+            per_master: options.worker_series == WorkerSeries::None,
         },
         action_counts,
     )?))?;

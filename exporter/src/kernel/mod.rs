@@ -550,16 +550,24 @@ impl Kernel {
             .collect()
     }
 
-    /// Drops the series of workers `tgids` (after their grace period).
-    pub fn forget_metrics(&mut self, tgids: &BTreeSet<u32>) {
-        let keys: Vec<MetricKey> = self
-            .metrics
-            .keys()
+    /// The series of dead workers `tgids`, their per-CPU values summed
+    /// (they no longer change: the workers are gone).
+    pub fn metrics_of(&self, tgids: &BTreeSet<u32>) -> Vec<(MetricKey, Aggregate)> {
+        self.metrics
+            .iter()
             .filter_map(Result::ok)
-            .filter(|k| tgids.contains(&k.tgid))
-            .collect();
+            .filter(|(k, _)| tgids.contains(&k.tgid))
+            .map(|(key, per_cpu)| {
+                let mut total = Aggregate::default();
+                per_cpu.iter().for_each(|v| total.merge(v));
+                (key, total)
+            })
+            .collect()
+    }
+
+    pub fn remove_metrics(&mut self, keys: &[MetricKey]) {
         for key in keys {
-            let _ = self.metrics.remove(&key);
+            let _ = self.metrics.remove(key);
         }
     }
 

@@ -187,9 +187,17 @@ impl Exceptions {
             .retain(|&(_, ts), _| now_ns.saturating_sub(ts) < RECORD_TTL_NS);
     }
 
-    pub fn forget(&mut self, tgid: u32) {
-        self.counts.retain(|(pid, _, _), _| *pid != tgid);
+    /// Stops following worker `tgid`; returns its counts, by (method, error_type).
+    pub fn retire(&mut self, tgid: u32) -> Vec<((u8, String), u64)> {
         self.pending.retain(|p| p.tgid != tgid);
+        let mut taken = Vec::new();
+        self.counts.retain(|(pid, method, kind), n| {
+            if *pid == tgid {
+                taken.push(((*method, kind.clone()), *n));
+            }
+            *pid != tgid
+        });
+        taken
     }
 
     pub fn counts(&self) -> impl Iterator<Item = (&(u32, u8, String), &u64)> {

@@ -18,7 +18,7 @@ use super::{
     exceptions::{Exceptions, Failure},
     heartbeats::Heartbeats,
     sig,
-    workers::Workers,
+    workers::{Worker, Workers},
 };
 use crate::{
     events::Event,
@@ -39,6 +39,8 @@ pub struct WatchedMaster {
 pub struct Settings {
     pub bounds: [u64; DURATION_SLOTS],
     pub grace: Duration,
+    /// Dead workers whose series are kept (within the grace) per master.
+    pub max_dead_workers: usize,
     pub pidfile: Option<PathBuf>,
     /// Attach the read/write family when a worker is seen to need it.
     pub rw_on_demand: bool,
@@ -65,6 +67,13 @@ pub struct State {
     swept: BTreeMap<MetricKey, Aggregate>,
     /// Deaths of this batch of events, finished together at its end.
     deaths: Vec<Death>,
+    /// The series of workers whose own series ended, per master
+    /// (`MetricKey::tgid` is the master's pid).
+    exited: BTreeMap<MetricKey, Aggregate>,
+    /// Their failed requests, by (master, method, error_type).
+    exited_failures: BTreeMap<(u32, u8, String), u64>,
+    /// Kernel series folded into `exited`, to remove after the next publish.
+    retired_keys: Vec<MetricKey>,
     /// A master may listen on something new (after a HUP or a re-exec, or it
     /// had no listener yet): look again when it forks a worker.
     listeners_stale: bool,
@@ -91,6 +100,9 @@ impl State {
             lifecycle: Lifecycle::default(),
             swept: BTreeMap::new(),
             deaths: Vec::new(),
+            exited: BTreeMap::new(),
+            exited_failures: BTreeMap::new(),
+            retired_keys: Vec::new(),
             listeners_stale: false,
             settings,
             actions,
@@ -132,6 +144,7 @@ impl State {
                 procs::start_unix_secs(child.start_ticks),
                 Some(child.start_ticks),
             );
+            self.workers.set_master(child.pid, pid);
             self.follow_writes(child.pid);
             self.rw_if_needed(child.pid);
         }
@@ -194,8 +207,12 @@ impl State {
     pub fn end_batch(&mut self) {
         if !self.deaths.is_empty() {
             self.finish_deaths();
+            // The cap on dead workers' series holds at every publish.
+            self.expire();
         }
         self.published.publish(self.view());
+        let retired = std::mem::take(&mut self.retired_keys);
+        self.kernel.remove_metrics(&retired);
     }
 
     fn view(&self) -> View {
@@ -217,6 +234,8 @@ impl State {
                 .map(|(k, n)| (k.clone(), *n))
                 .collect(),
             swept: self.swept.clone(),
+            exited: self.exited.clone(),
+            exited_failures: self.exited_failures.clone(),
             heartbeat_fds: self.heartbeats.fds(),
         }
     }
@@ -276,7 +295,7 @@ impl State {
         let started = ticks.map_or_else(procs::now_unix_secs, procs::start_unix_secs);
         if let Some(old) = self.workers.spawned(pid, started, ticks) {
             // The pid was reused before the dead worker's grace period ended.
-            self.forget(&BTreeSet::from([old.pid]));
+            self.retire(vec![old]);
         }
         self.workers.set_master(pid, master);
         self.follow_writes(pid);
@@ -398,12 +417,7 @@ impl State {
         for pid in self.kernel.metric_tgids() {
             self.ensure_worker(pid);
         }
-        let expired: BTreeSet<u32> = self
-            .workers
-            .expire(Instant::now(), self.settings.grace)
-            .into_iter()
-            .collect();
-        self.forget(&expired);
+        self.expire();
         self.exceptions.prune(procs::monotonic_ns());
     }
 
@@ -460,14 +474,54 @@ impl State {
         }
     }
 
-    fn forget(&mut self, pids: &BTreeSet<u32>) {
-        if pids.is_empty() {
+    /// Retires the dead workers past their grace or beyond the cap.
+    fn expire(&mut self) {
+        let expired = self.workers.expire(
+            Instant::now(),
+            self.settings.grace,
+            self.settings.max_dead_workers,
+        );
+        self.retire(expired);
+    }
+
+    /// Ends the series of dead workers: their counts fold into their
+    /// master's `exited` series, so sums over workers never go backwards.
+    fn retire(&mut self, gone: Vec<Worker>) {
+        // (A scrape reads the view, then the kernel's series of the workers
+        // that view knows.)
+        if gone.is_empty() {
             return;
         }
-        self.kernel.forget_metrics(pids);
-        self.swept.retain(|k, _| !pids.contains(&k.tgid));
-        for &pid in pids {
-            self.exceptions.forget(pid);
+        let master_of: BTreeMap<u32, u32> = gone.iter().map(|w| (w.pid, w.master)).collect();
+        let pids: BTreeSet<u32> = master_of.keys().copied().collect();
+        let mut series = self.kernel.metrics_of(&pids);
+        // Removed from the kernel once the view that counts them in
+        // `exited` is out: no scrape misses them.
+        self.retired_keys.extend(series.iter().map(|(k, _)| *k));
+        self.swept.retain(|k, a| {
+            let keep = !pids.contains(&k.tgid);
+            if !keep {
+                series.push((*k, *a));
+            }
+            keep
+        });
+        for (key, aggregate) in series {
+            let master = master_of.get(&key.tgid).copied().unwrap_or(0);
+            self.exited
+                .entry(MetricKey {
+                    tgid: master,
+                    ..key
+                })
+                .or_default()
+                .merge(&aggregate);
+        }
+        for (pid, master) in master_of {
+            for ((method, kind), n) in self.exceptions.retire(pid) {
+                *self
+                    .exited_failures
+                    .entry((master, method, kind))
+                    .or_default() += n;
+            }
         }
     }
 }

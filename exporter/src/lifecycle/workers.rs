@@ -72,18 +72,34 @@ impl Workers {
         }
     }
 
-    /// Removes and returns the workers dead for longer than `grace`.
-    pub fn expire(&mut self, now: Instant, grace: Duration) -> Vec<u32> {
-        let gone: Vec<u32> = self
+    /// Removes and returns the dead workers whose series end now: those dead
+    /// for longer than `grace`, and the oldest dead of a master beyond its
+    /// `max_dead` newest (so churn cannot grow the exposition without bound).
+    pub fn expire(&mut self, now: Instant, grace: Duration, max_dead: usize) -> Vec<Worker> {
+        let mut dead: Vec<&Worker> = self
             .by_pid
             .values()
-            .filter(|w| w.exited.is_some_and(|t| now.duration_since(t) >= grace))
+            .filter(|w| w.exited.is_some())
+            .collect();
+        // Newest first within each master.
+        dead.sort_by_key(|w| (w.master, std::cmp::Reverse(w.age)));
+        let mut kept_of: BTreeMap<u32, usize> = BTreeMap::new();
+        let gone: Vec<u32> = dead
+            .into_iter()
+            .filter(|w| {
+                let kept = kept_of.entry(w.master).or_default();
+                let expired = w.exited.is_some_and(|t| now.duration_since(t) >= grace);
+                if expired || *kept >= max_dead {
+                    return true;
+                }
+                *kept += 1;
+                false
+            })
             .map(|w| w.pid)
             .collect();
-        for pid in &gone {
-            self.by_pid.remove(pid);
-        }
-        gone
+        gone.iter()
+            .filter_map(|pid| self.by_pid.remove(pid))
+            .collect()
     }
 
     pub fn set_master(&mut self, pid: u32, master: u32) {
@@ -136,15 +152,33 @@ mod tests {
         assert!(!w.exited(10, t0), "only once");
         assert_eq!(w.alive().count(), 0);
         assert!(
-            w.expire(t0 + Duration::from_secs(5), Duration::from_secs(10))
+            w.expire(t0 + Duration::from_secs(5), Duration::from_secs(10), 8)
                 .is_empty()
         );
         assert!(w.get(10).is_some(), "still exported during grace");
-        assert_eq!(
-            w.expire(t0 + Duration::from_secs(10), Duration::from_secs(10)),
-            vec![10]
-        );
+        let gone = w.expire(t0 + Duration::from_secs(10), Duration::from_secs(10), 8);
+        assert_eq!(gone.iter().map(|w| w.pid).collect::<Vec<_>>(), vec![10]);
         assert!(w.get(10).is_none());
+    }
+
+    #[test]
+    fn at_most_max_dead_per_master_are_kept() {
+        let mut w = Workers::default();
+        let t0 = Instant::now();
+        for pid in 10..16 {
+            w.spawned(pid, 1000, None);
+            w.set_master(pid, if pid < 14 { 1 } else { 2 });
+            w.exited(pid, t0);
+        }
+        let gone = w.expire(t0, Duration::from_secs(60), 2);
+        let mut pids: Vec<u32> = gone.iter().map(|w| w.pid).collect();
+        pids.sort();
+        assert_eq!(
+            pids,
+            vec![10, 11],
+            "master 1's two oldest; master 2 has only two"
+        );
+        assert!(w.get(12).is_some() && w.get(15).is_some());
     }
 
     #[test]

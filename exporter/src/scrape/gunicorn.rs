@@ -12,7 +12,7 @@ use std::{
 };
 
 use exporter_ebpf::{
-    abi::{Aggregate, MetricKey, SIZE_BOUNDS, error, stat},
+    abi::{Aggregate, SIZE_BOUNDS, error, stat},
     buckets::used_slots,
     http::method,
     request::{ABORTED, Conn, phase::RESPONDING},
@@ -206,6 +206,29 @@ fn merged<K: Ord>(rows: impl Iterator<Item = (K, Aggregate)>) -> BTreeMap<K, Agg
     out
 }
 
+/// Whose requests a series counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Worker(u32),
+    /// The workers of this master whose own series ended.
+    Exited(u32),
+    /// Every worker of this master (`--worker-series none`).
+    All(u32),
+}
+
+/// A request series: whose, method, status.
+type SeriesKey = (Owner, u8, u16);
+
+/// `worker_id` and `pid` of a series: the worker's, or for the folded
+/// series `exited`/`all` and the master's pid.
+fn owner(view: &View, owner: Owner) -> Labels {
+    match owner {
+        Owner::Worker(pid) => worker(view, pid),
+        Owner::Exited(master) => vec![("worker_id", "exited".into()), ("pid", master.to_string())],
+        Owner::All(master) => vec![("worker_id", "all".into()), ("pid", master.to_string())],
+    }
+}
+
 /// `worker_id` and `pid` of a worker's series.
 fn worker(view: &View, pid: u32) -> Labels {
     let id = view
@@ -240,6 +263,24 @@ impl DurationBuckets {
 }
 
 impl GunicornMetrics {
+    /// Whose series worker `pid`'s requests go to.
+    fn owner_of(&self, view: &View, pid: u32) -> Owner {
+        if self.fixed.per_master {
+            Owner::All(view.workers.master_of(pid).unwrap_or(0))
+        } else {
+            Owner::Worker(pid)
+        }
+    }
+
+    /// Whose series the retired workers of `master` go to.
+    fn folded(&self, master: u32) -> Owner {
+        if self.fixed.per_master {
+            Owner::All(master)
+        } else {
+            Owner::Exited(master)
+        }
+    }
+
     /// Logs and counts a failed map read; the scrape goes on with `fallback`.
     fn or_count<T>(&self, what: &str, read: Result<T, aya::maps::MapError>, fallback: T) -> T {
         read.unwrap_or_else(|e| {
@@ -253,29 +294,41 @@ impl GunicornMetrics {
     fn request_families(
         &self,
         view: &View,
-        series: &BTreeMap<MetricKey, Aggregate>,
+        series: &BTreeMap<SeriesKey, Aggregate>,
         buckets: &DurationBuckets,
     ) -> Vec<MetricFamily> {
-        let answered = || series.iter().filter(|(k, _)| k.status != ABORTED);
-        let requests = answered().map(|(k, a)| {
+        let answered = || {
+            series
+                .iter()
+                .filter(|((_, _, status), _)| *status != ABORTED)
+        };
+        let requests = answered().map(|((who, m, status), a)| {
             let labels = with(
-                worker(view, k.tgid),
+                owner(view, *who),
                 &[
-                    ("method", method::name(k.method).into()),
-                    ("status", k.status.to_string()),
+                    ("method", method::name(*m).into()),
+                    ("status", status.to_string()),
                 ],
             );
             (labels, a.count as f64)
         });
 
-        let mut failed: BTreeMap<(u32, u8, &str), u64> = BTreeMap::new();
-        for ((pid, m, kind), n) in &view.failures {
-            *failed.entry((*pid, *m, kind.as_str())).or_default() += n;
+        let mut failed: BTreeMap<(Owner, u8, &str), u64> = BTreeMap::new();
+        let live = view
+            .failures
+            .iter()
+            .map(|((pid, m, kind), n)| (self.owner_of(view, *pid), *m, kind, n));
+        let exited = view
+            .exited_failures
+            .iter()
+            .map(|((master, m, kind), n)| (self.folded(*master), *m, kind, n));
+        for (who, m, kind, n) in live.chain(exited) {
+            *failed.entry((who, m, kind.as_str())).or_default() += n;
         }
-        let failed = failed.into_iter().map(|((pid, m, kind), n)| {
+        let failed = failed.into_iter().map(|((who, m, kind), n)| {
             (
                 with(
-                    worker(view, pid),
+                    owner(view, who),
                     &[
                         ("method", method::name(m).into()),
                         ("error_type", kind.into()),
@@ -285,10 +338,11 @@ impl GunicornMetrics {
             )
         });
 
-        let by_class = merged(answered().map(|(k, a)| ((k.tgid, k.method, class(k.status)), *a)));
-        let durations = by_class.iter().map(|((pid, m, c), a)| HistogramRow {
+        let by_class =
+            merged(answered().map(|((who, m, status), a)| ((*who, *m, class(*status)), *a)));
+        let durations = by_class.iter().map(|((who, m, c), a)| HistogramRow {
             labels: with(
-                worker(view, *pid),
+                owner(view, *who),
                 &[
                     ("method", method::name(*m).into()),
                     ("status_class", c.clone()),
@@ -304,11 +358,11 @@ impl GunicornMetrics {
             .iter()
             .map(|&b| b as f64)
             .collect();
-        let by_method = merged(series.iter().map(|(k, a)| ((k.tgid, k.method), *a)));
+        let by_method = merged(series.iter().map(|((who, m, _), a)| ((*who, *m), *a)));
         let size_bounds = &size_bounds;
         let sizes = |response: bool| {
-            by_method.iter().map(move |((pid, m), a)| HistogramRow {
-                labels: with(worker(view, *pid), &[("method", method::name(*m).into())]),
+            by_method.iter().map(move |((who, m), a)| HistogramRow {
+                labels: with(owner(view, *who), &[("method", method::name(*m).into())]),
                 bounds: size_bounds,
                 counts: if response {
                     &a.resp_size[..size_slots]
@@ -344,7 +398,7 @@ impl GunicornMetrics {
     fn worker_families(
         &self,
         view: &View,
-        series: &BTreeMap<MetricKey, Aggregate>,
+        series: &BTreeMap<SeriesKey, Aggregate>,
         conns: &[(u32, Conn)],
     ) -> Vec<MetricFamily> {
         let alive: Vec<(u32, WorkerState)> =
@@ -361,8 +415,10 @@ impl GunicornMetrics {
         // Busy: in-flight requests now, and request-seconds including their elapsed part.
         let mut busy: BTreeMap<u32, (u64, u64)> =
             alive.iter().map(|(pid, _)| (*pid, (0, 0))).collect();
-        for (k, a) in series {
-            if let Some(b) = busy.get_mut(&k.tgid) {
+        for ((who, _, _), a) in series {
+            if let Owner::Worker(pid) = who
+                && let Some(b) = busy.get_mut(pid)
+            {
                 b.1 += a.duration_sum_ns;
             }
         }
@@ -566,15 +622,20 @@ impl Collector for GunicornMetrics {
     fn collect(&self) -> Vec<MetricFamily> {
         let view = self.view.latest();
         // The kernel's series plus those finished in userspace, of the
-        // workers the view knows (one forgotten meanwhile has gone; one
-        // announced late is registered by the next refresh).
-        let mut series = view.swept.clone();
+        // workers the view knows (one retired meanwhile is in `exited`; one
+        // announced late is registered by the next refresh), plus the
+        // retired workers' per master.
         let kernel = self.or_count("the metrics map", self.maps.metrics(), Vec::new());
-        for (key, aggregate) in kernel {
-            if view.workers.get(key.tgid).is_some() {
-                series.entry(key).or_default().merge(&aggregate);
-            }
-        }
+        let kernel = kernel
+            .into_iter()
+            .filter(|(k, _)| view.workers.get(k.tgid).is_some());
+        let workers = view.swept.iter().map(|(k, a)| (*k, *a)).chain(kernel);
+        let exited = view.exited.iter().map(|(k, a)| (*k, *a));
+        let series = merged(
+            workers
+                .map(|(k, a)| ((self.owner_of(&view, k.tgid), k.method, k.status), a))
+                .chain(exited.map(|(k, a)| ((self.folded(k.tgid), k.method, k.status), a))),
+        );
         let buckets = DurationBuckets::of(&self.fixed.bounds);
         let mut families = self.request_families(&view, &series, &buckets);
         let conns = self.maps.connections();

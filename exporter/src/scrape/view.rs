@@ -42,6 +42,10 @@ pub struct View {
     pub failures: BTreeMap<(u32, u8, String), u64>,
     /// Requests that workers' deaths ended, finished in userspace.
     pub swept: BTreeMap<MetricKey, Aggregate>,
+    /// Series of workers whose own series ended, per master (`tgid`).
+    pub exited: BTreeMap<MetricKey, Aggregate>,
+    /// Their failed requests, by (master, method, error_type).
+    pub exited_failures: BTreeMap<(u32, u8, String), u64>,
     /// (worker, descriptor) of each heartbeat file known.
     pub heartbeat_fds: Vec<(u32, u32)>,
 }
@@ -57,6 +61,8 @@ impl View {
 pub struct Fixed {
     pub bounds: [u64; DURATION_SLOTS],
     pub kernel: capabilities::Kernel,
+    /// Request series per master only (`--worker-series none`).
+    pub per_master: bool,
 }
 
 /// The latest view: replaced whole by the lifecycle flow, read whole by
