@@ -684,14 +684,17 @@ impl Rig {
                 ));
             }
         }
-        // No series of a dead worker past the grace period.
+        // No series of a dead worker past the grace period (they fold into
+        // their master's `worker_id="exited"`).
+        let masters = self.masters();
         let lingering: BTreeSet<String> = m
             .samples
             .iter()
             .filter_map(|s| {
-                s.labels.get("worker_id")?;
+                let id = s.labels.get("worker_id")?;
                 let p = s.labels.get("pid")?.parse::<u32>().ok()?;
-                (!living.contains(&p))
+                let folded = id == "exited" && masters.contains(&p);
+                (!living.contains(&p) && !folded)
                     .then(|| format!("{}{{{}}}", s.name, describe_labels(&s.labels)))
             })
             .collect();
@@ -789,11 +792,21 @@ impl Rig {
             .iter()
             .map(|(p, t, n)| (format!("pid={p} error_type={t}"), *n))
             .collect();
-        let got_failed: BTreeMap<String, f64> = m
-            .group_by(FAILED, &["pid", "error_type"])
-            .into_iter()
-            .map(|(k, v)| (format!("pid={} error_type={}", k[0], k[1]), v))
-            .collect();
+        // Workers' own series: earlier steps' dead workers have folded into
+        // their master's `worker_id="exited"` by now.
+        let mut got_failed: BTreeMap<String, f64> = BTreeMap::new();
+        for s in m.get(FAILED) {
+            let label = |k: &str| s.labels.get(k).map_or("", String::as_str);
+            if label("worker_id") != "exited" {
+                *got_failed
+                    .entry(format!(
+                        "pid={} error_type={}",
+                        label("pid"),
+                        label("error_type")
+                    ))
+                    .or_default() += s.value;
+            }
+        }
         let mut truth: BTreeMap<String, f64> = BTreeMap::new();
         for r in self.g.access_log() {
             if pids.contains(&r.pid) {
