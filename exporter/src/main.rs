@@ -35,7 +35,6 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use clap::Parser as _;
 use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
 use crate::{
