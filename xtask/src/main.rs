@@ -94,6 +94,20 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `$XDG_CACHE_HOME/gunicorn-ebpf-exporter`, or `~/.cache/...`: what every
+/// clone on the machine reuses.
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let base = match std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".cache"))
+            .context("neither XDG_CACHE_HOME nor HOME is set: no cache directory")?,
+    };
+    Ok(base.join("gunicorn-ebpf-exporter"))
+}
+
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
     workspace_root().join("target")
