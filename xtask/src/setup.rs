@@ -11,7 +11,10 @@
 //!    Gunicorn, a cache its apps talk to; the tests start their own processes
 //!    on free ports and never use the system services), and iproute2's `ss`
 //!    (the tests read a server socket's send buffer size with it),
-//! 8. the Python venvs with the pinned Gunicorn versions;
+//! 8. debootstrap and systemd-analyze, and the minimal Debian root made with
+//!    the first (cached outside the clone): the package tests install the .deb
+//!    in a copy of it and verify its unit with the second,
+//! 9. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
 //! benchmark needs: redis-server (the plugin's Redis mode), bpftool (BPF
@@ -26,7 +29,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use crate::{
-    dist::MUSL_TARGET,
+    dist::{self, MUSL_TARGET},
     util::{self, cargo, cargo_bin_dir, command},
     venv, workspace_root,
 };
@@ -56,6 +59,7 @@ pub fn run(opts: Options) -> Result<()> {
     tracefs()?;
     wrk(&mut apt)?;
     stack_servers(&mut apt)?;
+    package_tests(&mut apt)?;
     venv::run(venv::Options::default())?;
     if opts.bench {
         bench(&mut apt)?;
@@ -329,4 +333,23 @@ fn stack_servers(apt: &mut Apt) -> Result<()> {
         apt.install(&["iproute2"])?;
     }
     Ok(())
+}
+
+/// What the package tests run on the host: debootstrap (the throwaway Debian
+/// root they install the .deb in) and systemd-analyze (which verifies the
+/// installed unit; systemd is only a tool here: nothing starts it); then that
+/// root.
+fn package_tests(apt: &mut Apt) -> Result<()> {
+    for (tool, package) in [
+        ("debootstrap", "debootstrap"),
+        ("systemd-analyze", "systemd"),
+    ] {
+        if util::succeeds(command("which").arg(tool)) {
+            println!("setup: {tool}: present");
+        } else {
+            println!("setup: installing {package} ({tool})...");
+            apt.install(&[package])?;
+        }
+    }
+    dist::debootstrap::ensure()
 }

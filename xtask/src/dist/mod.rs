@@ -6,9 +6,11 @@
 //! - `gunicorn-ebpf-exporter_<version>-1_amd64.deb` ([`deb`]);
 //! - `SHA256SUMS` of both (`sha256sum -c SHA256SUMS`).
 //!
-//! The version is the workspace's.
+//! The version is the workspace's. [`debootstrap`] makes the Debian root the
+//! package tests install the .deb in.
 
 pub mod deb;
+pub mod debootstrap;
 
 use std::{
     fs,
