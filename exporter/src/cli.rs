@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory as _, Parser, ValueEnum};
 
 use crate::startup::capabilities::Hooks;
 
@@ -128,11 +128,58 @@ pub enum LogFormat {
     Json,
 }
 
+/// What `--generate` prints: the man page or a shell's completion script,
+/// made from these very options (`cargo xtask dist` packages them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Generate {
+    pub fn write(self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut command = Options::command();
+        let shell = match self {
+            Generate::Man => return clap_mangen::Man::new(command).render(out),
+            Generate::Bash => clap_complete::Shell::Bash,
+            Generate::Zsh => clap_complete::Shell::Zsh,
+            Generate::Fish => clap_complete::Shell::Fish,
+        };
+        let name = command.get_name().to_string();
+        clap_complete::generate(shell, &mut command, name, out);
+        Ok(())
+    }
+}
+
 /// 1 ms .. 60 s, including gunicorn-prometheus-exporter's 0.1 0.5 1 2.5 5 10 30 60.
 pub const DEFAULT_BUCKETS: &str =
     "0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60";
 
 impl Options {
+    /// The command line, parsed. Alone, `--generate man|bash|zsh|fish`
+    /// prints that artifact and exits, as `--help` does; it is no clap
+    /// option, so neither the usage nor the artifacts show it. (`main` calls
+    /// this, which shadows [`Parser::parse`].)
+    pub fn parse() -> Self {
+        let args: Vec<_> = std::env::args_os().collect();
+        if let [_, flag, what] = &args[..]
+            && flag == "--generate"
+        {
+            let written = match Generate::from_str(&what.to_string_lossy(), false) {
+                Ok(what) => what.write(&mut std::io::stdout().lock()),
+                Err(e) => Err(std::io::Error::other(e)),
+            };
+            if let Err(e) = written {
+                eprintln!("error: --generate: {e}");
+                std::process::exit(2);
+            }
+            std::process::exit(0);
+        }
+        <Self as Parser>::parse()
+    }
+
     /// `inf` keeps a dead worker's series for good.
     pub fn series_grace(&self) -> Duration {
         seconds(self.series_grace.max(0.0))
@@ -182,6 +229,20 @@ mod tests {
         );
         let o = Options::try_parse_from(["x", "--pid", "1", "--series-grace=-5"]).unwrap();
         assert_eq!(o.series_grace(), Duration::ZERO);
+    }
+
+    #[test]
+    fn generated_artifacts_describe_the_options() {
+        for what in Generate::value_variants() {
+            let mut out = Vec::new();
+            what.write(&mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            // (roff escapes the man page's hyphens: words without any.)
+            assert!(
+                text.contains("pidfile") && text.contains("buckets"),
+                "{what:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 const HOW: &str = "run the integration tests with `cargo xtask test` (it builds the \
-                   exporter and the venvs, installs nginx, memcached and prometheus, \
-                   and sets EXPORTER_BIN, GUNICORN27_VENV, GUNICORN23_VENV, \
-                   STACKS_VENV, NGINX_BIN, MEMCACHED_BIN, PROMETHEUS_BIN, \
-                   PROMTOOL_BIN and TEST_APPS_DIR)";
+                   exporter, its dist artifacts and the venvs, installs nginx, \
+                   memcached and prometheus, makes a Debian root, and sets EXPORTER_BIN, \
+                   GUNICORN27_VENV, GUNICORN23_VENV, STACKS_VENV, NGINX_BIN, \
+                   MEMCACHED_BIN, PROMETHEUS_BIN, PROMTOOL_BIN, TEST_APPS_DIR, DIST_BIN, \
+                   DIST_DEB and DEBIAN_ROOT_TAR)";
 
 /// The venv with gunicorn 27 and the frameworks and servers people run on it
 /// (uvicorn-worker, uvloop, Flask, Django, pymemcache, gevent).

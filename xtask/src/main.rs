@@ -5,6 +5,8 @@
 //!   and fast when done.
 //! - `venv`: only the Python venvs with the pinned Gunicorn versions.
 //! - `build`: setup, then the release exporter (its build.rs builds the eBPF object).
+//! - `dist`: the release artifacts in `target/dist/`: a static x86-64 binary,
+//!   a .deb (unit, man page, completions, dashboards), SHA256SUMS.
 //! - `demo`: run a sample Gunicorn with the exporter attached and show its metrics.
 //! - `test`: setup, build, then the unit and integration tests, then the VM
 //!   suite on each kernel of the matrix.
@@ -17,6 +19,7 @@ mod bench;
 mod build;
 mod child;
 mod demo;
+mod dist;
 mod setup;
 mod test;
 mod util;
@@ -49,6 +52,9 @@ enum Task {
     Venv(venv::Options),
     /// Setup, then build the exporter in release mode.
     Build(build::Options),
+    /// Build what ships, in target/dist/: a static x86-64 binary, a .deb
+    /// (systemd unit, man page, completions, dashboards) and SHA256SUMS.
+    Dist(dist::Options),
     /// Run a sample Gunicorn with the exporter attached and show its metrics.
     Demo(demo::Options),
     /// Setup, build, then run the unit and integration tests, then the VM suite.
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         Task::Setup(opts) => setup::run(opts),
         Task::Venv(opts) => venv::run(opts),
         Task::Build(opts) => build::run(opts),
+        Task::Dist(opts) => dist::run(opts),
         Task::Demo(opts) => demo::run(opts),
         Task::Test(opts) => test::run(opts),
         Task::Vmtest(opts) => vmtest::run(opts),
@@ -92,6 +99,20 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives inside the workspace")
         .to_path_buf()
+}
+
+/// `$XDG_CACHE_HOME/gunicorn-ebpf-exporter`, or `~/.cache/...`: what every
+/// clone on the machine reuses (kernels, the Debian root of the package tests).
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let base = match std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        _ => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".cache"))
+            .context("neither XDG_CACHE_HOME nor HOME is set: no cache directory")?,
+    };
+    Ok(base.join("gunicorn-ebpf-exporter"))
 }
 
 /// The workspace's target directory.

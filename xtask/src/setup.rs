@@ -4,16 +4,20 @@
 //!    `-Z build-std=core`),
 //! 2. LLVM 22 dev packages (bpf-linker links against them),
 //! 3. bpf-linker,
-//! 4. tracefs mounted on /sys/kernel/tracing (aya resolves tracepoint ids there),
-//! 5. wrk (tests and benchmarks),
-//! 6. nginx and memcached (the tests' stacks: a reverse proxy in front of
+//! 4. the static build's Rust target (musl),
+//! 5. tracefs mounted on /sys/kernel/tracing (aya resolves tracepoint ids there),
+//! 6. wrk (tests and benchmarks),
+//! 7. nginx and memcached (the tests' stacks: a reverse proxy in front of
 //!    Gunicorn, a cache its apps talk to; the tests start their own processes
 //!    on free ports and never use the system services), and iproute2's `ss`
 //!    (the tests read a server socket's send buffer size with it),
-//! 7. Prometheus and promtool (the tests check the alert rules and the
+//! 8. Prometheus and promtool (the tests check the alert rules and the
 //!    exposition with promtool and run the dashboard's queries in a
 //!    Prometheus of their own),
-//! 8. the Python venvs with the pinned Gunicorn versions;
+//! 9. debootstrap and systemd-analyze, and the minimal Debian root made with
+//!    the first (cached outside the clone): the package tests install the .deb
+//!    in a copy of it and verify its unit with the second,
+//! 10. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
 //! benchmark needs: redis-server (the plugin's Redis mode), bpftool (BPF
@@ -28,8 +32,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use crate::{
+    dist::{self, MUSL_TARGET},
     util::{self, cargo, cargo_bin_dir, command},
-    venv,
+    venv, workspace_root,
 };
 
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -56,13 +61,12 @@ pub struct Options {
 
 pub fn run(opts: Options) -> Result<()> {
     let mut apt = Apt::default();
-    nightly()?;
-    llvm(&mut apt)?;
-    bpf_linker()?;
+    toolchain(&mut apt)?;
     tracefs()?;
     wrk(&mut apt)?;
     stack_servers(&mut apt)?;
     prometheus(&mut apt)?;
+    package_tests(&mut apt)?;
     venv::run(venv::Options::default())?;
     if opts.bench {
         bench(&mut apt)?;
@@ -72,6 +76,19 @@ pub fn run(opts: Options) -> Result<()> {
     }
     println!("setup: done");
     Ok(())
+}
+
+/// Only what building the exporter needs, the static build included (what
+/// `cargo xtask dist` runs first).
+pub fn toolchain_only() -> Result<()> {
+    toolchain(&mut Apt::default())
+}
+
+fn toolchain(apt: &mut Apt) -> Result<()> {
+    nightly()?;
+    llvm(apt)?;
+    bpf_linker()?;
+    musl_target()
 }
 
 /// Only what the benchmark adds to the rest of setup (`cargo xtask bench` runs
@@ -256,6 +273,24 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
+/// The static build's target for the toolchain cargo picks in the workspace
+/// (no rust-toolchain file: rustup's default). Nothing in the build compiles
+/// C, so no musl-gcc is needed: rustc links musl's own static libc.
+fn musl_target() -> Result<()> {
+    let rustup = || {
+        let mut cmd = command("rustup");
+        cmd.current_dir(workspace_root());
+        cmd
+    };
+    let installed = util::stdout(rustup().args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == MUSL_TARGET) {
+        println!("setup: Rust target {MUSL_TARGET}: present");
+        return Ok(());
+    }
+    println!("setup: adding the Rust target {MUSL_TARGET}...");
+    util::run(rustup().args(["target", "add", MUSL_TARGET]))
+}
+
 fn tracefs() -> Result<()> {
     if Path::new(TRACEFS).join("events").is_dir() {
         println!("setup: tracefs on {TRACEFS}: mounted");
@@ -326,4 +361,23 @@ fn prometheus(apt: &mut Apt) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What the package tests run on the host: debootstrap (the throwaway Debian
+/// root they install the .deb in) and systemd-analyze (which verifies the
+/// installed unit; systemd is only a tool here: nothing starts it); then that
+/// root.
+fn package_tests(apt: &mut Apt) -> Result<()> {
+    for (tool, package) in [
+        ("debootstrap", "debootstrap"),
+        ("systemd-analyze", "systemd"),
+    ] {
+        if util::succeeds(command("which").arg(tool)) {
+            println!("setup: {tool}: present");
+        } else {
+            println!("setup: installing {package} ({tool})...");
+            apt.install(&[package])?;
+        }
+    }
+    dist::debootstrap::ensure()
 }

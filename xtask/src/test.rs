@@ -1,8 +1,8 @@
-//! `cargo xtask test [-- ARGS]`: setup, build, then the host test steps,
-//! stopping at the first failed step, then the VM suite on each kernel of the
-//! matrix (`cargo xtask vmtest`). Ends with the plain line `N passed, M
-//! failed`, the tests counted over every step's `test result:` lines and every
-//! VM's, which CI reads.
+//! `cargo xtask test [-- ARGS]`: setup, build (the `dist` artifacts too), then
+//! the host test steps, stopping at the first failed step, then the VM suite on
+//! each kernel of the matrix (`cargo xtask vmtest`). Ends with the plain line
+//! `N passed, M failed`, the tests counted over every step's `test result:`
+//! lines and every VM's, which CI reads.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -13,7 +13,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    build, exporter_bin, setup, test_apps_dir, util, venv, venv_dir, vmtest, workspace_root,
+    build, dist, exporter_bin, setup, test_apps_dir, util, venv, venv_dir, vmtest, workspace_root,
 };
 
 #[derive(Debug, Default, Args)]
@@ -49,6 +49,9 @@ const HOOK_DEPENDENT: &[&str] = &[
 
 pub fn run(opts: Options) -> Result<()> {
     build::run(build::Options::default())?;
+    let dist = dist::build()?;
+    // Made by setup.
+    let debian_root = dist::debootstrap::tarball()?;
 
     let root = workspace_root();
     let mut steps: Vec<(&str, Command)> = Vec::new();
@@ -107,7 +110,10 @@ pub fn run(opts: Options) -> Result<()> {
             .env("MEMCACHED_BIN", setup::MEMCACHED)
             .env("PROMETHEUS_BIN", setup::PROMETHEUS)
             .env("PROMTOOL_BIN", setup::PROMTOOL)
-            .env("TEST_APPS_DIR", test_apps_dir());
+            .env("TEST_APPS_DIR", test_apps_dir())
+            .env("DIST_BIN", &dist.binary)
+            .env("DIST_DEB", &dist.deb)
+            .env("DEBIAN_ROOT_TAR", &debian_root);
         steps.push((name, cmd));
     }
 

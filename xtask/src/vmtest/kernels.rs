@@ -8,7 +8,6 @@
 //! package lists are neither read nor changed.
 
 use std::{
-    env,
     fs::{self, File},
     io::ErrorKind,
     os::fd::AsRawFd as _,
@@ -91,16 +90,9 @@ pub struct Kernel {
     pub release: String,
 }
 
-/// `$XDG_CACHE_HOME/gunicorn-ebpf-exporter/kernels`, or under `~/.cache`.
+/// The kernels' part of the user's cache directory.
 pub fn cache_dir() -> Result<PathBuf> {
-    let base = match env::var_os("XDG_CACHE_HOME").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        _ => env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(|h| PathBuf::from(h).join(".cache"))
-            .context("neither XDG_CACHE_HOME nor HOME is set: no cache directory for kernels")?,
-    };
-    Ok(base.join("gunicorn-ebpf-exporter").join("kernels"))
+    Ok(crate::cache_dir()?.join("kernels"))
 }
 
 /// The private apt archive and the kernels unpacked from it, locked while
