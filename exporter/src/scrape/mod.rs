@@ -6,3 +6,4 @@ pub mod gunicorn;
 pub mod resources;
 pub mod server;
 pub mod view;
+pub mod web_config;
