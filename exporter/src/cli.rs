@@ -31,6 +31,15 @@ pub struct Options {
     #[arg(long, env = "PROMETHEUS_METRICS_PORT", default_value_t = 9091)]
     pub port: u16,
 
+    /// TLS, client certificates and basic auth for /metrics, in the
+    /// Prometheus exporter-toolkit's web configuration format (the subset in
+    /// the README). Re-read when it, or a file it names, changes. Without
+    /// it, PROMETHEUS_SSL_CERTFILE, PROMETHEUS_SSL_KEYFILE,
+    /// PROMETHEUS_SSL_CLIENT_CAFILE and PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED
+    /// configure TLS the same way; both at once is an error.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Request duration histogram bucket upper bounds, in seconds, comma separated
     /// (at most 31, strictly increasing; +Inf is implied).
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_BUCKETS)]
@@ -243,6 +252,13 @@ mod tests {
                 "{what:?}"
             );
         }
+    }
+
+    #[test]
+    fn web_config_file_has_the_toolkit_flag_name() {
+        let o =
+            Options::try_parse_from(["x", "--pid", "1", "--web.config.file", "/w.yml"]).unwrap();
+        assert_eq!(o.web_config_file, Some(PathBuf::from("/w.yml")));
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::{
     scrape::{
         gunicorn::GunicornMetrics,
         view::{Fixed, Published},
+        web_config::{self, WebConfig},
     },
     startup::{btf::KernelBtf, capabilities, preflight, target},
 };
@@ -70,6 +71,13 @@ fn duration_bounds_ns(seconds: &[f64]) -> anyhow::Result<[u64; DURATION_SLOTS]> 
 }
 
 fn run(options: Options) -> anyhow::Result<()> {
+    // Checked (certificates and all) before anything is loaded or attached.
+    let web = web_config::Source::new(options.web_config_file.clone(), |name| {
+        std::env::var(name).ok()
+    })?
+    .map(WebConfig::new)
+    .transpose()?
+    .map(Arc::new);
     let bounds = duration_bounds_ns(&options.buckets)?;
     let (actions, action_runner) =
         Actions::new(&options.on, options.on_concurrency, options.on_timeout())?;
@@ -181,10 +189,17 @@ fn run(options: Options) -> anyhow::Result<()> {
         .attach(master.info)
         .context("tracking the master and its workers")?;
     state.end_batch();
+    let scheme = match &web {
+        Some(web) if web.tls() => "https",
+        _ => "http",
+    };
     log::info!(
-        "attached to gunicorn master {master_pid} ({} workers, {hooked} hooks); serving http://{addr}/metrics",
+        "attached to gunicorn master {master_pid} ({} workers, {hooked} hooks); serving {scheme}://{addr}/metrics",
         state.workers_alive()
     );
+    if let Some(web) = &web {
+        log::info!("metrics endpoint: {}", web.describe());
+    }
     let state = Arc::new(Mutex::new(state));
     let registry = prometheus::Registry::new();
     registry.register(Box::new(GunicornMetrics::new(
@@ -205,7 +220,7 @@ fn run(options: Options) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            result = scrape::server::serve(listener, Arc::new(registry)) => result.context("serving /metrics"),
+            result = scrape::server::serve(listener, Arc::new(registry), web) => result.context("serving /metrics"),
             result = events::ring(ring, state.clone()) => result.context("reading kernel events"),
             result = events::heartbeats(beats, state) => result.context("watching heartbeat files"),
             _ = tokio::signal::ctrl_c() => Ok(()),

@@ -1,29 +1,46 @@
-//! The HTTP endpoint. It sees only the registry. Scrapers are not trusted:
-//! bounded connections, a header timeout, small buffers, GET/HEAD only.
-//! Collecting runs on blocking threads, a few at a time, never on the
+//! The HTTP endpoint. It sees only the registry and the web configuration
+//! (TLS, basic auth). Scrapers are not trusted: bounded connections, a
+//! handshake and a header timeout, small buffers, GET/HEAD only. Collecting
+//! (and bcrypt) runs on blocking threads, a few at a time, never on the
 //! runtime thread that drains the kernel's events.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, io, sync::Arc, time::Duration};
 
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
-    header::{ALLOW, CONTENT_TYPE},
+    header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE},
     server::conn::http1,
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tokio_rustls::{TlsAcceptor, rustls::ServerConfig, server::TlsStream};
+
+use super::web_config::WebConfig;
 
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 512;
 /// Scrapes collected at once; more wait their turn.
 const MAX_GATHERS: usize = 4;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Result<()> {
+/// Serves /metrics; `web`, if given, says whether over TLS and with which
+/// users (looked at again for each connection and request).
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    web: Option<Arc<WebConfig>>,
+) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let gathers = Arc::new(Semaphore::new(MAX_GATHERS));
     loop {
@@ -39,24 +56,85 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Re
         };
         let registry = registry.clone();
         let gathers = gathers.clone();
+        let web = web.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, registry.clone(), gathers.clone()));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(16 * 1024)
-                // A client may shut its side down after sending the request
-                // (as `nc -N` does): it still gets the answer. Without this,
-                // hyper drops the connection when it reads that EOF before
-                // the response is written, which happens under load.
-                .half_close(true)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+            let tls = match &web {
+                Some(web) => web.settings().await.tls.clone(),
+                None => None,
+            };
+            let service =
+                service_fn(move |req| respond(req, registry.clone(), gathers.clone(), web.clone()));
+            let served = match tls {
+                None => {
+                    http1()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(tls) => match handshake(stream, tls).await {
+                    Ok(stream) => {
+                        http1()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(e) => {
+                        log::debug!("TLS handshake with a scraper failed: {e}");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = served {
                 log::debug!("scrape connection ended: {e}");
             }
             drop(permit);
         });
     }
+}
+
+fn http1() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(16 * 1024)
+        // A client may shut its side down after sending the request
+        // (as `nc -N` does): it still gets the answer. Without this,
+        // hyper drops the connection when it reads that EOF before
+        // the response is written, which happens under load.
+        .half_close(true);
+    builder
+}
+
+/// The TLS handshake, in bounded time. A plain HTTP request on the TLS port
+/// gets a plain answer saying so (as Go's servers give), not an alert that
+/// the scraper shows as gibberish.
+async fn handshake(
+    mut stream: TcpStream,
+    tls: Arc<ServerConfig>,
+) -> io::Result<TlsStream<TcpStream>> {
+    let handshake = async {
+        let mut first = [0u8; 1];
+        if stream.peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE_RECORD {
+            // Read what came, so closing does not reset the connection
+            // before the answer is read.
+            let _ = stream.try_read(&mut [0u8; 4096]);
+            stream.write_all(plain_http_answer().as_bytes()).await?;
+            stream.shutdown().await?;
+            return Err(io::Error::other("plain HTTP on the TLS port"));
+        }
+        TlsAcceptor::from(tls).accept(stream).await
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))?
+}
+
+/// What a plain HTTP request on the TLS port is answered.
+fn plain_http_answer() -> String {
+    let body = "this endpoint serves HTTPS: scrape https://, not http://\n";
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// The exposition, collected on a blocking thread.
@@ -77,6 +155,7 @@ async fn respond(
     req: Request<Incoming>,
     registry: Arc<Registry>,
     gathers: Arc<Semaphore>,
+    web: Option<Arc<WebConfig>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, content_type: &str, body: Vec<u8>| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -86,6 +165,20 @@ async fn respond(
         }
         response
     };
+    if let Some(web) = web
+        && !web.admits(req.headers().get(AUTHORIZATION)).await
+    {
+        let mut response = reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            b"401 unauthorized: basic auth with a user of the web configuration\n".to_vec(),
+        );
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gunicorn-ebpf-exporter\", charset=\"UTF-8\""),
+        );
+        return Ok(response);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut response = reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -94,7 +187,7 @@ async fn respond(
         );
         response
             .headers_mut()
-            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Ok(response);
     }
     Ok(match req.uri().path() {
