@@ -1,5 +1,5 @@
 //! Basic auth against bcrypt hashes (`basic_auth_users`). bcrypt is slow on
-//! purpose (tens of ms at cost 10), so it runs on a blocking thread, never the
+//! purpose (50-200 ms at cost 10), so it runs on a blocking thread, never the
 //! runtime thread that also drains the kernel's events, one check at a time
 //! so that bad passwords cannot eat the cores; a good password is remembered
 //! for a minute, so a scraper pays for it once, not every scrape.
