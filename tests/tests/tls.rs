@@ -15,7 +15,7 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use integration_tests::{
-    Exporter, ExporterBuilder, ExporterExit, Gunicorn, Metrics, TestDir, Version,
+    Exporter, ExporterBuilder, ExporterExit, Gunicorn, Metrics, Prometheus, TestDir, Version,
     fixtures::exporter::SCRAPE_TIMEOUT, http,
 };
 use rcgen::{
@@ -32,8 +32,8 @@ const PASSWORD: &str = "scrape-s3cret";
 /// bcrypt of PASSWORD at cost 10, as `htpasswd -nBC 10` writes it (`$2y$`).
 const HASH: &str = "$2y$10$UcpeYaFzlj9YXKKmAEeqz.do1y4eMzxIqVkt617HZw9Or5o8mcmPO";
 
-/// Certificates on disk (ca.crt, server.crt, server.key, stray.key) and the
-/// client identities, made fresh for each test.
+/// Certificates on disk (ca.crt, server.crt, server.key, client.crt,
+/// client.key, stray.key) and the client identities, made fresh for each test.
 struct Pki {
     dir: TestDir,
     roots: Arc<RootCertStore>,
@@ -46,6 +46,8 @@ struct Pki {
 struct Identity {
     cert: CertificateDer<'static>,
     key: Vec<u8>,
+    /// Certificate and key in PEM, for clients that read files.
+    pem: (String, String),
 }
 
 fn authority(name: &str) -> (CertificateParams, KeyPair) {
@@ -72,6 +74,7 @@ fn client_identity(issuer: &Issuer<'_, KeyPair>) -> Identity {
     Identity {
         cert: cert.der().clone(),
         key: key.serialize_der(),
+        pem: (cert.pem(), key.serialize_pem()),
     }
 }
 
@@ -93,9 +96,12 @@ impl Pki {
 
         let mut roots = RootCertStore::empty();
         roots.add(ca_cert.der().clone()).unwrap();
+        let client = client_identity(&ca);
+        std::fs::write(dir.join("client.crt"), &client.pem.0).unwrap();
+        std::fs::write(dir.join("client.key"), &client.pem.1).unwrap();
         Pki {
             roots: Arc::new(roots),
-            client: client_identity(&ca),
+            client,
             stranger: client_identity(&other),
             dir,
         }
@@ -366,6 +372,44 @@ fn prometheus_ssl_variables_configure_tls() {
     assert!(https_get(e.addr(), &anonymous, "/metrics", None).is_err());
     let stranger = pki.client(Some(&pki.stranger));
     assert!(https_get(e.addr(), &stranger, "/metrics", None).is_err());
+}
+
+/// The scraper that matters: a real Prometheus (Go's TLS, ALPN h2 offered)
+/// scrapes over mutual TLS with basic auth, as its docs configure it.
+#[test]
+fn prometheus_scrapes_over_mutual_tls_with_basic_auth() {
+    let pki = Pki::new();
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let config = pki.dir.join("web.yml");
+    write(
+        &config,
+        &(tls_yaml("RequireAndVerifyClientCert") + &users_yaml()),
+    );
+    let good = pki.client(Some(&pki.client));
+    let e = start(
+        Exporter::builder()
+            .arg("--web.config.file")
+            .arg(config.display().to_string()),
+        &g,
+        &good,
+        Some((USER, PASSWORD)),
+    );
+    let job = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      \
+         key_file: {}\n      server_name: localhost\n    basic_auth:\n      username: {USER}\n      \
+         password: {PASSWORD}\n",
+        pki.path("ca.crt"),
+        pki.path("client.crt"),
+        pki.path("client.key"),
+    );
+    let p = Prometheus::start_scraping(&[e.addr()], &[], &job);
+    // `up` is Prometheus's own verdict on the scrape; gunicorn_up came through it.
+    p.wait_query(
+        "Prometheus to scrape the exporter over TLS",
+        "up == 1 and on(instance) gunicorn_up == 1",
+        Duration::from_secs(30),
+        |v| v.len() == 1,
+    );
 }
 
 /// Each mistake is one `error:` line naming the setting (and the file), and
