@@ -53,9 +53,8 @@ use self::{
     scenario::{Cell, Launch, WORKERS},
 };
 use crate::{
-    build,
-    child::{self, Proc},
-    exporter_bin, setup, target_dir, util, workspace_root,
+    background::{self, BackgroundProcess},
+    build, commands, exporter_bin, setup, target_dir, workspace_root,
 };
 
 #[derive(Debug, Args)]
@@ -150,7 +149,7 @@ struct Ctx {
     scripts: HashMap<App, PathBuf>,
     variants: Vec<Variant>,
     sink: Option<StatsdSink>,
-    redis: Option<(Proc, u16)>,
+    redis: Option<(BackgroundProcess, u16)>,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -401,7 +400,7 @@ fn estimate_secs(ctx: &Ctx, cells: usize) -> u64 {
 }
 
 fn command_line(program: &str, args: &[&str]) -> String {
-    match util::command(program).args(args).output() {
+    match commands::command(program).args(args).output() {
         Ok(o) => String::from_utf8_lossy(&[o.stdout, o.stderr].concat())
             .lines()
             .next()
@@ -498,11 +497,11 @@ fn note_foreign(res: &mut Results, progs: &[(u32, String, String)], when: &str) 
         .extend(progs.iter().map(|(_, _, name)| name.clone()));
 }
 
-fn start_redis(run_dir: &Path) -> Result<(Proc, u16)> {
+fn start_redis(run_dir: &Path) -> Result<(BackgroundProcess, u16)> {
     let mut last = None;
     for _ in 0..3 {
         let port = procs::free_port()?;
-        let mut cmd = util::command("redis-server");
+        let mut cmd = commands::command("redis-server");
         cmd.current_dir(run_dir).args([
             "--port",
             &port.to_string(),
@@ -515,7 +514,7 @@ fn start_redis(run_dir: &Path) -> Result<(Proc, u16)> {
             "--daemonize",
             "no",
         ]);
-        let mut proc = Proc::spawn(
+        let mut proc = BackgroundProcess::spawn(
             "redis-server",
             cmd,
             run_dir.join("redis.log"),
@@ -544,7 +543,7 @@ fn start_redis(run_dir: &Path) -> Result<(Proc, u16)> {
 /// One gunicorn of a workload.
 struct Instance {
     variant: Variant,
-    proc: Proc,
+    proc: BackgroundProcess,
     addr: SocketAddr,
     plugin_metrics: Option<SocketAddr>,
     dir: PathBuf,
@@ -584,8 +583,8 @@ impl Instance {
                 access_log: access_log.then_some(access.as_path()),
             };
             let cmd = scenario::gunicorn_command(variant, cell, &launch);
-            fs::write(dir.join("command.txt"), util::describe(&cmd) + "\n")?;
-            let proc = Proc::spawn(
+            fs::write(dir.join("command.txt"), commands::describe(&cmd) + "\n")?;
+            let proc = BackgroundProcess::spawn(
                 format!("gunicorn ({name})"),
                 cmd,
                 dir.join("gunicorn.out"),
@@ -605,7 +604,7 @@ impl Instance {
                 Ok(()) => return Ok(inst),
                 Err(e) => {
                     check_stop()?;
-                    let tail = child::tail(&dir.join("error.log"), 15);
+                    let tail = background::tail(&dir.join("error.log"), 15);
                     eprintln!(
                         "bench: {name} did not start (attempt {}): {e:#}\n{tail}",
                         attempt + 1
@@ -722,7 +721,7 @@ impl Drop for Instance {
 
 /// The exporter, attached to an instance for one run.
 struct Exporter {
-    proc: Proc,
+    proc: BackgroundProcess,
     addr: SocketAddr,
     names: HashMap<u32, String>,
 }
@@ -736,7 +735,7 @@ impl Exporter {
             .hooks()
             .with_context(|| format!("{} runs no exporter", variant.short()))?;
         let port = procs::free_port()?;
-        let mut cmd = util::command(&ctx.exporter);
+        let mut cmd = commands::command(&ctx.exporter);
         cmd.arg("--pid")
             .arg(inst.master().to_string())
             .args(["--bind", "127.0.0.1", "--port"])
@@ -745,7 +744,7 @@ impl Exporter {
         if variant.is_empty_programs() {
             cmd.arg("--empty-programs");
         }
-        let mut proc = Proc::spawn(
+        let mut proc = BackgroundProcess::spawn(
             "gunicorn-ebpf-exporter",
             cmd,
             inst.dir.join(format!("exporter-{tag}.log")),

@@ -16,7 +16,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use crate::{build, child::Proc, exporter_bin, target_dir, test_apps_dir, util, venv, venv_dir};
+use crate::{
+    background::BackgroundProcess, build, commands, exporter_bin, target_dir, test_apps_dir, venv,
+    venv_dir,
+};
 
 #[derive(Debug, Args)]
 pub struct Options {
@@ -81,7 +84,7 @@ pub fn run(opts: Options) -> Result<()> {
     // Declared before the exporter so that it is dropped (stopped) after it.
     let gunicorn_venv = venv_dir(venv::GUNICORN27.name);
     let error_log = demo_dir.join("gunicorn-error.log");
-    let mut cmd = util::command(gunicorn_venv.join("bin/gunicorn"));
+    let mut cmd = commands::command(gunicorn_venv.join("bin/gunicorn"));
     cmd.args(["-w", "2", "-k", "sync", "-b"])
         .arg(app_addr.to_string())
         .arg("--chdir")
@@ -91,8 +94,8 @@ pub fn run(opts: Options) -> Result<()> {
         .arg("--control-socket")
         .arg(demo_dir.join("gunicorn.ctl"))
         .arg("app:app");
-    println!("demo: starting gunicorn: {}", util::describe(&cmd));
-    let mut gunicorn = Proc::spawn(
+    println!("demo: starting gunicorn: {}", commands::describe(&cmd));
+    let mut gunicorn = BackgroundProcess::spawn(
         "gunicorn",
         cmd,
         demo_dir.join("gunicorn.out"),
@@ -112,13 +115,13 @@ pub fn run(opts: Options) -> Result<()> {
     let master_pid = gunicorn.pid();
     println!("demo: gunicorn answers on http://{app_addr} (master pid {master_pid})");
 
-    let mut cmd = util::command(exporter_bin());
+    let mut cmd = commands::command(exporter_bin());
     cmd.arg("--pid")
         .arg(master_pid.to_string())
         .args(["--bind", "127.0.0.1", "--port"])
         .arg(opts.port.to_string());
-    println!("demo: starting the exporter: {}", util::describe(&cmd));
-    let mut exporter = Proc::spawn(
+    println!("demo: starting the exporter: {}", commands::describe(&cmd));
+    let mut exporter = BackgroundProcess::spawn(
         "exporter",
         cmd,
         demo_dir.join("exporter.log"),
@@ -194,19 +197,19 @@ pub fn run(opts: Options) -> Result<()> {
 fn wait_until(
     what: &str,
     timeout: Duration,
-    procs: &mut [&mut Proc],
+    children: &mut [&mut BackgroundProcess],
     mut ready: impl FnMut() -> bool,
 ) -> Result<()> {
     let start = Instant::now();
     loop {
-        for proc in procs.iter_mut() {
-            proc.check_alive()?;
+        for child in children.iter_mut() {
+            child.check_alive()?;
         }
         if stopped() || ready() {
             return Ok(());
         }
         if start.elapsed() > timeout {
-            let tails: Vec<String> = procs.iter().map(|p| p.tail()).collect();
+            let tails: Vec<String> = children.iter().map(|c| c.tail()).collect();
             bail!(
                 "{what} not ready after {} s\n{}",
                 timeout.as_secs(),

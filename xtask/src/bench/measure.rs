@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::procs;
-use crate::{child, util};
+use crate::{background, commands};
 
 // ---------------------------------------------------------------- wrk
 
@@ -64,7 +64,7 @@ pub struct WrkParams<'a> {
 
 /// Run wrk to completion; its CPU comes from wait4's rusage.
 pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
-    let mut cmd = util::command("wrk");
+    let mut cmd = commands::command("wrk");
     cmd.args(["-t1", "-c"])
         .arg(p.connections.to_string())
         .arg("-d")
@@ -77,13 +77,13 @@ pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
         cmd.args(["-H", "Connection: close"]);
     }
     cmd.arg(p.url);
-    let described = util::describe(&cmd);
+    let described = commands::describe(&cmd);
     let err = File::create(p.stderr).with_context(|| format!("creating {}", p.stderr.display()))?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err)
         .process_group(0);
-    child::set_pdeathsig(&mut cmd);
+    background::set_pdeathsig(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{described}`"))?;
@@ -106,7 +106,7 @@ pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
         bail!(
             "`{described}` failed (wait status {status})\n{}{}",
             out,
-            child::tail(p.stderr, 10)
+            background::tail(p.stderr, 10)
         );
     }
     let mut result = parse_wrk(&out).with_context(|| format!("output of `{described}`"))?;
@@ -340,7 +340,7 @@ fn parse_fdinfo(text: &str) -> ProgStats {
 
 /// Program id -> name, from `bpftool --json prog show`.
 pub fn prog_names() -> Result<HashMap<u32, String>> {
-    let out = util::stdout(util::command("bpftool").args(["--json", "prog", "show"]))?;
+    let out = commands::stdout(commands::command("bpftool").args(["--json", "prog", "show"]))?;
     let json: serde_json::Value =
         serde_json::from_str(&out).context("parsing `bpftool --json prog show`")?;
     let mut names = HashMap::new();
@@ -356,7 +356,7 @@ pub fn prog_names() -> Result<HashMap<u32, String>> {
 /// while no exporter of the bench runs, they are someone else's: programs on
 /// syscall tracepoints slow every process, the plain rows included.
 pub fn foreign_tracing_progs() -> Result<Vec<(u32, String, String)>> {
-    let out = util::stdout(util::command("bpftool").args(["--json", "prog", "show"]))?;
+    let out = commands::stdout(commands::command("bpftool").args(["--json", "prog", "show"]))?;
     let json: serde_json::Value =
         serde_json::from_str(&out).context("parsing `bpftool --json prog show`")?;
     let mut progs = Vec::new();

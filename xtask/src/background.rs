@@ -1,5 +1,6 @@
 //! Long-running children of xtask (gunicorn masters, the exporter,
-//! redis-server, QEMU), shared by the demo, the bench and vmtest.
+//! redis-server, QEMU), shared by the demo, the bench and vmtest; one-shot
+//! commands are in `commands`.
 
 use std::{
     fs::{self, File},
@@ -13,12 +14,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util;
+use crate::commands;
 
 /// A child in its own process group, so the terminal's Ctrl-C reaches only
 /// xtask, which stops its children itself; sent SIGTERM by the kernel if
 /// xtask dies; stopped when dropped.
-pub struct Proc {
+pub struct BackgroundProcess {
     pub name: String,
     child: Child,
     /// Files whose tails explain an early death: its stdout+stderr first.
@@ -28,7 +29,7 @@ pub struct Proc {
     exited: bool,
 }
 
-impl Proc {
+impl BackgroundProcess {
     /// Starts `cmd` with its stdout and stderr in `output`.
     pub fn spawn(
         name: impl Into<String>,
@@ -46,7 +47,7 @@ impl Proc {
         set_pdeathsig(&mut cmd);
         let child = cmd
             .spawn()
-            .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+            .with_context(|| format!("could not start `{}`", commands::describe(&cmd)))?;
         Ok(Self {
             name: name.into(),
             child,
@@ -151,7 +152,7 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
+impl Drop for BackgroundProcess {
     fn drop(&mut self) {
         self.stop();
     }
