@@ -3,9 +3,11 @@
 //! queries the tests need: sums over label predicates, group-by, histograms
 //! and the difference of two scrapes.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use openmetrics_parser::{MetricNumber, PrometheusValue, prometheus::parse_prometheus};
+
+use crate::http;
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -235,6 +237,17 @@ pub fn total(histograms: &[Histogram]) -> Option<Histogram> {
         }
     }
     Some(out)
+}
+
+/// `GET http://addr/metrics`, parsed.
+pub fn scrape(addr: SocketAddr, timeout: Duration) -> Result<Metrics, String> {
+    let url = format!("http://{addr}/metrics");
+    let (status, text) =
+        http::get(addr, "/metrics", timeout).map_err(|e| format!("GET {url}: {e}"))?;
+    if status != 200 {
+        return Err(format!("{url} answered {status}"));
+    }
+    Metrics::parse(&text).map_err(|e| format!("{url} does not parse: {e}"))
 }
 
 /// `k="v",...` in key order.

@@ -179,10 +179,10 @@ fn timed_scrape(e: &Exporter) -> (Metrics, Instant, Instant) {
 
 /// `GET target` over TCP, expecting 200; returns the body.
 fn get_ok(g: &Gunicorn, target: &str) -> String {
-    let r = http::get(g.addr(), target, REQUEST_TIMEOUT)
+    let (status, body) = http::get(g.addr(), target, REQUEST_TIMEOUT)
         .unwrap_or_else(|err| panic!("GET {target}: {err}\n{}", g.story()));
-    assert_eq!(r.status, 200, "GET {target}\n{}", g.story());
-    String::from_utf8_lossy(&r.body).into_owned()
+    assert_eq!(status, 200, "GET {target}\n{}", g.story());
+    body
 }
 
 // ------------------------------------------------- HTTP over a unix socket
