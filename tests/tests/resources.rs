@@ -93,15 +93,10 @@ fn leader_voluntary_switches(pid: u32) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Seconds since boot (the clock of /proc's start times).
+/// Seconds since boot (CLOCK_BOOTTIME: the clock of /proc's start times).
 fn boot_secs() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn somaxconn() -> u32 {
