@@ -20,6 +20,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use integration_tests::http;
+
 use super::procs;
 use crate::{background, commands};
 
@@ -147,10 +149,11 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult> {
 
 // ---------------------------------------------------------------- HTTP, Prometheus text
 
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// GET a path; the status and body.
 pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let (status, body) = crate::demo::http(addr, "GET", path, b"")?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    http::get(addr, path, HTTP_TIMEOUT).with_context(|| format!("GET http://{addr}{path}"))
 }
 
 /// One sample of a Prometheus text exposition.
