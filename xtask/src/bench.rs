@@ -625,7 +625,7 @@ impl Instance {
         loop {
             self.proc.check_alive()?;
             check_stop()?;
-            let http_ok = measure::get(self.addr, "/").is_ok();
+            let http_ok = measure::answers(self.addr, "/");
             let workers = procs::children(self.master());
             let metrics_ok = self
                 .plugin_metrics
@@ -703,10 +703,8 @@ impl Instance {
     fn plugin_count(&self) -> Result<Option<u64>> {
         match self.plugin_metrics {
             Some(addr) => {
-                let samples = measure::scrape(addr)?;
-                Ok(Some(
-                    measure::sum(&samples, "gunicorn_worker_requests_total", |_| true) as u64,
-                ))
+                let m = measure::scrape(addr)?;
+                Ok(Some(m.sum_all("gunicorn_worker_requests_total") as u64))
             }
             None => Ok(None),
         }
@@ -755,13 +753,12 @@ impl Exporter {
         loop {
             proc.check_alive()?;
             check_stop()?;
-            if let Ok(samples) = measure::scrape(addr)
-                && measure::sum(&samples, "gunicorn_workers", |_| true) == WORKERS as f64
+            if let Ok(m) = measure::scrape(addr)
+                && m.sum_all("gunicorn_workers") == WORKERS as f64
             {
-                let used = samples
-                    .iter()
-                    .find(|s| s.name == "gunicorn_exporter_kernel_info")
-                    .and_then(|s| s.labels.get("hooks"))
+                let used = m
+                    .get("gunicorn_exporter_kernel_info")
+                    .find_map(|s| s.labels.get("hooks"))
                     .map(String::as_str);
                 if used != Some(hooks) {
                     bail!("asked for --hooks {hooks}, the exporter reports {used:?}");
@@ -786,8 +783,8 @@ impl Exporter {
     }
 
     fn total(&self) -> Result<u64> {
-        let samples = measure::scrape(self.addr)?;
-        Ok(measure::sum(&samples, "gunicorn_worker_requests_total", |_| true) as u64)
+        let m = measure::scrape(self.addr)?;
+        Ok(m.sum_all("gunicorn_worker_requests_total") as u64)
     }
 
     /// The total once it stops moving (and has reached `at_least`, or
@@ -813,14 +810,11 @@ impl Exporter {
 
     /// Kernel errors, collect errors, failed requests by type.
     fn errors(&self) -> Result<(f64, f64, BTreeMap<String, f64>)> {
-        let samples = measure::scrape(self.addr)?;
-        let kernel = measure::sum(&samples, "gunicorn_exporter_kernel_errors_total", |_| true);
-        let collect = measure::sum(&samples, "gunicorn_exporter_collect_errors_total", |_| true);
+        let m = measure::scrape(self.addr)?;
+        let kernel = m.sum_all("gunicorn_exporter_kernel_errors_total");
+        let collect = m.sum_all("gunicorn_exporter_collect_errors_total");
         let mut failed = BTreeMap::new();
-        for s in samples
-            .iter()
-            .filter(|s| s.name == "gunicorn_worker_failed_requests_total")
-        {
+        for s in m.get("gunicorn_worker_failed_requests_total") {
             let kind = s.labels.get("error_type").cloned().unwrap_or_default();
             *failed.entry(kind).or_insert(0.0) += s.value;
         }

@@ -1,6 +1,6 @@
 //! What one measured run reads: wrk's results and its own CPU (rusage of the
-//! child), processes' CPU from /proc, BPF program statistics, Prometheus
-//! text, the statsd sink's counts.
+//! child), processes' CPU from /proc, BPF program statistics, scrapes (parsed
+//! as the tests parse them), the statsd sink's counts.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,7 +20,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use integration_tests::http;
+use integration_tests::{
+    http,
+    prom::{self, Metrics},
+};
 
 use super::procs;
 use crate::{background, commands};
@@ -147,113 +150,18 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult> {
     })
 }
 
-// ---------------------------------------------------------------- HTTP, Prometheus text
+// ---------------------------------------------------------------- HTTP, scrapes
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// GET a path; the status and body.
-pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    http::get(addr, path, HTTP_TIMEOUT).with_context(|| format!("GET http://{addr}{path}"))
+/// Whether `GET path` gets an answer, whatever its status.
+pub fn answers(addr: SocketAddr, path: &str) -> bool {
+    http::get(addr, path, HTTP_TIMEOUT).is_ok()
 }
 
-/// One sample of a Prometheus text exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-pub fn parse_prometheus(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, labels, rest) = match line.find('{') {
-            Some(open) => {
-                let Some(close) = line.rfind('}') else {
-                    continue;
-                };
-                (
-                    &line[..open],
-                    parse_labels(&line[open + 1..close]),
-                    &line[close + 1..],
-                )
-            }
-            None => match line.split_once(' ') {
-                Some((name, rest)) => (name, BTreeMap::new(), rest),
-                None => continue,
-            },
-        };
-        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse().ok()) else {
-            continue;
-        };
-        out.push(Sample {
-            name: name.to_string(),
-            labels,
-            value,
-        });
-    }
-    out
-}
-
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = text;
-    while let Some(eq) = rest.find('=') {
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_string();
-        let after = &rest[eq + 1..];
-        let Some(after) = after.strip_prefix('"') else {
-            break;
-        };
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, n)) = chars.next() {
-                        value.push(match n {
-                            'n' => '\n',
-                            other => other,
-                        });
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        labels.insert(key, value);
-        rest = &after[end..];
-    }
-    labels
-}
-
-/// Sum of the samples named `name` whose labels pass `keep`.
-pub fn sum(
-    samples: &[Sample],
-    name: &str,
-    keep: impl Fn(&BTreeMap<String, String>) -> bool,
-) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.name == name && keep(&s.labels))
-        .map(|s| s.value)
-        .sum()
-}
-
-/// Scrape `http://addr/metrics`.
-pub fn scrape(addr: SocketAddr) -> Result<Vec<Sample>> {
-    let (status, body) = get(addr, "/metrics").with_context(|| format!("scraping {addr}"))?;
-    if status != 200 {
-        bail!("http://{addr}/metrics answered {status}");
-    }
-    Ok(parse_prometheus(&body))
+/// `http://addr/metrics`, parsed as the tests parse it.
+pub fn scrape(addr: SocketAddr) -> Result<Metrics> {
+    prom::scrape(addr, HTTP_TIMEOUT).map_err(anyhow::Error::msg)
 }
 
 // ---------------------------------------------------------------- BPF
@@ -485,25 +393,6 @@ mod tests {
         assert_eq!(r.p99_us, 80739.0);
         assert!((r.rps() - 834.0 / 2.010523).abs() < 1e-6);
         assert!(parse_wrk("nothing").is_err());
-    }
-
-    #[test]
-    fn parses_prometheus_text() {
-        let text = "# HELP x y\n# TYPE x counter\n\
-            gunicorn_worker_requests_total{worker_id=\"worker_1_2\",pid=\"7\",method=\"GET\",status=\"200\"} 3051\n\
-            gunicorn_worker_requests_total{worker_id=\"w\\\"q\",status=\"404\"} 2.0\n\
-            gunicorn_up 1\n";
-        let s = parse_prometheus(text);
-        assert_eq!(s.len(), 3);
-        assert_eq!(s[0].labels["status"], "200");
-        assert_eq!(s[1].labels["worker_id"], "w\"q");
-        assert_eq!(sum(&s, "gunicorn_worker_requests_total", |_| true), 3053.0);
-        assert_eq!(
-            sum(&s, "gunicorn_worker_requests_total", |l| l["status"]
-                == "404"),
-            2.0
-        );
-        assert_eq!(sum(&s, "gunicorn_up", |_| true), 1.0);
     }
 
     #[test]
