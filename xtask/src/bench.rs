@@ -28,7 +28,6 @@ mod chart;
 mod hosttax;
 pub mod loops;
 mod measure;
-mod procs;
 mod report;
 mod scenario;
 
@@ -44,11 +43,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use integration_tests::ports;
 
 pub use self::scenario::{App, Variant, Workers};
 use self::{
-    measure::{BpfStats, ProgStats, StatsdSink, WrkParams},
-    procs::ProcId,
+    measure::{BpfStats, PidAndStart, ProgStats, StatsdSink, WrkParams},
     report::{Accuracy, ExporterRun, ProgDelta, Results, Run},
     scenario::{Cell, Launch, WORKERS},
 };
@@ -500,7 +499,7 @@ fn note_foreign(res: &mut Results, progs: &[(u32, String, String)], when: &str) 
 fn start_redis(run_dir: &Path) -> Result<(BackgroundProcess, u16)> {
     let mut last = None;
     for _ in 0..3 {
-        let port = procs::free_port()?;
+        let port = ports::free_port();
         let mut cmd = commands::command("redis-server");
         cmd.current_dir(run_dir).args([
             "--port",
@@ -547,7 +546,7 @@ struct Instance {
     addr: SocketAddr,
     plugin_metrics: Option<SocketAddr>,
     dir: PathBuf,
-    workers: Vec<ProcId>,
+    workers: Vec<PidAndStart>,
 }
 
 impl Instance {
@@ -570,8 +569,8 @@ impl Instance {
                 dir.clone()
             };
             fs::create_dir_all(&mkdir).with_context(|| format!("creating {}", mkdir.display()))?;
-            let port = procs::free_port()?;
-            let plugin_port = procs::free_port()?;
+            let port = ports::free_port();
+            let plugin_port = ports::free_port();
             let access = dir.join("access.log");
             let launch = Launch {
                 bench_dir: &ctx.bench_dir,
@@ -626,7 +625,7 @@ impl Instance {
             self.proc.check_alive()?;
             check_stop()?;
             let http_ok = measure::answers(self.addr, "/");
-            let workers = procs::children(self.master());
+            let workers = measure::children(self.master());
             let metrics_ok = self
                 .plugin_metrics
                 .is_none_or(|m| measure::scrape(m).is_ok());
@@ -648,7 +647,7 @@ impl Instance {
     /// worker pids this instance's runs measure.
     fn warm_up(&mut self, ctx: &Ctx, cell: Cell) -> Result<()> {
         self.wrk(ctx, cell, WARMUP_SECS, "warmup")?;
-        self.workers = procs::children(self.master());
+        self.workers = measure::children(self.master());
         if self.workers.len() != WORKERS as usize {
             bail!(
                 "{}: {} workers after the warm-up, expected {WORKERS}\n{}",
@@ -675,7 +674,7 @@ impl Instance {
     /// Fail if a worker was replaced (its CPU would be lost).
     fn check_workers(&mut self) -> Result<()> {
         self.proc.check_alive()?;
-        let now = procs::children(self.master());
+        let now = measure::children(self.master());
         if now != self.workers {
             bail!(
                 "{}: the workers changed during the workload ({:?} -> {:?}); see {}",
@@ -691,11 +690,11 @@ impl Instance {
     /// The master's and workers' threads' CPU (ns by tid), and their
     /// utime+stime (seconds, whole ticks) as a cross-check.
     fn cpu_snapshot(&self) -> Result<(BTreeMap<u32, u64>, f64)> {
-        let mut threads = procs::thread_cpu_ns(self.master())?;
-        let mut ticks = procs::cpu_seconds(self.master())?;
+        let mut threads = measure::thread_cpu_ns(self.master())?;
+        let mut ticks = measure::cpu_seconds(self.master())?;
         for (pid, _) in &self.workers {
-            threads.extend(procs::thread_cpu_ns(*pid)?);
-            ticks += procs::cpu_seconds(*pid)?;
+            threads.extend(measure::thread_cpu_ns(*pid)?);
+            ticks += measure::cpu_seconds(*pid)?;
         }
         Ok((threads, ticks))
     }
@@ -732,7 +731,7 @@ impl Exporter {
         let hooks = variant
             .hooks()
             .with_context(|| format!("{} runs no exporter", variant.short()))?;
-        let port = procs::free_port()?;
+        let port = ports::free_port();
         let mut cmd = commands::command(&ctx.exporter);
         cmd.arg("--pid")
             .arg(inst.master().to_string())
@@ -951,9 +950,9 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     };
     let side_cpu = |inst: &Instance| -> Result<Option<BTreeMap<u32, u64>>> {
         Ok(match inst.variant {
-            v if v.is_exporter() => Some(procs::thread_cpu_ns(exporter.as_ref().unwrap().pid())?),
+            v if v.is_exporter() => Some(measure::thread_cpu_ns(exporter.as_ref().unwrap().pid())?),
             Variant::PluginRedis => {
-                Some(procs::thread_cpu_ns(ctx.redis.as_ref().unwrap().0.pid())?)
+                Some(measure::thread_cpu_ns(ctx.redis.as_ref().unwrap().0.pid())?)
             }
             Variant::Statsd => Some(ctx.sink.as_ref().unwrap().cpu_ns()?),
             _ => None,
@@ -981,11 +980,11 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     drop(stats);
     inst.check_workers()?;
 
-    let side_cpu_s = side0.zip(side1).map(|(a, b)| procs::cpu_delta_s(&a, &b));
+    let side_cpu_s = side0.zip(side1).map(|(a, b)| measure::cpu_delta_s(&a, &b));
     let mut exporter_run = None;
     let counted_after = match &exporter {
         Some(e) => {
-            let (rss, peak) = procs::rss_bytes(e.pid())?;
+            let (rss, peak) = measure::rss_bytes(e.pid())?;
             // Empty programs count nothing: waiting for their total to reach
             // wrk's would only run out COUNT_SETTLE_MAX.
             let total = match inst.variant.is_empty_programs() {
@@ -1025,7 +1024,7 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
         variant: inst.variant,
         rep,
         wrk,
-        worker_cpu_s: procs::cpu_delta_s(&cpu0, &cpu1),
+        worker_cpu_s: measure::cpu_delta_s(&cpu0, &cpu1),
         worker_cpu_ticks_s: ticks1 - ticks0,
         side_cpu_s,
         counted,

@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     Ctx, Exporter, Instance, check_stop,
     loops::{self, Loop},
-    procs,
+    measure,
     report::{HostTaxRun, Results},
     scenario::{App, Cell, Variant, WORKERS, Workers},
     sleep,
@@ -84,7 +84,7 @@ pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
         ),
     ));
     let mut inst = Instance::start(ctx, CELL, Variant::Plain27, "host-tax", false)?;
-    inst.workers = procs::children(inst.master());
+    inst.workers = measure::children(inst.master());
     let mut seq = 0;
     let mut measure = |inst: &mut Instance, v: Variant, rep: u32| -> Result<()> {
         check_stop()?;

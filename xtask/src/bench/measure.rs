@@ -1,6 +1,7 @@
 //! What one measured run reads: wrk's results and its own CPU (rusage of the
-//! child), processes' CPU from /proc, BPF program statistics, scrapes (parsed
-//! as the tests parse them), the statsd sink's counts.
+//! child), processes' CPU and memory from /proc (procfs), BPF program
+//! statistics, scrapes (parsed as the tests parse them), the statsd sink's
+//! counts.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -8,7 +9,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream, UdpSocket},
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     sync::{
         Arc,
@@ -24,8 +25,8 @@ use integration_tests::{
     http,
     prom::{self, Metrics},
 };
+use procfs::process::{FDTarget, Process};
 
-use super::procs;
 use crate::{background, commands};
 
 // ---------------------------------------------------------------- wrk
@@ -164,6 +165,73 @@ pub fn scrape(addr: SocketAddr) -> Result<Metrics> {
     prom::scrape(addr, HTTP_TIMEOUT).map_err(anyhow::Error::msg)
 }
 
+// ---------------------------------------------------------------- processes
+
+/// On-CPU nanoseconds of every live thread of a process, by tid (schedstat:
+/// exact, where utime+stime are whole ticks).
+pub fn thread_cpu_ns(pid: u32) -> Result<BTreeMap<u32, u64>> {
+    let threads: BTreeMap<u32, u64> = Process::new(pid as i32)
+        .and_then(|p| p.tasks())
+        .with_context(|| format!("/proc/{pid}/task"))?
+        .flatten()
+        // A thread may exit between the listing and the read.
+        .filter_map(|t| Some((t.tid as u32, t.schedstat().ok()?.sum_exec_runtime)))
+        .collect();
+    if threads.is_empty() {
+        bail!("no readable thread in /proc/{pid}/task");
+    }
+    Ok(threads)
+}
+
+/// CPU seconds between two thread snapshots: for every thread alive at the
+/// end, what it gained (all of it for a thread born in between). A thread that
+/// exited in between is missed (gunicorn's and the exporter's threads live as
+/// long as their process).
+pub fn cpu_delta_s(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> f64 {
+    after
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum::<u64>() as f64
+        / 1e9
+}
+
+/// utime + stime of a process (all its threads, dead ones included), seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .with_context(|| format!("/proc/{pid}/stat"))?;
+    Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// VmRSS and VmHWM (peak) of a process, bytes.
+pub fn rss_bytes(pid: u32) -> Result<(u64, u64)> {
+    let status = Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .with_context(|| format!("/proc/{pid}/status"))?;
+    let bytes = |kb: Option<u64>, what| {
+        kb.map(|kb| kb * 1024)
+            .with_context(|| format!("no {what} in /proc/{pid}/status"))
+    };
+    Ok((bytes(status.vmrss, "VmRSS")?, bytes(status.vmhwm, "VmHWM")?))
+}
+
+/// A process identity that survives pid reuse: (pid, start time in ticks).
+pub type PidAndStart = (u32, u64);
+
+/// The children of `parent`, sorted.
+pub fn children(parent: u32) -> Vec<PidAndStart> {
+    let mut out: Vec<PidAndStart> = procfs::process::all_processes()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| p.stat().ok())
+        .filter(|stat| stat.ppid == parent as i32)
+        .map(|stat| (stat.pid as u32, stat.starttime))
+        .collect();
+    out.sort();
+    out
+}
+
 // ---------------------------------------------------------------- BPF
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -209,18 +277,15 @@ pub struct ProgStats {
 /// one fd per program). bpftool here prints no owner pids, so the programs
 /// are found from /proc/<pid>/fdinfo, which also carries the run statistics.
 pub fn process_progs(pid: u32) -> Result<BTreeMap<u32, ProgStats>> {
+    let fds = Process::new(pid as i32)
+        .and_then(|p| p.fd())
+        .with_context(|| format!("/proc/{pid}/fd"))?;
     let mut progs = BTreeMap::new();
-    let dir = format!("/proc/{pid}/fd");
-    for entry in fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
-        let entry = entry?;
-        let Ok(target) = fs::read_link(entry.path()) else {
-            continue;
-        };
-        if target.to_string_lossy() != "anon_inode:bpf-prog" {
+    for fd in fds.flatten() {
+        if !matches!(&fd.target, FDTarget::AnonInode(kind) if kind == "bpf-prog") {
             continue;
         }
-        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
-        let Ok(text) = fs::read_to_string(&info) else {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.fd)) else {
             continue;
         };
         let stats = parse_fdinfo(&text);
@@ -348,7 +413,10 @@ impl StatsdSink {
     /// The sink thread's CPU, as a one-thread snapshot (tid -> ns).
     pub fn cpu_ns(&self) -> Result<BTreeMap<u32, u64>> {
         let tid = self.tid.load(Ordering::SeqCst);
-        let ns = procs::schedstat_ns(&PathBuf::from(format!("/proc/self/task/{tid}/schedstat")))?;
+        let ns = Process::myself()
+            .and_then(|p| p.task_from_tid(tid)?.schedstat())
+            .with_context(|| format!("schedstat of the statsd sink's thread {tid}"))?
+            .sum_exec_runtime;
         Ok(BTreeMap::from([(tid as u32, ns)]))
     }
 }
@@ -393,6 +461,25 @@ mod tests {
         assert_eq!(r.p99_us, 80739.0);
         assert!((r.rps() - 834.0 / 2.010523).abs() < 1e-6);
         assert!(parse_wrk("nothing").is_err());
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        let (rss, peak) = rss_bytes(pid).unwrap();
+        assert!(rss > 0 && peak >= rss);
+        assert!(thread_cpu_ns(pid).unwrap().contains_key(&pid));
+        let parent = Process::myself().unwrap().stat().unwrap().ppid as u32;
+        assert!(children(parent).iter().any(|(p, _)| *p == pid));
+    }
+
+    #[test]
+    fn cpu_delta_counts_live_threads() {
+        let before = BTreeMap::from([(1, 100), (2, 1_000_000_000), (3, 7)]);
+        let after = BTreeMap::from([(1, 600), (2, 1_500_000_000), (4, 400)]);
+        // 500 + 500_000_000 + 400 (born in between); thread 3 exited.
+        assert_eq!(cpu_delta_s(&before, &after), 0.500_000_9);
     }
 
     #[test]
