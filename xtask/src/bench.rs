@@ -716,14 +716,15 @@ impl Drop for Instance {
     }
 }
 
-/// The exporter, attached to an instance for one run.
-struct Exporter {
+/// An exporter process the bench starts and measures, attached to one
+/// instance for one run.
+struct MeasuredExporter {
     proc: BackgroundProcess,
     addr: SocketAddr,
     names: HashMap<u32, String>,
 }
 
-impl Exporter {
+impl MeasuredExporter {
     /// Start the exporter of `variant` (its hook set, real or empty programs)
     /// on an instance's master; ready once it sees the workers, and checked to
     /// run on the hooks asked for.
@@ -936,7 +937,7 @@ fn print_run(r: &Run, reps: u32) {
 fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<Run> {
     inst.check_workers()?;
     let exporter = match inst.variant.is_exporter() {
-        true => Some(Exporter::attach(
+        true => Some(MeasuredExporter::attach(
             ctx,
             inst,
             inst.variant,
@@ -1045,7 +1046,7 @@ fn accuracy_run(ctx: &Ctx, cell: Cell, variant: Variant) -> Result<Accuracy> {
     let name = format!("accuracy-{}", variant.short());
     let mut inst = Instance::start(ctx, cell, variant, &name, true)?;
     inst.warm_up(ctx, cell)?;
-    let exporter = Exporter::attach(ctx, &inst, variant, "accuracy")?;
+    let exporter = MeasuredExporter::attach(ctx, &inst, variant, "accuracy")?;
     let log = inst.dir.join("access.log");
     let (before, lines_before) = exporter.settled_total(0, || count_lines(&log))?;
     let wrk = inst.wrk(ctx, cell, ctx.duration, "accuracy")?;

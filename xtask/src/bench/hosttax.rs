@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Ctx, Exporter, Instance, check_stop,
+    Ctx, Instance, MeasuredExporter, check_stop,
     loops::{self, Loop},
     measure,
     report::{HostTaxRun, Results},
@@ -90,7 +90,7 @@ pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
         check_stop()?;
         let tag = format!("{seq:03}-{}", host_tax_name(v));
         let exporter = match v.is_exporter() {
-            true => Some(Exporter::attach(ctx, inst, v, &tag)?),
+            true => Some(MeasuredExporter::attach(ctx, inst, v, &tag)?),
             false => None,
         };
         sleep(SETTLE)?;
