@@ -3,16 +3,16 @@
 //! commands are in `commands`.
 
 use std::{
-    fs::{self, File},
-    io,
+    fs::File,
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+use integration_tests::{fixtures::die_with_parent, tail_file};
 
 use crate::commands;
 
@@ -44,7 +44,7 @@ impl BackgroundProcess {
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        set_pdeathsig(&mut cmd);
+        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("could not start `{}`", commands::describe(&cmd)))?;
@@ -76,7 +76,7 @@ impl BackgroundProcess {
                     "--- {} (last lines of {}):\n{}",
                     self.name,
                     log.display(),
-                    tail(log, 25)
+                    tail_file(log, 25)
                 )
             })
             .collect()
@@ -155,32 +155,5 @@ impl BackgroundProcess {
 impl Drop for BackgroundProcess {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// SIGTERM to the child when xtask dies, whatever kills it.
-pub fn set_pdeathsig(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// The last `lines` lines of a file.
-pub fn tail(path: &Path, lines: usize) -> String {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let mut out = all[all.len().saturating_sub(lines)..].join("\n");
-            out.push('\n');
-            out
-        }
-        Err(e) => format!("(cannot read: {e})\n"),
     }
 }

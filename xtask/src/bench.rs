@@ -43,7 +43,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use integration_tests::ports;
+use integration_tests::{ports, tail_file};
 
 pub use self::scenario::{App, Variant, Workers};
 use self::{
@@ -52,8 +52,7 @@ use self::{
     scenario::{Cell, Launch, WORKERS},
 };
 use crate::{
-    background::{self, BackgroundProcess},
-    build, commands, exporter_bin, setup, target_dir, workspace_root,
+    background::BackgroundProcess, build, commands, exporter_bin, setup, target_dir, workspace_root,
 };
 
 #[derive(Debug, Args)]
@@ -603,7 +602,7 @@ impl Instance {
                 Ok(()) => return Ok(inst),
                 Err(e) => {
                     check_stop()?;
-                    let tail = background::tail(&dir.join("error.log"), 15);
+                    let tail = tail_file(&dir.join("error.log"), 15);
                     eprintln!(
                         "bench: {name} did not start (attempt {}): {e:#}\n{tail}",
                         attempt + 1

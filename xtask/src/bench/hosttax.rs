@@ -21,7 +21,7 @@ use super::{
     scenario::{App, Cell, Variant, WORKERS, Workers},
     sleep,
 };
-use crate::background;
+use integration_tests::{fixtures::die_with_parent, tail_file};
 
 /// The gunicorn the exporter attaches to: the trivial app, sync workers,
 /// never sent a request while measured.
@@ -155,7 +155,7 @@ fn run_loops(dir: &Path, tag: &str, batches: u32) -> Result<Vec<(Loop, Vec<f64>)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err);
-    background::set_pdeathsig(&mut cmd);
+    die_with_parent(&mut cmd);
     let out = cmd
         .output()
         .with_context(|| format!("running {} bench-loops", exe.display()))?;
@@ -166,7 +166,7 @@ fn run_loops(dir: &Path, tag: &str, batches: u32) -> Result<Vec<(Loop, Vec<f64>)
         bail!(
             "bench-loops failed ({})\n{}",
             out.status,
-            background::tail(&err_path, 10)
+            tail_file(&err_path, 10)
         );
     }
     loops::parse_output(&stdout)

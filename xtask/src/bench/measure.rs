@@ -22,12 +22,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use integration_tests::{
+    fixtures::die_with_parent,
     http,
     prom::{self, Metrics},
+    tail_file,
 };
 use procfs::process::{FDTarget, Process};
 
-use crate::{background, commands};
+use crate::commands;
 
 // ---------------------------------------------------------------- wrk
 
@@ -89,7 +91,7 @@ pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
         .stdout(Stdio::piped())
         .stderr(err)
         .process_group(0);
-    background::set_pdeathsig(&mut cmd);
+    die_with_parent(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{described}`"))?;
@@ -112,7 +114,7 @@ pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
         bail!(
             "`{described}` failed (wait status {status})\n{}{}",
             out,
-            background::tail(p.stderr, 10)
+            tail_file(p.stderr, 10)
         );
     }
     let mut result = parse_wrk(&out).with_context(|| format!("output of `{described}`"))?;

@@ -138,7 +138,7 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
         problem = Some(format!(
             "the VM stopped before the suite ended (no {}); the end of vng's output:\n{}",
             results.join("exit-code").display(),
-            crate::background::tail(&log, 30)
+            integration_tests::tail_file(&log, 30)
         ));
     }
     Ok(Outcome {
