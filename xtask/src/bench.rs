@@ -354,7 +354,7 @@ fn write_outputs(res: &Results, out: &Path) -> Result<()> {
     };
     write("report.md", report::markdown(res))?;
     if !res.runs.is_empty() {
-        write("chart.svg", chart::svg(res))?;
+        write("chart.svg", chart::svg(res).context("drawing the chart")?)?;
     }
     write("runs.csv", report::csv(res))
 }
