@@ -285,9 +285,6 @@ pub fn run(opts: Options) -> Result<()> {
         let foreign = measure::foreign_tracing_progs().unwrap_or_default();
         note_foreign(&mut res, &foreign, "after the host tax");
         write_outputs(&res, &out)?;
-        for line in report::host_tax_summary(&res) {
-            println!("bench:   host tax {line}");
-        }
     }
     if outcome.is_ok() && !cells.is_empty() {
         if ctx.variants.contains(&Variant::Statsd) {

@@ -72,9 +72,7 @@ pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
         "host tax".into(),
         format!(
             "an idle gunicorn 27 (trivial app, {WORKERS} sync workers); {} repetitions; \
-             per loop and run {} timed batches of a fixed number of calls ({}), the loops \
-             taking turns, the run's figure its median batch; kernel.bpf_stats_enabled={} \
-             during these runs",
+             {} batches per loop and run (calls per batch: {}); kernel.bpf_stats_enabled={}",
             ctx.host_tax_reps,
             ctx.host_tax_batches,
             calls.join(", "),
