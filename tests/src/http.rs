@@ -1,6 +1,8 @@
 //! A raw HTTP/1.1 client over `TcpStream` that counts every byte it sends and
 //! receives, so the exporter's request/response size sums can be checked
-//! exactly. No HTTP library: what goes on the wire is exactly what is built here.
+//! exactly. No HTTP library there: what goes on the wire is exactly what is
+//! built here, split or pipelined as a test needs. Ordinary GETs, where no
+//! byte is counted (scrapes, plain checks), go through ureq: [`get`].
 
 use std::{
     collections::BTreeMap,
@@ -466,12 +468,20 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// GET `path` on a new connection with `Connection: close` (used for scraping).
-pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Response> {
-    let mut c = Conn::connect_timeout(addr, timeout)?;
-    let r = c.request(&Request::get(path).close())?;
-    c.finish()?;
-    Ok(r)
+/// A ureq agent for ordinary requests: every status is an answer, not an error.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// An ordinary `GET path` through ureq: the status and the body as text.
+pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), ureq::Error> {
+    let mut response = agent(timeout).get(format!("http://{addr}{path}")).call()?;
+    let body = response.body_mut().read_to_string()?;
+    Ok((response.status().as_u16(), body))
 }
 
 /// One request on its own connection, then a clean close.
@@ -541,7 +551,8 @@ pub fn pipelined(
     Ok(out)
 }
 
-/// One `GET target` with `Connection: close` over the unix socket at `path`:
+/// One `GET target` with `Connection: close` over the unix socket at `path`
+/// (raw: ureq speaks HTTP over TCP only):
 /// (status, body), the body checked against Content-Length when given.
 pub fn unix_get(
     path: &std::path::Path,

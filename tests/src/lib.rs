@@ -12,7 +12,7 @@
 //!   and a [`Prometheus`] scraping the exporter, all killed on drop;
 //!   temporary directories.
 //! - [`http`]: the byte-counting client; [`load`]: a concurrent load generator.
-//! - [`prom`]: a Prometheus text-format parser; [`access_log`]: the access log.
+//! - [`prom`]: parsed scrapes and their queries; [`access_log`]: the access log.
 //! - [`check`]: comparisons and failure stories shared by the test files.
 //! - [`wait`]: polling with a deadline (no fixed sleeps).
 

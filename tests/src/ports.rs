@@ -7,10 +7,15 @@
 //! without SO_REUSEADDR skips ports other programs hold and ports with sockets
 //! lingering in TIME_WAIT (which would stop a server that binds without it).
 
-use std::sync::{
-    OnceLock,
-    atomic::{AtomicU32, Ordering},
+use std::{
+    net::SocketAddr,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
 };
+
+use socket2::{Domain, Socket, Type};
 
 /// Size of the range ports are taken from.
 const SPAN: u32 = 8000;
@@ -51,30 +56,12 @@ pub fn free_port() -> u16 {
     panic!("no free TCP port in {low}..{high} on 127.0.0.1");
 }
 
-/// Whether a socket without SO_REUSEADDR can bind 127.0.0.1:`port` now.
+/// Whether a socket without SO_REUSEADDR (std's listeners set it; socket2's
+/// do not unless asked) can bind 127.0.0.1:`port` now.
 fn bindable(port: u16) -> bool {
-    // SAFETY: plain syscalls on a socket this function owns and closes.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return false;
-        }
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let ok = libc::bind(
-            fd,
-            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ) == 0;
-        libc::close(fd);
-        ok
-    }
+    Socket::new(Domain::IPV4, Type::STREAM, None)
+        .and_then(|s| s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into()))
+        .is_ok()
 }
 
 #[cfg(test)]

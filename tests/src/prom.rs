@@ -1,8 +1,13 @@
-//! A small parser for the Prometheus text exposition format (0.0.4), with the
-//! queries the tests need: sums over label predicates, group-by, histograms and
-//! the difference of two scrapes.
+//! Prometheus text exposition (0.0.4), parsed by `openmetrics-parser` (a
+//! malformed exposition is an error) and flattened into samples, with the
+//! queries the tests need: sums over label predicates, group-by, histograms
+//! and the difference of two scrapes.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use openmetrics_parser::{MetricNumber, PrometheusValue, prometheus::parse_prometheus};
+
+use crate::http;
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -17,8 +22,12 @@ pub struct Sample {
 /// A parsed scrape, with its text kept for failure messages.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
+    /// Every sample, those of histograms and summaries as their `_bucket`,
+    /// `_sum`, `_count` and quantile lines, by metric family name.
     pub samples: Vec<Sample>,
     pub text: String,
+    /// The histogram series by family name, sorted by labels.
+    histograms: BTreeMap<String, Vec<Histogram>>,
 }
 
 /// One histogram series (`<base>_bucket`/`_sum`/`_count` with the same labels
@@ -34,21 +43,81 @@ pub struct Histogram {
 }
 
 impl Metrics {
-    /// Parses exposition text; any malformed line is an error naming it.
+    /// Parses exposition text; a malformed one is an error saying where.
     pub fn parse(text: &str) -> Result<Metrics, String> {
-        let mut samples = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let sample = parse_line(line).map_err(|e| format!("line {}: {e}: {line:?}", i + 1))?;
-            samples.push(sample);
-        }
-        Ok(Metrics {
-            samples,
+        let exposition = parse_prometheus(text).map_err(|e| e.to_string())?;
+        let mut families: Vec<_> = exposition.families.into_values().collect();
+        families.sort_by(|a, b| a.family_name.cmp(&b.family_name));
+        let mut m = Metrics {
             text: text.to_string(),
-        })
+            ..Metrics::default()
+        };
+        for family in &families {
+            let name = family.family_name.as_str();
+            for sample in family.iter_samples() {
+                let labels: Labels = sample
+                    .get_labelset()
+                    .map_err(|e| format!("{name}: {e}"))?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let mut push = |suffix: &str, labels: Labels, value: f64| {
+                    m.samples.push(Sample {
+                        name: format!("{name}{suffix}"),
+                        labels,
+                        value,
+                    })
+                };
+                // A bucket's or quantile's labels: the series' and its bound.
+                let bounded = |key: &str, bound: f64| {
+                    let mut l = labels.clone();
+                    l.insert(key.to_string(), format_bound(bound));
+                    l
+                };
+                let number = |n: Option<MetricNumber>| n.map_or(f64::NAN, |n| n.as_f64());
+                let count = |c: Option<u64>| c.map_or(f64::NAN, |c| c as f64);
+                match &sample.value {
+                    PrometheusValue::Unknown(v) | PrometheusValue::Gauge(v) => {
+                        push("", labels, v.as_f64())
+                    }
+                    PrometheusValue::Counter(c) => push("", labels, c.value.as_f64()),
+                    PrometheusValue::Summary(s) => {
+                        for q in &s.quantiles {
+                            push("", bounded("quantile", q.quantile), q.value.as_f64());
+                        }
+                        push("_sum", labels.clone(), number(s.sum));
+                        push("_count", labels, count(s.count));
+                    }
+                    PrometheusValue::Histogram(h) => {
+                        let mut buckets: Vec<(f64, f64)> = h
+                            .buckets
+                            .iter()
+                            .map(|b| (b.upper_bound, b.count.as_f64()))
+                            .collect();
+                        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        for &(le, c) in &buckets {
+                            push("_bucket", bounded("le", le), c);
+                        }
+                        let (sum, count) = (number(h.sum), count(h.count));
+                        push("_sum", labels.clone(), sum);
+                        push("_count", labels.clone(), count);
+                        m.histograms
+                            .entry(name.to_string())
+                            .or_default()
+                            .push(Histogram {
+                                labels,
+                                buckets,
+                                sum,
+                                count,
+                            });
+                    }
+                }
+            }
+        }
+        for series in m.histograms.values_mut() {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+        Ok(m)
     }
 
     /// Samples named exactly `name`.
@@ -94,29 +163,7 @@ impl Metrics {
 
     /// The histogram series of metric `base` (without the `_bucket` suffix).
     pub fn histograms(&self, base: &str) -> Vec<Histogram> {
-        let bucket = format!("{base}_bucket");
-        let sum = format!("{base}_sum");
-        let count = format!("{base}_count");
-        let mut series: BTreeMap<Vec<(String, String)>, Histogram> = BTreeMap::new();
-        for s in &self.samples {
-            if s.name == bucket {
-                let le = s
-                    .labels
-                    .get("le")
-                    .and_then(|v| parse_value(v).ok())
-                    .unwrap_or(f64::NAN);
-                slot(&mut series, &s.labels).buckets.push((le, s.value));
-            } else if s.name == sum {
-                slot(&mut series, &s.labels).sum = s.value;
-            } else if s.name == count {
-                slot(&mut series, &s.labels).count = s.value;
-            }
-        }
-        let mut out: Vec<Histogram> = series.into_values().collect();
-        for h in &mut out {
-            h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
-        out
+        self.histograms.get(base).cloned().unwrap_or_default()
     }
 
     /// The exposition lines whose metric name starts with one of `prefixes`, for
@@ -192,20 +239,15 @@ pub fn total(histograms: &[Histogram]) -> Option<Histogram> {
     Some(out)
 }
 
-/// The histogram of `series` with `labels` (ignoring `le`), created empty.
-fn slot<'a>(
-    series: &'a mut BTreeMap<Vec<(String, String)>, Histogram>,
-    labels: &Labels,
-) -> &'a mut Histogram {
-    let mut labels = labels.clone();
-    labels.remove("le");
-    let key: Vec<(String, String)> = labels.clone().into_iter().collect();
-    series.entry(key).or_insert_with(|| Histogram {
-        labels,
-        buckets: Vec::new(),
-        sum: f64::NAN,
-        count: f64::NAN,
-    })
+/// `GET http://addr/metrics`, parsed.
+pub fn scrape(addr: SocketAddr, timeout: Duration) -> Result<Metrics, String> {
+    let url = format!("http://{addr}/metrics");
+    let (status, text) =
+        http::get(addr, "/metrics", timeout).map_err(|e| format!("GET {url}: {e}"))?;
+    if status != 200 {
+        return Err(format!("{url} answered {status}"));
+    }
+    Metrics::parse(&text).map_err(|e| format!("{url} does not parse: {e}"))
 }
 
 /// `k="v",...` in key order.
@@ -217,92 +259,12 @@ pub fn describe_labels(labels: &Labels) -> String {
         .join(",")
 }
 
-fn parse_line(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .ok_or("no value")?;
-    let name = &line[..name_end];
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    {
-        return Err(format!("bad metric name {name:?}"));
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = Labels::new();
-    if let Some(r) = rest.strip_prefix('{') {
-        let (l, after) = parse_labels(r)?;
-        labels = l;
-        rest = after;
-    }
-    let mut fields = rest.split_whitespace();
-    let value = fields.next().ok_or("no value")?;
-    let value = parse_value(value)?;
-    // An optional timestamp may follow; nothing else.
-    if let Some(ts) = fields.next() {
-        ts.parse::<i64>()
-            .map_err(|_| format!("bad timestamp {ts:?}"))?;
-    }
-    if fields.next().is_some() {
-        return Err("trailing fields".into());
-    }
-    Ok(Sample {
-        name: name.to_string(),
-        labels,
-        value,
-    })
-}
-
-/// Parses `k="v",...}` (after the `{`); returns the labels and the rest.
-fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
-    let mut labels = Labels::new();
-    loop {
-        s = s.trim_start();
-        if let Some(rest) = s.strip_prefix('}') {
-            return Ok((labels, rest));
-        }
-        let eq = s.find('=').ok_or("label without '='")?;
-        let key = s[..eq].trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("bad label name {key:?}"));
-        }
-        s = s[eq + 1..].trim_start();
-        s = s.strip_prefix('"').ok_or("label value without quotes")?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let end = loop {
-            match chars.next() {
-                None => return Err("unterminated label value".into()),
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, '\\')) => value.push('\\'),
-                    Some((_, '"')) => value.push('"'),
-                    other => return Err(format!("bad escape {other:?}")),
-                },
-                Some((_, c)) => value.push(c),
-            }
-        };
-        if labels.insert(key.to_string(), value).is_some() {
-            return Err(format!("duplicate label {key:?}"));
-        }
-        s = s[end + 1..].trim_start();
-        if let Some(rest) = s.strip_prefix(',') {
-            s = rest;
-        } else if !s.starts_with('}') {
-            return Err("expected ',' or '}' after a label".into());
-        }
-    }
-}
-
-/// A sample value: a float, `+Inf`, `-Inf` or `NaN`.
-pub fn parse_value(v: &str) -> Result<f64, String> {
-    match v {
-        "+Inf" | "Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => v.parse::<f64>().map_err(|_| format!("bad value {v:?}")),
+/// A bucket bound or quantile as a label value (`+Inf`, `0.05`).
+fn format_bound(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".to_string()
+    } else {
+        v.to_string()
     }
 }
 
@@ -315,7 +277,9 @@ mod tests {
 gunicorn_worker_requests_total{worker_id="worker_1_100",pid="10",method="GET",status="200"} 3
 gunicorn_worker_requests_total{worker_id="worker_1_100",pid="10",method="POST",status="200"} 2
 gunicorn_worker_requests_total{worker_id="worker_2_100",pid="11",method="GET",status="404"} 1
+# TYPE gunicorn_workers gauge
 gunicorn_workers 2
+# TYPE d histogram
 d_bucket{pid="10",le="0.05"} 1
 d_bucket{pid="10",le="0.1"} 4
 d_bucket{pid="10",le="+Inf"} 5
@@ -326,6 +290,7 @@ d_bucket{pid="11",le="0.05"} 0
 d_bucket{pid="11",le="+Inf"} 2
 d_sum{pid="11"} 3
 d_count{pid="11"} 2
+# TYPE weird untyped
 weird{a="x\"y\\z\nw",b=""} NaN 1700000000000
 "#;
 

@@ -40,9 +40,9 @@ fn churn(mode: &str) -> (Gunicorn, Exporter, Metrics) {
     // Scrape all along: totals never go backwards, series stay bounded.
     let (mut last_total, mut biggest, mut scrapes) = (0.0, 0, 0);
     while load.completed(0) < REQUESTS_SENT {
-        let r = http::get(e.addr(), "/metrics", Duration::from_secs(10))
+        let (_, body) = http::get(e.addr(), "/metrics", Duration::from_secs(10))
             .unwrap_or_else(|err| panic!("scrape: {err}\n{}", story(&g, &e, None)));
-        let m = Metrics::parse(&String::from_utf8_lossy(&r.body)).expect("exposition parses");
+        let m = Metrics::parse(&body).expect("exposition parses");
         let total = m.sum_all(REQUESTS);
         assert!(
             total >= last_total,
@@ -61,7 +61,7 @@ fn churn(mode: &str) -> (Gunicorn, Exporter, Metrics) {
             owners.len(),
             story(&g, &e, Some(&m))
         );
-        (last_total, biggest, scrapes) = (total, biggest.max(r.body.len()), scrapes + 1);
+        (last_total, biggest, scrapes) = (total, biggest.max(body.len()), scrapes + 1);
     }
     let traffic = load.stop().expect("load").traffic;
     let (m, records) = check::wait_counted(&g, &e, traffic.total_responses());

@@ -93,15 +93,10 @@ fn leader_voluntary_switches(pid: u32) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Seconds since boot (the clock of /proc's start times).
+/// Seconds since boot (CLOCK_BOOTTIME: the clock of /proc's start times).
 fn boot_secs() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn somaxconn() -> u32 {
@@ -179,10 +174,10 @@ fn timed_scrape(e: &Exporter) -> (Metrics, Instant, Instant) {
 
 /// `GET target` over TCP, expecting 200; returns the body.
 fn get_ok(g: &Gunicorn, target: &str) -> String {
-    let r = http::get(g.addr(), target, REQUEST_TIMEOUT)
+    let (status, body) = http::get(g.addr(), target, REQUEST_TIMEOUT)
         .unwrap_or_else(|err| panic!("GET {target}: {err}\n{}", g.story()));
-    assert_eq!(r.status, 200, "GET {target}\n{}", g.story());
-    String::from_utf8_lossy(&r.body).into_owned()
+    assert_eq!(status, 200, "GET {target}\n{}", g.story());
+    body
 }
 
 // ------------------------------------------------- HTTP over a unix socket

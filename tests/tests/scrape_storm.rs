@@ -41,10 +41,10 @@ impl Scrapers {
                     let mut failures = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         match http::get(addr, "/metrics", SCRAPE_TIMEOUT) {
-                            Ok(r) if r.status == 200 && !r.body.is_empty() => {
+                            Ok((200, body)) if !body.is_empty() => {
                                 answered.fetch_add(1, Ordering::Relaxed);
                             }
-                            Ok(r) => failures.push(format!("status {}", r.status)),
+                            Ok((status, _)) => failures.push(format!("status {status}")),
                             Err(e) => failures.push(e.to_string()),
                         }
                     }

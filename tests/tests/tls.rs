@@ -262,8 +262,8 @@ fn tls_and_basic_auth_follow_the_file() {
         e.story()
     );
     let plain = http::get(addr, "/metrics", SCRAPE_TIMEOUT).expect("plain HTTP gets an answer");
-    assert_eq!(plain.status, 400);
-    assert!(String::from_utf8_lossy(&plain.body).contains("https://"));
+    assert_eq!(plain.0, 400);
+    assert!(plain.1.contains("https://"));
 
     write(&config, &(tls_yaml("") + &users_yaml()));
     let missing = get(None).unwrap();

@@ -28,7 +28,6 @@ mod chart;
 mod hosttax;
 pub mod loops;
 mod measure;
-mod procs;
 mod report;
 mod scenario;
 
@@ -44,18 +43,16 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use integration_tests::{ports, tail_file};
 
 pub use self::scenario::{App, Variant, Workers};
 use self::{
-    measure::{BpfStats, ProgStats, StatsdSink, WrkParams},
-    procs::ProcId,
+    measure::{BpfStats, PidAndStart, ProgStats, StatsdSink, WrkParams},
     report::{Accuracy, ExporterRun, ProgDelta, Results, Run},
     scenario::{Cell, Launch, WORKERS},
 };
 use crate::{
-    build,
-    child::{self, Proc},
-    exporter_bin, setup, target_dir, util, workspace_root,
+    background::BackgroundProcess, build, commands, exporter_bin, setup, target_dir, workspace_root,
 };
 
 #[derive(Debug, Args)]
@@ -150,7 +147,7 @@ struct Ctx {
     scripts: HashMap<App, PathBuf>,
     variants: Vec<Variant>,
     sink: Option<StatsdSink>,
-    redis: Option<(Proc, u16)>,
+    redis: Option<(BackgroundProcess, u16)>,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -288,9 +285,6 @@ pub fn run(opts: Options) -> Result<()> {
         let foreign = measure::foreign_tracing_progs().unwrap_or_default();
         note_foreign(&mut res, &foreign, "after the host tax");
         write_outputs(&res, &out)?;
-        for line in report::host_tax_summary(&res) {
-            println!("bench:   host tax {line}");
-        }
     }
     if outcome.is_ok() && !cells.is_empty() {
         if ctx.variants.contains(&Variant::Statsd) {
@@ -357,7 +351,7 @@ fn write_outputs(res: &Results, out: &Path) -> Result<()> {
     };
     write("report.md", report::markdown(res))?;
     if !res.runs.is_empty() {
-        write("chart.svg", chart::svg(res))?;
+        write("chart.svg", chart::svg(res).context("drawing the chart")?)?;
     }
     write("runs.csv", report::csv(res))
 }
@@ -401,7 +395,7 @@ fn estimate_secs(ctx: &Ctx, cells: usize) -> u64 {
 }
 
 fn command_line(program: &str, args: &[&str]) -> String {
-    match util::command(program).args(args).output() {
+    match commands::command(program).args(args).output() {
         Ok(o) => String::from_utf8_lossy(&[o.stdout, o.stderr].concat())
             .lines()
             .next()
@@ -498,11 +492,11 @@ fn note_foreign(res: &mut Results, progs: &[(u32, String, String)], when: &str) 
         .extend(progs.iter().map(|(_, _, name)| name.clone()));
 }
 
-fn start_redis(run_dir: &Path) -> Result<(Proc, u16)> {
+fn start_redis(run_dir: &Path) -> Result<(BackgroundProcess, u16)> {
     let mut last = None;
     for _ in 0..3 {
-        let port = procs::free_port()?;
-        let mut cmd = util::command("redis-server");
+        let port = ports::free_port();
+        let mut cmd = commands::command("redis-server");
         cmd.current_dir(run_dir).args([
             "--port",
             &port.to_string(),
@@ -515,7 +509,7 @@ fn start_redis(run_dir: &Path) -> Result<(Proc, u16)> {
             "--daemonize",
             "no",
         ]);
-        let mut proc = Proc::spawn(
+        let mut proc = BackgroundProcess::spawn(
             "redis-server",
             cmd,
             run_dir.join("redis.log"),
@@ -544,11 +538,11 @@ fn start_redis(run_dir: &Path) -> Result<(Proc, u16)> {
 /// One gunicorn of a workload.
 struct Instance {
     variant: Variant,
-    proc: Proc,
+    proc: BackgroundProcess,
     addr: SocketAddr,
     plugin_metrics: Option<SocketAddr>,
     dir: PathBuf,
-    workers: Vec<ProcId>,
+    workers: Vec<PidAndStart>,
 }
 
 impl Instance {
@@ -571,8 +565,8 @@ impl Instance {
                 dir.clone()
             };
             fs::create_dir_all(&mkdir).with_context(|| format!("creating {}", mkdir.display()))?;
-            let port = procs::free_port()?;
-            let plugin_port = procs::free_port()?;
+            let port = ports::free_port();
+            let plugin_port = ports::free_port();
             let access = dir.join("access.log");
             let launch = Launch {
                 bench_dir: &ctx.bench_dir,
@@ -584,8 +578,8 @@ impl Instance {
                 access_log: access_log.then_some(access.as_path()),
             };
             let cmd = scenario::gunicorn_command(variant, cell, &launch);
-            fs::write(dir.join("command.txt"), util::describe(&cmd) + "\n")?;
-            let proc = Proc::spawn(
+            fs::write(dir.join("command.txt"), commands::describe(&cmd) + "\n")?;
+            let proc = BackgroundProcess::spawn(
                 format!("gunicorn ({name})"),
                 cmd,
                 dir.join("gunicorn.out"),
@@ -605,7 +599,7 @@ impl Instance {
                 Ok(()) => return Ok(inst),
                 Err(e) => {
                     check_stop()?;
-                    let tail = child::tail(&dir.join("error.log"), 15);
+                    let tail = tail_file(&dir.join("error.log"), 15);
                     eprintln!(
                         "bench: {name} did not start (attempt {}): {e:#}\n{tail}",
                         attempt + 1
@@ -626,8 +620,8 @@ impl Instance {
         loop {
             self.proc.check_alive()?;
             check_stop()?;
-            let http_ok = measure::get(self.addr, "/").is_ok();
-            let workers = procs::children(self.master());
+            let http_ok = measure::answers(self.addr, "/");
+            let workers = measure::children(self.master());
             let metrics_ok = self
                 .plugin_metrics
                 .is_none_or(|m| measure::scrape(m).is_ok());
@@ -649,7 +643,7 @@ impl Instance {
     /// worker pids this instance's runs measure.
     fn warm_up(&mut self, ctx: &Ctx, cell: Cell) -> Result<()> {
         self.wrk(ctx, cell, WARMUP_SECS, "warmup")?;
-        self.workers = procs::children(self.master());
+        self.workers = measure::children(self.master());
         if self.workers.len() != WORKERS as usize {
             bail!(
                 "{}: {} workers after the warm-up, expected {WORKERS}\n{}",
@@ -676,7 +670,7 @@ impl Instance {
     /// Fail if a worker was replaced (its CPU would be lost).
     fn check_workers(&mut self) -> Result<()> {
         self.proc.check_alive()?;
-        let now = procs::children(self.master());
+        let now = measure::children(self.master());
         if now != self.workers {
             bail!(
                 "{}: the workers changed during the workload ({:?} -> {:?}); see {}",
@@ -692,11 +686,11 @@ impl Instance {
     /// The master's and workers' threads' CPU (ns by tid), and their
     /// utime+stime (seconds, whole ticks) as a cross-check.
     fn cpu_snapshot(&self) -> Result<(BTreeMap<u32, u64>, f64)> {
-        let mut threads = procs::thread_cpu_ns(self.master())?;
-        let mut ticks = procs::cpu_seconds(self.master())?;
+        let mut threads = measure::thread_cpu_ns(self.master())?;
+        let mut ticks = measure::cpu_seconds(self.master())?;
         for (pid, _) in &self.workers {
-            threads.extend(procs::thread_cpu_ns(*pid)?);
-            ticks += procs::cpu_seconds(*pid)?;
+            threads.extend(measure::thread_cpu_ns(*pid)?);
+            ticks += measure::cpu_seconds(*pid)?;
         }
         Ok((threads, ticks))
     }
@@ -704,10 +698,8 @@ impl Instance {
     fn plugin_count(&self) -> Result<Option<u64>> {
         match self.plugin_metrics {
             Some(addr) => {
-                let samples = measure::scrape(addr)?;
-                Ok(Some(
-                    measure::sum(&samples, "gunicorn_worker_requests_total", |_| true) as u64,
-                ))
+                let m = measure::scrape(addr)?;
+                Ok(Some(m.sum_all("gunicorn_worker_requests_total") as u64))
             }
             None => Ok(None),
         }
@@ -720,14 +712,15 @@ impl Drop for Instance {
     }
 }
 
-/// The exporter, attached to an instance for one run.
-struct Exporter {
-    proc: Proc,
+/// An exporter process the bench starts and measures, attached to one
+/// instance for one run.
+struct MeasuredExporter {
+    proc: BackgroundProcess,
     addr: SocketAddr,
     names: HashMap<u32, String>,
 }
 
-impl Exporter {
+impl MeasuredExporter {
     /// Start the exporter of `variant` (its hook set, real or empty programs)
     /// on an instance's master; ready once it sees the workers, and checked to
     /// run on the hooks asked for.
@@ -735,8 +728,8 @@ impl Exporter {
         let hooks = variant
             .hooks()
             .with_context(|| format!("{} runs no exporter", variant.short()))?;
-        let port = procs::free_port()?;
-        let mut cmd = util::command(&ctx.exporter);
+        let port = ports::free_port();
+        let mut cmd = commands::command(&ctx.exporter);
         cmd.arg("--pid")
             .arg(inst.master().to_string())
             .args(["--bind", "127.0.0.1", "--port"])
@@ -745,7 +738,7 @@ impl Exporter {
         if variant.is_empty_programs() {
             cmd.arg("--empty-programs");
         }
-        let mut proc = Proc::spawn(
+        let mut proc = BackgroundProcess::spawn(
             "gunicorn-ebpf-exporter",
             cmd,
             inst.dir.join(format!("exporter-{tag}.log")),
@@ -756,13 +749,12 @@ impl Exporter {
         loop {
             proc.check_alive()?;
             check_stop()?;
-            if let Ok(samples) = measure::scrape(addr)
-                && measure::sum(&samples, "gunicorn_workers", |_| true) == WORKERS as f64
+            if let Ok(m) = measure::scrape(addr)
+                && m.sum_all("gunicorn_workers") == WORKERS as f64
             {
-                let used = samples
-                    .iter()
-                    .find(|s| s.name == "gunicorn_exporter_kernel_info")
-                    .and_then(|s| s.labels.get("hooks"))
+                let used = m
+                    .get("gunicorn_exporter_kernel_info")
+                    .find_map(|s| s.labels.get("hooks"))
                     .map(String::as_str);
                 if used != Some(hooks) {
                     bail!("asked for --hooks {hooks}, the exporter reports {used:?}");
@@ -787,8 +779,8 @@ impl Exporter {
     }
 
     fn total(&self) -> Result<u64> {
-        let samples = measure::scrape(self.addr)?;
-        Ok(measure::sum(&samples, "gunicorn_worker_requests_total", |_| true) as u64)
+        let m = measure::scrape(self.addr)?;
+        Ok(m.sum_all("gunicorn_worker_requests_total") as u64)
     }
 
     /// The total once it stops moving (and has reached `at_least`, or
@@ -814,14 +806,11 @@ impl Exporter {
 
     /// Kernel errors, collect errors, failed requests by type.
     fn errors(&self) -> Result<(f64, f64, BTreeMap<String, f64>)> {
-        let samples = measure::scrape(self.addr)?;
-        let kernel = measure::sum(&samples, "gunicorn_exporter_kernel_errors_total", |_| true);
-        let collect = measure::sum(&samples, "gunicorn_exporter_collect_errors_total", |_| true);
+        let m = measure::scrape(self.addr)?;
+        let kernel = m.sum_all("gunicorn_exporter_kernel_errors_total");
+        let collect = m.sum_all("gunicorn_exporter_collect_errors_total");
         let mut failed = BTreeMap::new();
-        for s in samples
-            .iter()
-            .filter(|s| s.name == "gunicorn_worker_failed_requests_total")
-        {
+        for s in m.get("gunicorn_worker_failed_requests_total") {
             let kind = s.labels.get("error_type").cloned().unwrap_or_default();
             *failed.entry(kind).or_insert(0.0) += s.value;
         }
@@ -944,7 +933,7 @@ fn print_run(r: &Run, reps: u32) {
 fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<Run> {
     inst.check_workers()?;
     let exporter = match inst.variant.is_exporter() {
-        true => Some(Exporter::attach(
+        true => Some(MeasuredExporter::attach(
             ctx,
             inst,
             inst.variant,
@@ -958,9 +947,9 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     };
     let side_cpu = |inst: &Instance| -> Result<Option<BTreeMap<u32, u64>>> {
         Ok(match inst.variant {
-            v if v.is_exporter() => Some(procs::thread_cpu_ns(exporter.as_ref().unwrap().pid())?),
+            v if v.is_exporter() => Some(measure::thread_cpu_ns(exporter.as_ref().unwrap().pid())?),
             Variant::PluginRedis => {
-                Some(procs::thread_cpu_ns(ctx.redis.as_ref().unwrap().0.pid())?)
+                Some(measure::thread_cpu_ns(ctx.redis.as_ref().unwrap().0.pid())?)
             }
             Variant::Statsd => Some(ctx.sink.as_ref().unwrap().cpu_ns()?),
             _ => None,
@@ -988,11 +977,11 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     drop(stats);
     inst.check_workers()?;
 
-    let side_cpu_s = side0.zip(side1).map(|(a, b)| procs::cpu_delta_s(&a, &b));
+    let side_cpu_s = side0.zip(side1).map(|(a, b)| measure::cpu_delta_s(&a, &b));
     let mut exporter_run = None;
     let counted_after = match &exporter {
         Some(e) => {
-            let (rss, peak) = procs::rss_bytes(e.pid())?;
+            let (rss, peak) = measure::rss_bytes(e.pid())?;
             // Empty programs count nothing: waiting for their total to reach
             // wrk's would only run out COUNT_SETTLE_MAX.
             let total = match inst.variant.is_empty_programs() {
@@ -1032,7 +1021,7 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
         variant: inst.variant,
         rep,
         wrk,
-        worker_cpu_s: procs::cpu_delta_s(&cpu0, &cpu1),
+        worker_cpu_s: measure::cpu_delta_s(&cpu0, &cpu1),
         worker_cpu_ticks_s: ticks1 - ticks0,
         side_cpu_s,
         counted,
@@ -1053,7 +1042,7 @@ fn accuracy_run(ctx: &Ctx, cell: Cell, variant: Variant) -> Result<Accuracy> {
     let name = format!("accuracy-{}", variant.short());
     let mut inst = Instance::start(ctx, cell, variant, &name, true)?;
     inst.warm_up(ctx, cell)?;
-    let exporter = Exporter::attach(ctx, &inst, variant, "accuracy")?;
+    let exporter = MeasuredExporter::attach(ctx, &inst, variant, "accuracy")?;
     let log = inst.dir.join("access.log");
     let (before, lines_before) = exporter.settled_total(0, || count_lines(&log))?;
     let wrk = inst.wrk(ctx, cell, ctx.duration, "accuracy")?;

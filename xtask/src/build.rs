@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use crate::{exporter_bin, setup, util, workspace_root};
+use crate::{commands, exporter_bin, setup, workspace_root};
 
 #[derive(Debug, Default, Args)]
 pub struct Options {}
@@ -13,7 +13,7 @@ pub struct Options {}
 pub fn run(_opts: Options) -> Result<()> {
     setup::run(setup::Options::default())?;
     println!("build: cargo build --release -p gunicorn-ebpf-exporter...");
-    util::run(util::cargo().current_dir(workspace_root()).args([
+    commands::run(commands::cargo().current_dir(workspace_root()).args([
         "build",
         "--release",
         "-p",

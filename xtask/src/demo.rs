@@ -6,8 +6,7 @@
 
 use std::{
     fs::{self},
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
@@ -15,8 +14,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use integration_tests::http;
 
-use crate::{build, child::Proc, exporter_bin, target_dir, test_apps_dir, util, venv, venv_dir};
+use crate::{
+    background::BackgroundProcess, build, commands, exporter_bin, target_dir, test_apps_dir, venv,
+    venv_dir,
+};
 
 #[derive(Debug, Args)]
 pub struct Options {
@@ -43,6 +46,7 @@ const SHOWN_METRICS: &[&str] = &[
 const GUNICORN_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const EXPORTER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const FIRST_TRAFFIC: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -81,7 +85,7 @@ pub fn run(opts: Options) -> Result<()> {
     // Declared before the exporter so that it is dropped (stopped) after it.
     let gunicorn_venv = venv_dir(venv::GUNICORN27.name);
     let error_log = demo_dir.join("gunicorn-error.log");
-    let mut cmd = util::command(gunicorn_venv.join("bin/gunicorn"));
+    let mut cmd = commands::command(gunicorn_venv.join("bin/gunicorn"));
     cmd.args(["-w", "2", "-k", "sync", "-b"])
         .arg(app_addr.to_string())
         .arg("--chdir")
@@ -91,8 +95,8 @@ pub fn run(opts: Options) -> Result<()> {
         .arg("--control-socket")
         .arg(demo_dir.join("gunicorn.ctl"))
         .arg("app:app");
-    println!("demo: starting gunicorn: {}", util::describe(&cmd));
-    let mut gunicorn = Proc::spawn(
+    println!("demo: starting gunicorn: {}", commands::describe(&cmd));
+    let mut gunicorn = BackgroundProcess::spawn(
         "gunicorn",
         cmd,
         demo_dir.join("gunicorn.out"),
@@ -103,7 +107,7 @@ pub fn run(opts: Options) -> Result<()> {
         "gunicorn",
         GUNICORN_READY_TIMEOUT,
         &mut [&mut gunicorn],
-        || http(app_addr, "GET", "/ok", b"").is_ok_and(|(status, _)| status == 200),
+        || http::get(app_addr, "/ok", REQUEST_TIMEOUT).is_ok_and(|(status, _)| status == 200),
     )?;
     if stopped() {
         println!("demo: interrupted");
@@ -112,13 +116,13 @@ pub fn run(opts: Options) -> Result<()> {
     let master_pid = gunicorn.pid();
     println!("demo: gunicorn answers on http://{app_addr} (master pid {master_pid})");
 
-    let mut cmd = util::command(exporter_bin());
+    let mut cmd = commands::command(exporter_bin());
     cmd.arg("--pid")
         .arg(master_pid.to_string())
         .args(["--bind", "127.0.0.1", "--port"])
         .arg(opts.port.to_string());
-    println!("demo: starting the exporter: {}", util::describe(&cmd));
-    let mut exporter = Proc::spawn(
+    println!("demo: starting the exporter: {}", commands::describe(&cmd));
+    let mut exporter = BackgroundProcess::spawn(
         "exporter",
         cmd,
         demo_dir.join("exporter.log"),
@@ -128,7 +132,10 @@ pub fn run(opts: Options) -> Result<()> {
         "the exporter's /metrics",
         EXPORTER_READY_TIMEOUT,
         &mut [&mut gunicorn, &mut exporter],
-        || http(metrics_addr, "GET", "/metrics", b"").is_ok_and(|(status, _)| status == 200),
+        || {
+            http::get(metrics_addr, "/metrics", REQUEST_TIMEOUT)
+                .is_ok_and(|(status, _)| status == 200)
+        },
     )?;
     if stopped() {
         println!("demo: interrupted");
@@ -139,7 +146,7 @@ pub fn run(opts: Options) -> Result<()> {
         "demo: exporter attached; sending traffic for {} s...",
         FIRST_TRAFFIC.as_secs()
     );
-    let mut traffic = Traffic::default();
+    let mut traffic = Traffic::new();
     let end = Instant::now() + FIRST_TRAFFIC;
     while Instant::now() < end && !stopped() {
         traffic.round(app_addr);
@@ -152,13 +159,13 @@ pub fn run(opts: Options) -> Result<()> {
     }
     println!("demo: {}", traffic.summary());
 
-    let (status, body) = http(metrics_addr, "GET", "/metrics", b"")
+    let (status, body) = http::get(metrics_addr, "/metrics", REQUEST_TIMEOUT)
         .with_context(|| format!("scraping http://{metrics_addr}/metrics"))?;
     if status != 200 {
         bail!("http://{metrics_addr}/metrics answered {status}");
     }
     println!();
-    for line in String::from_utf8_lossy(&body).lines() {
+    for line in body.lines() {
         if SHOWN_METRICS.iter().any(|m| line.starts_with(m)) {
             println!("  {line}");
         }
@@ -194,19 +201,19 @@ pub fn run(opts: Options) -> Result<()> {
 fn wait_until(
     what: &str,
     timeout: Duration,
-    procs: &mut [&mut Proc],
+    children: &mut [&mut BackgroundProcess],
     mut ready: impl FnMut() -> bool,
 ) -> Result<()> {
     let start = Instant::now();
     loop {
-        for proc in procs.iter_mut() {
-            proc.check_alive()?;
+        for child in children.iter_mut() {
+            child.check_alive()?;
         }
         if stopped() || ready() {
             return Ok(());
         }
         if start.elapsed() > timeout {
-            let tails: Vec<String> = procs.iter().map(|p| p.tail()).collect();
+            let tails: Vec<String> = children.iter().map(|c| c.tail()).collect();
             bail!(
                 "{what} not ready after {} s\n{}",
                 timeout.as_secs(),
@@ -218,28 +225,47 @@ fn wait_until(
 }
 
 /// The demo's request mix, with counts of what came back.
-#[derive(Default)]
 struct Traffic {
+    agent: ureq::Agent,
     requests: u64,
     by_status: std::collections::BTreeMap<u16, u64>,
     errors: u64,
 }
 
 impl Traffic {
-    const MIX: &[(&str, &str, &[u8])] = &[
-        ("GET", "/ok", b""),
-        ("GET", "/ok", b""),
-        ("GET", "/missing", b""),
-        ("GET", "/boom", b""),
-        ("GET", "/sleep?ms=20", b""),
-        ("POST", "/echo", b"hello from cargo xtask demo"),
+    /// Paths to GET, or to POST a body to.
+    const MIX: &[(&str, Option<&[u8]>)] = &[
+        ("/ok", None),
+        ("/ok", None),
+        ("/missing", None),
+        ("/boom", None),
+        ("/sleep?ms=20", None),
+        ("/echo", Some(b"hello from cargo xtask demo")),
     ];
 
+    fn new() -> Self {
+        Self {
+            agent: http::agent(REQUEST_TIMEOUT),
+            requests: 0,
+            by_status: Default::default(),
+            errors: 0,
+        }
+    }
+
     fn round(&mut self, addr: SocketAddr) {
-        for (method, path, body) in Self::MIX {
+        for (path, body) in Self::MIX {
             self.requests += 1;
-            match http(addr, method, path, body) {
-                Ok((status, _)) => *self.by_status.entry(status).or_default() += 1,
+            let url = format!("http://{addr}{path}");
+            let response = match body {
+                Some(body) => self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/octet-stream")
+                    .send(*body),
+                None => self.agent.get(&url).call(),
+            };
+            match response {
+                Ok(r) => *self.by_status.entry(r.status().as_u16()).or_default() += 1,
                 Err(_) => self.errors += 1,
             }
         }
@@ -261,114 +287,5 @@ impl Traffic {
                 String::new()
             }
         )
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns the status and the
-/// body (de-chunked when needed).
-pub(crate) fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cargo-xtask-demo\r\n\
-         Accept: */*\r\nConnection: close\r\n"
-    );
-    if !body.is_empty() || method == "POST" {
-        request.push_str(&format!(
-            "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    parse_response(&response)
-}
-
-fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>)> {
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("incomplete HTTP response")?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let body = &response[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| code.parse::<u16>().ok())
-        .with_context(|| format!("bad HTTP status line {status_line:?}"))?;
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding")
-                && value.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("truncated chunked body")?;
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if data.len() < size + 2 {
-            bail!("truncated chunk");
-        }
-        body.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_response() {
-        let (status, body) =
-            parse_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
-                .unwrap();
-        assert_eq!(status, 404);
-        assert_eq!(body, b"not found");
-    }
-
-    #[test]
-    fn parses_chunked_response() {
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-                    8\r\nchunk-0\n\r\n8;x=y\r\nchunk-1\n\r\n0\r\n\r\n";
-        let (status, body) = parse_response(raw).unwrap();
-        assert_eq!(status, 200);
-        assert_eq!(body, b"chunk-0\nchunk-1\n");
-    }
-
-    #[test]
-    fn rejects_garbage() {
-        assert!(parse_response(b"hello\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
     }
 }

@@ -15,14 +15,14 @@
 //! - `bench`: setup, build, then measure what the exporter and the usual
 //!   alternatives cost gunicorn (not part of the tests; several minutes).
 
+mod background;
 mod bench;
 mod build;
-mod child;
+mod commands;
 mod demo;
 mod dist;
 mod setup;
 mod test;
-mod util;
 mod venv;
 mod vmtest;
 

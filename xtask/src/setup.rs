@@ -32,8 +32,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use crate::{
+    commands::{self, cargo, cargo_bin_dir, command},
     dist::{self, MUSL_TARGET},
-    util::{self, cargo, cargo_bin_dir, command},
     venv, workspace_root,
 };
 
@@ -102,7 +102,7 @@ fn bench(apt: &mut Apt) -> Result<()> {
     // Debian's package may try to start a redis service on 6379; the bench
     // starts its own redis-server on a free port and stops it after.
     for (tool, package) in [("redis-server", "redis-server"), ("bpftool", "bpftool")] {
-        if util::succeeds(command(tool).arg("--version")) {
+        if commands::succeeds(command(tool).arg("--version")) {
             println!("setup: {tool}: present");
         } else {
             println!("setup: installing {package}...");
@@ -140,7 +140,7 @@ fn vm(apt: &mut Apt) -> Result<()> {
 
 /// Whether dpkg has `package` installed.
 fn installed(package: &str) -> bool {
-    util::stdout(command("dpkg-query").args(["-W", "-f=${Status}", package]))
+    commands::stdout(command("dpkg-query").args(["-W", "-f=${Status}", package]))
         .is_ok_and(|status| status.trim() == "install ok installed")
 }
 
@@ -162,7 +162,7 @@ impl Apt {
     fn install_with(&mut self, options: &[&str], packages: &[&str]) -> Result<()> {
         if !self.updated {
             println!("setup: apt-get update...");
-            util::run(
+            commands::run(
                 command("apt-get")
                     .args(["update", "-q"])
                     .env("DEBIAN_FRONTEND", "noninteractive"),
@@ -170,7 +170,7 @@ impl Apt {
             .context("apt-get update failed (setup needs root and Debian's package registry)")?;
             self.updated = true;
         }
-        util::run(
+        commands::run(
             command("apt-get")
                 .args(["install", "-y", "-q"])
                 .args(options)
@@ -182,9 +182,9 @@ impl Apt {
 }
 
 fn nightly() -> Result<()> {
-    if !util::succeeds(command("rustup").args(["run", "nightly", "rustc", "--version"])) {
+    if !commands::succeeds(command("rustup").args(["run", "nightly", "rustc", "--version"])) {
         println!("setup: installing the nightly toolchain with rust-src...");
-        return util::run(command("rustup").args([
+        return commands::run(command("rustup").args([
             "toolchain",
             "install",
             "nightly",
@@ -194,7 +194,7 @@ fn nightly() -> Result<()> {
             "rust-src",
         ]));
     }
-    let installed = util::stdout(command("rustup").args([
+    let installed = commands::stdout(command("rustup").args([
         "component",
         "list",
         "--toolchain",
@@ -209,7 +209,13 @@ fn nightly() -> Result<()> {
         return Ok(());
     }
     println!("setup: adding rust-src to the nightly toolchain...");
-    util::run(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    commands::run(command("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 /// One file of each LLVM package bpf-linker builds against.
@@ -236,12 +242,12 @@ fn llvm(apt: &mut Apt) -> Result<()> {
 }
 
 fn bpf_linker_present() -> bool {
-    if util::succeeds(command("bpf-linker").arg("--version")) {
+    if commands::succeeds(command("bpf-linker").arg("--version")) {
         return true;
     }
     cargo_bin_dir()
         .map(|bin| bin.join("bpf-linker"))
-        .is_some_and(|path| util::succeeds(command(path).arg("--version")))
+        .is_some_and(|path| commands::succeeds(command(path).arg("--version")))
 }
 
 fn bpf_linker() -> Result<()> {
@@ -261,7 +267,7 @@ fn bpf_linker() -> Result<()> {
         cmd.args(["--no-default-features", "--features", "llvm-22"])
             .env("LLVM_PREFIX", LLVM_PREFIX)
             .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX);
-        util::run(&mut cmd)
+        commands::run(&mut cmd)
     };
     if let Err(e) = install(true) {
         println!("setup: `cargo install --locked` failed ({e:#}); retrying without --locked...");
@@ -282,13 +288,13 @@ fn musl_target() -> Result<()> {
         cmd.current_dir(workspace_root());
         cmd
     };
-    let installed = util::stdout(rustup().args(["target", "list", "--installed"]))?;
+    let installed = commands::stdout(rustup().args(["target", "list", "--installed"]))?;
     if installed.lines().any(|l| l.trim() == MUSL_TARGET) {
         println!("setup: Rust target {MUSL_TARGET}: present");
         return Ok(());
     }
     println!("setup: adding the Rust target {MUSL_TARGET}...");
-    util::run(rustup().args(["target", "add", MUSL_TARGET]))
+    commands::run(rustup().args(["target", "add", MUSL_TARGET]))
 }
 
 fn tracefs() -> Result<()> {
@@ -297,12 +303,14 @@ fn tracefs() -> Result<()> {
         return Ok(());
     }
     println!("setup: mounting tracefs on {TRACEFS}...");
-    util::run(command("mount").args(["-t", "tracefs", "tracefs", TRACEFS])).with_context(|| {
-        format!(
-            "could not mount tracefs on {TRACEFS} (needs root; the exporter needs it to \
+    commands::run(command("mount").args(["-t", "tracefs", "tracefs", TRACEFS])).with_context(
+        || {
+            format!(
+                "could not mount tracefs on {TRACEFS} (needs root; the exporter needs it to \
              resolve tracepoints)"
-        )
-    })?;
+            )
+        },
+    )?;
     if !Path::new(TRACEFS).join("events").is_dir() {
         bail!("mounted tracefs on {TRACEFS} but {TRACEFS}/events is still missing");
     }
@@ -310,7 +318,7 @@ fn tracefs() -> Result<()> {
 }
 
 fn wrk(apt: &mut Apt) -> Result<()> {
-    if util::succeeds(command("which").arg("wrk")) {
+    if commands::succeeds(command("which").arg("wrk")) {
         println!("setup: wrk: present");
         return Ok(());
     }
@@ -333,7 +341,7 @@ fn stack_servers(apt: &mut Apt) -> Result<()> {
             bail!("installed {package} but {binary} is still missing");
         }
     }
-    if util::succeeds(command("ss").arg("-V")) {
+    if commands::succeeds(command("ss").arg("-V")) {
         println!("setup: ss: present");
     } else {
         println!("setup: installing iproute2 (ss)...");
@@ -372,7 +380,7 @@ fn package_tests(apt: &mut Apt) -> Result<()> {
         ("debootstrap", "debootstrap"),
         ("systemd-analyze", "systemd"),
     ] {
-        if util::succeeds(command("which").arg(tool)) {
+        if commands::succeeds(command("which").arg(tool)) {
             println!("setup: {tool}: present");
         } else {
             println!("setup: installing {package} ({tool})...");

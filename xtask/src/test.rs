@@ -13,7 +13,8 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    build, dist, exporter_bin, setup, test_apps_dir, util, venv, venv_dir, vmtest, workspace_root,
+    build, commands, dist, exporter_bin, setup, test_apps_dir, venv, venv_dir, vmtest,
+    workspace_root,
 };
 
 #[derive(Debug, Default, Args)]
@@ -58,11 +59,11 @@ pub fn run(opts: Options) -> Result<()> {
 
     // The shared kernel/user library, for the host; `--lib` keeps the eBPF
     // binary (bpfel only) out of it.
-    let mut cmd = util::cargo();
+    let mut cmd = commands::cargo();
     cmd.args(["test", "-p", "exporter-ebpf", "--lib"]);
     steps.push(("exporter-ebpf unit tests", cmd));
 
-    let mut cmd = util::cargo();
+    let mut cmd = commands::cargo();
     cmd.args([
         "test",
         "--release",
@@ -85,7 +86,7 @@ pub fn run(opts: Options) -> Result<()> {
             HOOK_DEPENDENT,
         ),
     ] {
-        let mut cmd = util::cargo();
+        let mut cmd = commands::cargo();
         cmd.args([
             "test",
             "--release",
@@ -123,7 +124,7 @@ pub fn run(opts: Options) -> Result<()> {
     let mut ran = 0;
     for (name, mut cmd) in steps {
         cmd.current_dir(&root);
-        println!("test: {name}: {}", util::describe(&cmd));
+        println!("test: {name}: {}", commands::describe(&cmd));
         ran += 1;
         if let Err(e) = run_counting(&mut cmd, &mut tally) {
             failures.push(format!("{name}: {e:#}"));
@@ -213,7 +214,7 @@ fn run_counting(cmd: &mut Command, tally: &mut Tally) -> Result<()> {
     }
     let status = child.wait()?;
     if !status.success() {
-        anyhow::bail!("command failed ({status}): `{}`", util::describe(cmd));
+        anyhow::bail!("command failed ({status}): `{}`", commands::describe(cmd));
     }
     Ok(())
 }

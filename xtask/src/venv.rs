@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use crate::{
-    util::{self, command},
+    commands::{self, command},
     venv_dir,
 };
 
@@ -195,7 +195,7 @@ pub fn ensure_bench(force: bool) -> Result<()> {
 }
 
 fn python_version() -> Result<String> {
-    let out = util::output(command(PYTHON).arg("--version"))
+    let out = commands::output(command(PYTHON).arg("--version"))
         .with_context(|| format!("`{PYTHON}` is needed for the test venvs"))?;
     // Python < 3.4 printed the version on stderr.
     let text = [out.stdout, out.stderr].concat();
@@ -254,9 +254,9 @@ fn ensure(venv: &Venv, python: &str, force: bool) -> Result<()> {
     if let Some(parent) = dir.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    util::run(command(PYTHON).args(["-m", "venv"]).arg(&dir))
+    commands::run(command(PYTHON).args(["-m", "venv"]).arg(&dir))
         .context("`python3 -m venv` failed (on Debian's python3, install python3-venv)")?;
-    util::run(
+    commands::run(
         command(dir.join("bin/pip"))
             .args([
                 "install",
@@ -268,11 +268,11 @@ fn ensure(venv: &Venv, python: &str, force: bool) -> Result<()> {
             .env("PIP_NO_INPUT", "1"),
     )
     .with_context(|| format!("installing the packages of venv {}", venv.name))?;
-    util::run(command(dir.join("bin/pip")).args(["check", "--disable-pip-version-check"]))
+    commands::run(command(dir.join("bin/pip")).args(["check", "--disable-pip-version-check"]))
         .with_context(|| format!("venv {}: broken dependencies", venv.name))?;
 
     let program = dir.join("bin").join(venv.program);
-    let version = util::stdout(command(&program).arg("--version"))?;
+    let version = commands::stdout(command(&program).arg("--version"))?;
     if !version_ok(&dir, venv) {
         bail!(
             "venv {}: `{} --version` printed {:?}, expected version {}",

@@ -1,72 +1,48 @@
-//! The comparison as a hand-written SVG: for each workload, one bar per
+//! The comparison chart, drawn with plotters: for each workload, one bar per
 //! configuration, its ratio to plain gunicorn of the same version (median,
 //! whiskers min–max), on a log axis around 1×: worker CPU per request and
 //! requests/s.
 
-use std::fmt::Write as _;
+use anyhow::Result;
+use plotters::{
+    coord::Shift,
+    prelude::*,
+    style::text_anchor::{HPos, Pos, VPos},
+};
 
 use super::{
-    report::{Results, Run, Stat},
+    report::{Metric, Results, Run, Stat},
     scenario::{Cell, Variant},
 };
 
-const WIDTH: f64 = 1100.0;
-const PANEL_H: f64 = 300.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 70.0;
-const GAP: f64 = 95.0;
+const SIZE: (u32, u32) = (1100, 860);
+const FONT: &str = "sans-serif";
 
-fn color(v: Variant) -> &'static str {
+/// The panels: title and per-run figure.
+const PANELS: [(&str, Metric); 2] = [
+    (
+        "worker CPU per request, × plain gunicorn (lower is better)",
+        Run::worker_cpu_per_req_us,
+    ),
+    ("requests/s, × plain gunicorn (higher is better)", |r| {
+        r.wrk.rps()
+    }),
+];
+
+fn color(v: Variant) -> RGBColor {
     match v {
-        Variant::EbpfSockets => "#2b8a3e",
-        Variant::EmptySockets => "#8ce99a",
-        Variant::EbpfSyscalls => "#5f3dc4",
-        Variant::EmptySyscalls => "#b197fc",
-        Variant::Statsd => "#e67700",
-        Variant::PluginFile => "#1c7ed6",
-        Variant::PluginRedis => "#c92a2a",
-        Variant::Plain27 | Variant::Plain23 => "#868e96",
+        Variant::EbpfSockets => RGBColor(0x2b, 0x8a, 0x3e),
+        Variant::EmptySockets => RGBColor(0x8c, 0xe9, 0x9a),
+        Variant::EbpfSyscalls => RGBColor(0x5f, 0x3d, 0xc4),
+        Variant::EmptySyscalls => RGBColor(0xb1, 0x97, 0xfc),
+        Variant::Statsd => RGBColor(0xe6, 0x77, 0x00),
+        Variant::PluginFile => RGBColor(0x1c, 0x7e, 0xd6),
+        Variant::PluginRedis => RGBColor(0xc9, 0x2a, 0x2a),
+        Variant::Plain27 | Variant::Plain23 => RGBColor(0x86, 0x8e, 0x96),
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Ticks of a log axis between lo and hi: 1-2-5 steps.
-fn ticks(lo: f64, hi: f64) -> Vec<f64> {
-    let mut out = Vec::new();
-    let mut decade = 10f64.powf(lo.log10().floor());
-    while decade <= hi * 10.0 {
-        for m in [1.0, 2.0, 5.0] {
-            let t = decade * m;
-            if t >= lo * 0.999 && t <= hi * 1.001 {
-                out.push(t);
-            }
-        }
-        decade *= 10.0;
-    }
-    out
-}
-
-fn fmt_tick(t: f64) -> String {
-    if t >= 1.0 {
-        format!("{t:.0}×")
-    } else {
-        let s = format!("{t:.3}");
-        format!("{}×", s.trim_end_matches('0'))
-    }
-}
-
-struct Panel<'a> {
-    title: &'a str,
-    metric: fn(&Run) -> f64,
-}
-
-pub fn svg(res: &Results) -> String {
+pub fn svg(res: &Results) -> Result<String> {
     let cells: Vec<Cell> = res
         .cells
         .iter()
@@ -79,184 +55,172 @@ pub fn svg(res: &Results) -> String {
         .copied()
         .filter(|v| !v.is_baseline())
         .collect();
-    let panels = [
-        Panel {
-            title: "worker CPU per request, × plain gunicorn (lower is better)",
-            metric: |r| r.worker_cpu_per_req_us(),
-        },
-        Panel {
-            title: "requests/s, × plain gunicorn (higher is better)",
-            metric: |r| r.wrk.rps(),
-        },
-    ];
-    let height = TOP + panels.len() as f64 * (PANEL_H + GAP) + 10.0;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        s,
-        r##"<rect width="100%" height="100%" fill="#ffffff"/>
-<text x="{LEFT}" y="24" font-size="16" font-weight="bold">Cost of request metrics on gunicorn: ratio to plain gunicorn of the same version</text>
-<text x="{LEFT}" y="42" fill="#495057">bars: median over repetitions; whiskers: min–max; log scale; 2 workers, wrk -t1 -c8; plugin rows vs gunicorn 23, the others vs 27</text>"##
-    );
-    // Legend.
-    let mut x = LEFT;
-    for &v in &variants {
-        let _ = writeln!(
-            s,
-            r#"<rect x="{x}" y="52" width="12" height="12" fill="{}"/><text x="{}" y="62">{}</text>"#,
-            color(v),
-            x + 16.0,
-            esc(v.short())
-        );
-        x += 16.0 + 8.0 * v.short().len() as f64 + 14.0;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let body = root.titled(
+            "Request metrics on gunicorn: ratio to plain gunicorn of the same version \
+             (bars: median, whiskers: min–max over repetitions)",
+            (FONT, 18),
+        )?;
+        let (legend, panels) = body.split_vertically(30);
+        draw_legend(&legend, &variants)?;
+        for (area, (title, metric)) in panels.split_evenly((2, 1)).iter().zip(PANELS) {
+            let ratios: Vec<Vec<Option<Stat>>> = cells
+                .iter()
+                .map(|&c| variants.iter().map(|&v| res.ratio(c, v, metric)).collect())
+                .collect();
+            panel(&root, area, title, &cells, &variants, &ratios)?;
+        }
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// A row of the configurations' colours, above both panels.
+fn draw_legend(area: &DrawingArea<SVGBackend, Shift>, variants: &[Variant]) -> Result<()> {
+    let style = TextStyle::from((FONT, 13).into_font());
+    let mut x = 70;
+    for &v in variants {
+        area.draw(&Rectangle::new([(x, 8), (x + 12, 20)], color(v).filled()))?;
+        area.draw(&Text::new(v.short(), (x + 16, 8), style.clone()))?;
+        x += 16 + area.estimate_text_size(v.short(), &style)?.0 as i32 + 24;
+    }
+    Ok(())
+}
+
+/// Ticks of a log axis between `lo` and `hi`, in 1-2-5 steps.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    (-3..=3)
+        .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+        .filter(|t| (lo..=hi).contains(t))
+        .collect()
+}
+
+/// One panel: `ratios[cell][variant]`. Cell names go under the axis, on
+/// `root` (plotters labels a numeric axis by its own ticks).
+fn panel(
+    root: &DrawingArea<SVGBackend, Shift>,
+    area: &DrawingArea<SVGBackend, Shift>,
+    title: &str,
+    cells: &[Cell],
+    variants: &[Variant],
+    ratios: &[Vec<Option<Stat>>],
+) -> Result<()> {
+    let (lo, hi) = ratios
+        .iter()
+        .flatten()
+        .flatten()
+        .flat_map(|s| [s.min, s.max])
+        .filter(|v| *v > 0.0)
+        .fold((0.8f64, 1.25f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = (lo / 1.15, hi * 1.15);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 15))
+        .margin(10)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            0.0..cells.len() as f64,
+            (lo..hi).log_scale().with_key_points(ticks(lo, hi)),
+        )?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .bold_line_style(BLACK.mix(0.15))
+        .light_line_style(TRANSPARENT)
+        .y_label_formatter(&|y| format!("{y}×"))
+        .draw()?;
+    chart.draw_series([PathElement::new(
+        [(0.0, 1.0), (cells.len() as f64, 1.0)],
+        BLACK.stroke_width(1),
+    )])?;
+
+    // Each cell is one unit wide: a bar per variant, half a bar of space on
+    // either side.
+    let bar = 1.0 / (variants.len() as f64 + 1.0);
+    let label = TextStyle::from((FONT, 10).into_font());
+    for (vi, &v) in variants.iter().enumerate() {
+        let bars: Vec<(f64, Stat)> = ratios
+            .iter()
+            .enumerate()
+            .filter_map(|(ci, row)| Some((ci as f64 + bar * (vi as f64 + 1.0), row[vi]?)))
+            .collect();
+        chart.draw_series(bars.iter().map(|&(x, s)| {
+            Rectangle::new(
+                [(x - 0.4 * bar, 1.0), (x + 0.4 * bar, s.median)],
+                color(v).filled(),
+            )
+        }))?;
+        let cap = 0.1 * bar;
+        chart.draw_series(bars.iter().flat_map(|&(x, s)| {
+            [
+                [(x, s.min), (x, s.max)],
+                [(x - cap, s.min), (x + cap, s.min)],
+                [(x - cap, s.max), (x + cap, s.max)],
+            ]
+            .map(|line| PathElement::new(line, BLACK))
+        }))?;
+        chart.draw_series(bars.iter().map(|&(x, s)| {
+            let digits = if (s.median - 1.0).abs() < 0.1 { 3 } else { 2 };
+            let text = format!("{:.digits$}", s.median);
+            if s.median >= 1.0 {
+                let pos = Pos::new(HPos::Center, VPos::Bottom);
+                Text::new(text, (x, s.max * 1.02), label.pos(pos))
+            } else {
+                let pos = Pos::new(HPos::Center, VPos::Top);
+                Text::new(text, (x, s.min / 1.02), label.pos(pos))
+            }
+        }))?;
     }
 
-    for (pi, panel) in panels.iter().enumerate() {
-        let top = TOP + 20.0 + pi as f64 * (PANEL_H + GAP);
-        let bottom = top + PANEL_H;
-        let data: Vec<Vec<Option<Stat>>> = cells
-            .iter()
-            .map(|&c| {
-                variants
-                    .iter()
-                    .map(|&v| res.ratio(c, v, panel.metric))
-                    .collect()
-            })
-            .collect();
-        let values = data.iter().flatten().flatten().flat_map(|s| [s.min, s.max]);
-        let (mut lo, mut hi) = (0.8f64, 1.25f64);
-        for v in values.filter(|v| *v > 0.0) {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-        let (lo, hi) = (lo / 1.15, hi * 1.15);
-        let y = |v: f64| {
-            let v = v.clamp(lo, hi);
-            bottom - (v.ln() - lo.ln()) / (hi.ln() - lo.ln()) * PANEL_H
-        };
-        let _ = writeln!(
-            s,
-            r#"<text x="{LEFT}" y="{}" font-size="14" font-weight="bold">{}</text>"#,
-            top - 8.0,
-            esc(panel.title)
-        );
-        for t in ticks(lo, hi) {
-            let ty = y(t);
-            let (stroke, dash) = if (t - 1.0).abs() < 1e-9 {
-                ("#212529", "")
-            } else {
-                ("#dee2e6", r#" stroke-dasharray="3,3""#)
-            };
-            let _ = writeln!(
-                s,
-                r##"<line x1="{LEFT}" y1="{ty:.1}" x2="{}" y2="{ty:.1}" stroke="{stroke}"{dash}/><text x="{}" y="{:.1}" text-anchor="end" fill="#495057">{}</text>"##,
-                WIDTH - RIGHT,
-                LEFT - 6.0,
-                ty + 4.0,
-                fmt_tick(t)
-            );
-        }
-        let group_w = (WIDTH - LEFT - RIGHT) / cells.len().max(1) as f64;
-        let bar_w = ((group_w - 30.0) / variants.len().max(1) as f64).min(44.0);
-        for (ci, cell) in cells.iter().enumerate() {
-            let gx = LEFT + ci as f64 * group_w;
-            let inner = bar_w * variants.len() as f64;
-            let x0 = gx + (group_w - inner) / 2.0;
-            for (vi, &v) in variants.iter().enumerate() {
-                let Some(st) = data[ci][vi] else { continue };
-                let bx = x0 + vi as f64 * bar_w;
-                let (y1, ym) = (y(1.0), y(st.median));
-                let (ry, rh) = if ym < y1 {
-                    (ym, y1 - ym)
-                } else {
-                    (y1, ym - y1)
-                };
-                let _ = writeln!(
-                    s,
-                    r#"<rect x="{:.1}" y="{ry:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {:.3}× ({:.3}–{:.3})</title></rect>"#,
-                    bx + 2.0,
-                    bar_w - 4.0,
-                    rh.max(1.0),
-                    color(v),
-                    esc(&format!("{cell}, {}", v.short())),
-                    st.median,
-                    st.min,
-                    st.max
-                );
-                let cx = bx + bar_w / 2.0;
-                let (wy1, wy2) = (y(st.max), y(st.min));
-                let _ = writeln!(
-                    s,
-                    r##"<line x1="{cx:.1}" y1="{wy1:.1}" x2="{cx:.1}" y2="{wy2:.1}" stroke="#212529"/><line x1="{:.1}" y1="{wy1:.1}" x2="{:.1}" y2="{wy1:.1}" stroke="#212529"/><line x1="{:.1}" y1="{wy2:.1}" x2="{:.1}" y2="{wy2:.1}" stroke="#212529"/>"##,
-                    cx - 4.0,
-                    cx + 4.0,
-                    cx - 4.0,
-                    cx + 4.0
-                );
-                let label_y = if ym < y1 {
-                    wy1.min(ym) - 4.0
-                } else {
-                    wy2.max(ym) + 12.0
-                };
-                let digits = if (st.median - 1.0).abs() < 0.1 { 3 } else { 2 };
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{cx:.1}" y="{label_y:.1}" text-anchor="middle" font-size="10">{:.d$}</text>"#,
-                    st.median,
-                    d = digits
-                );
-            }
-            let _ = writeln!(
-                s,
-                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{} app</text><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#495057">{}, {}</text>"##,
-                gx + group_w / 2.0,
-                bottom + 18.0,
-                cell.app.name(),
-                gx + group_w / 2.0,
-                bottom + 33.0,
-                cell.workers.name(),
-                cell.keepalive_name()
-            );
-        }
+    let under = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (ci, cell) in cells.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(ci as f64 + 0.5, lo));
+        root.draw(&Text::new(
+            format!("{} app", cell.app.name()),
+            (x, y + 8),
+            under.clone(),
+        ))?;
+        root.draw(&Text::new(
+            format!("{}, {}", cell.workers.name(), cell.keepalive_name()),
+            (x, y + 24),
+            under.clone(),
+        ))?;
     }
-    s.push_str("</svg>\n");
-    s
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::report::{Results, Run};
+    use crate::bench::report::tests::{cell, run};
 
     #[test]
     fn log_ticks() {
-        assert_eq!(ticks(0.8, 1.3), vec![1.0]);
+        assert_eq!(ticks(0.8, 1.3), [1.0]);
         assert_eq!(
             ticks(0.04, 12.0),
-            vec![0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
+            [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
         );
-        assert_eq!(fmt_tick(0.05), "0.05×");
-        assert_eq!(fmt_tick(2.0), "2×");
     }
 
     #[test]
     fn draws_bars() {
-        let cell = crate::bench::report::tests::cell();
         let mut res = Results {
-            cells: vec![cell],
+            cells: vec![cell()],
             variants: vec![Variant::Plain27, Variant::EbpfSockets],
             ..Default::default()
         };
-        let run = |v, rep, cpu| -> Run { crate::bench::report::tests::run(v, rep, cpu, 1000) };
-        res.runs.push(run(Variant::Plain27, 0, 1.0));
-        res.runs.push(run(Variant::EbpfSockets, 0, 1.02));
-        let svg = svg(&res);
+        res.runs.push(run(Variant::Plain27, 0, 1.0, 1000));
+        res.runs.push(run(Variant::EbpfSockets, 0, 1.02, 1000));
+        let svg = svg(&res).unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("1.020"), "{svg}");
-        assert!(svg.contains(">ebpf-sockets<"), "{svg}");
+        assert!(svg.contains("ebpf-sockets"), "{svg}");
+        assert!(svg.contains("trivial app"), "{svg}");
     }
 }

@@ -14,14 +14,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Ctx, Exporter, Instance, check_stop,
+    Ctx, Instance, MeasuredExporter, check_stop,
     loops::{self, Loop},
-    procs,
+    measure,
     report::{HostTaxRun, Results},
     scenario::{App, Cell, Variant, WORKERS, Workers},
     sleep,
 };
-use crate::child;
+use integration_tests::{fixtures::die_with_parent, tail_file};
 
 /// The gunicorn the exporter attaches to: the trivial app, sync workers,
 /// never sent a request while measured.
@@ -72,9 +72,7 @@ pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
         "host tax".into(),
         format!(
             "an idle gunicorn 27 (trivial app, {WORKERS} sync workers); {} repetitions; \
-             per loop and run {} timed batches of a fixed number of calls ({}), the loops \
-             taking turns, the run's figure its median batch; kernel.bpf_stats_enabled={} \
-             during these runs",
+             {} batches per loop and run (calls per batch: {}); kernel.bpf_stats_enabled={}",
             ctx.host_tax_reps,
             ctx.host_tax_batches,
             calls.join(", "),
@@ -84,13 +82,13 @@ pub fn run(ctx: &Ctx, res: &mut Results) -> Result<()> {
         ),
     ));
     let mut inst = Instance::start(ctx, CELL, Variant::Plain27, "host-tax", false)?;
-    inst.workers = procs::children(inst.master());
+    inst.workers = measure::children(inst.master());
     let mut seq = 0;
     let mut measure = |inst: &mut Instance, v: Variant, rep: u32| -> Result<()> {
         check_stop()?;
         let tag = format!("{seq:03}-{}", host_tax_name(v));
         let exporter = match v.is_exporter() {
-            true => Some(Exporter::attach(ctx, inst, v, &tag)?),
+            true => Some(MeasuredExporter::attach(ctx, inst, v, &tag)?),
             false => None,
         };
         sleep(SETTLE)?;
@@ -155,7 +153,7 @@ fn run_loops(dir: &Path, tag: &str, batches: u32) -> Result<Vec<(Loop, Vec<f64>)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err);
-    child::set_pdeathsig(&mut cmd);
+    die_with_parent(&mut cmd);
     let out = cmd
         .output()
         .with_context(|| format!("running {} bench-loops", exe.display()))?;
@@ -166,7 +164,7 @@ fn run_loops(dir: &Path, tag: &str, batches: u32) -> Result<Vec<(Loop, Vec<f64>)
         bail!(
             "bench-loops failed ({})\n{}",
             out.status,
-            child::tail(&err_path, 10)
+            tail_file(&err_path, 10)
         );
     }
     loops::parse_output(&stdout)

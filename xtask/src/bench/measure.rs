@@ -1,6 +1,7 @@
 //! What one measured run reads: wrk's results and its own CPU (rusage of the
-//! child), processes' CPU from /proc, BPF program statistics, Prometheus
-//! text, the statsd sink's counts.
+//! child), processes' CPU and memory from /proc (procfs), BPF program
+//! statistics, scrapes (parsed as the tests parse them), the statsd sink's
+//! counts.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -8,7 +9,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream, UdpSocket},
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     sync::{
         Arc,
@@ -20,8 +21,15 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::procs;
-use crate::{child, util};
+use integration_tests::{
+    fixtures::die_with_parent,
+    http,
+    prom::{self, Metrics},
+    tail_file,
+};
+use procfs::process::{FDTarget, Process};
+
+use crate::commands;
 
 // ---------------------------------------------------------------- wrk
 
@@ -64,7 +72,7 @@ pub struct WrkParams<'a> {
 
 /// Run wrk to completion; its CPU comes from wait4's rusage.
 pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
-    let mut cmd = util::command("wrk");
+    let mut cmd = commands::command("wrk");
     cmd.args(["-t1", "-c"])
         .arg(p.connections.to_string())
         .arg("-d")
@@ -77,13 +85,13 @@ pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
         cmd.args(["-H", "Connection: close"]);
     }
     cmd.arg(p.url);
-    let described = util::describe(&cmd);
+    let described = commands::describe(&cmd);
     let err = File::create(p.stderr).with_context(|| format!("creating {}", p.stderr.display()))?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(err)
         .process_group(0);
-    child::set_pdeathsig(&mut cmd);
+    die_with_parent(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{described}`"))?;
@@ -106,7 +114,7 @@ pub fn wrk(p: &WrkParams) -> Result<WrkResult> {
         bail!(
             "`{described}` failed (wait status {status})\n{}{}",
             out,
-            child::tail(p.stderr, 10)
+            tail_file(p.stderr, 10)
         );
     }
     let mut result = parse_wrk(&out).with_context(|| format!("output of `{described}`"))?;
@@ -145,112 +153,85 @@ pub fn parse_wrk(out: &str) -> Result<WrkResult> {
     })
 }
 
-// ---------------------------------------------------------------- HTTP, Prometheus text
+// ---------------------------------------------------------------- HTTP, scrapes
 
-/// GET a path; the status and body.
-pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let (status, body) = crate::demo::http(addr, "GET", path, b"")?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `GET path` gets an answer, whatever its status.
+pub fn answers(addr: SocketAddr, path: &str) -> bool {
+    http::get(addr, path, HTTP_TIMEOUT).is_ok()
 }
 
-/// One sample of a Prometheus text exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
+/// `http://addr/metrics`, parsed as the tests parse it.
+pub fn scrape(addr: SocketAddr) -> Result<Metrics> {
+    prom::scrape(addr, HTTP_TIMEOUT).map_err(anyhow::Error::msg)
 }
 
-pub fn parse_prometheus(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, labels, rest) = match line.find('{') {
-            Some(open) => {
-                let Some(close) = line.rfind('}') else {
-                    continue;
-                };
-                (
-                    &line[..open],
-                    parse_labels(&line[open + 1..close]),
-                    &line[close + 1..],
-                )
-            }
-            None => match line.split_once(' ') {
-                Some((name, rest)) => (name, BTreeMap::new(), rest),
-                None => continue,
-            },
-        };
-        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse().ok()) else {
-            continue;
-        };
-        out.push(Sample {
-            name: name.to_string(),
-            labels,
-            value,
-        });
+// ---------------------------------------------------------------- processes
+
+/// On-CPU nanoseconds of every live thread of a process, by tid (schedstat:
+/// exact, where utime+stime are whole ticks).
+pub fn thread_cpu_ns(pid: u32) -> Result<BTreeMap<u32, u64>> {
+    let threads: BTreeMap<u32, u64> = Process::new(pid as i32)
+        .and_then(|p| p.tasks())
+        .with_context(|| format!("/proc/{pid}/task"))?
+        .flatten()
+        // A thread may exit between the listing and the read.
+        .filter_map(|t| Some((t.tid as u32, t.schedstat().ok()?.sum_exec_runtime)))
+        .collect();
+    if threads.is_empty() {
+        bail!("no readable thread in /proc/{pid}/task");
     }
-    out
+    Ok(threads)
 }
 
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = text;
-    while let Some(eq) = rest.find('=') {
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_string();
-        let after = &rest[eq + 1..];
-        let Some(after) = after.strip_prefix('"') else {
-            break;
-        };
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, n)) = chars.next() {
-                        value.push(match n {
-                            'n' => '\n',
-                            other => other,
-                        });
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        labels.insert(key, value);
-        rest = &after[end..];
-    }
-    labels
-}
-
-/// Sum of the samples named `name` whose labels pass `keep`.
-pub fn sum(
-    samples: &[Sample],
-    name: &str,
-    keep: impl Fn(&BTreeMap<String, String>) -> bool,
-) -> f64 {
-    samples
+/// CPU seconds between two thread snapshots: for every thread alive at the
+/// end, what it gained (all of it for a thread born in between). A thread that
+/// exited in between is missed (gunicorn's and the exporter's threads live as
+/// long as their process).
+pub fn cpu_delta_s(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> f64 {
+    after
         .iter()
-        .filter(|s| s.name == name && keep(&s.labels))
-        .map(|s| s.value)
-        .sum()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum::<u64>() as f64
+        / 1e9
 }
 
-/// Scrape `http://addr/metrics`.
-pub fn scrape(addr: SocketAddr) -> Result<Vec<Sample>> {
-    let (status, body) = get(addr, "/metrics").with_context(|| format!("scraping {addr}"))?;
-    if status != 200 {
-        bail!("http://{addr}/metrics answered {status}");
-    }
-    Ok(parse_prometheus(&body))
+/// utime + stime of a process (all its threads, dead ones included), seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .with_context(|| format!("/proc/{pid}/stat"))?;
+    Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+/// VmRSS and VmHWM (peak) of a process, bytes.
+pub fn rss_bytes(pid: u32) -> Result<(u64, u64)> {
+    let status = Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .with_context(|| format!("/proc/{pid}/status"))?;
+    let bytes = |kb: Option<u64>, what| {
+        kb.map(|kb| kb * 1024)
+            .with_context(|| format!("no {what} in /proc/{pid}/status"))
+    };
+    Ok((bytes(status.vmrss, "VmRSS")?, bytes(status.vmhwm, "VmHWM")?))
+}
+
+/// A process identity that survives pid reuse: (pid, start time in ticks).
+pub type PidAndStart = (u32, u64);
+
+/// The children of `parent`, sorted.
+pub fn children(parent: u32) -> Vec<PidAndStart> {
+    let mut out: Vec<PidAndStart> = procfs::process::all_processes()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| p.stat().ok())
+        .filter(|stat| stat.ppid == parent as i32)
+        .map(|stat| (stat.pid as u32, stat.starttime))
+        .collect();
+    out.sort();
+    out
 }
 
 // ---------------------------------------------------------------- BPF
@@ -298,18 +279,15 @@ pub struct ProgStats {
 /// one fd per program). bpftool here prints no owner pids, so the programs
 /// are found from /proc/<pid>/fdinfo, which also carries the run statistics.
 pub fn process_progs(pid: u32) -> Result<BTreeMap<u32, ProgStats>> {
+    let fds = Process::new(pid as i32)
+        .and_then(|p| p.fd())
+        .with_context(|| format!("/proc/{pid}/fd"))?;
     let mut progs = BTreeMap::new();
-    let dir = format!("/proc/{pid}/fd");
-    for entry in fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
-        let entry = entry?;
-        let Ok(target) = fs::read_link(entry.path()) else {
-            continue;
-        };
-        if target.to_string_lossy() != "anon_inode:bpf-prog" {
+    for fd in fds.flatten() {
+        if !matches!(&fd.target, FDTarget::AnonInode(kind) if kind == "bpf-prog") {
             continue;
         }
-        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
-        let Ok(text) = fs::read_to_string(&info) else {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.fd)) else {
             continue;
         };
         let stats = parse_fdinfo(&text);
@@ -340,7 +318,7 @@ fn parse_fdinfo(text: &str) -> ProgStats {
 
 /// Program id -> name, from `bpftool --json prog show`.
 pub fn prog_names() -> Result<HashMap<u32, String>> {
-    let out = util::stdout(util::command("bpftool").args(["--json", "prog", "show"]))?;
+    let out = commands::stdout(commands::command("bpftool").args(["--json", "prog", "show"]))?;
     let json: serde_json::Value =
         serde_json::from_str(&out).context("parsing `bpftool --json prog show`")?;
     let mut names = HashMap::new();
@@ -356,7 +334,7 @@ pub fn prog_names() -> Result<HashMap<u32, String>> {
 /// while no exporter of the bench runs, they are someone else's: programs on
 /// syscall tracepoints slow every process, the plain rows included.
 pub fn foreign_tracing_progs() -> Result<Vec<(u32, String, String)>> {
-    let out = util::stdout(util::command("bpftool").args(["--json", "prog", "show"]))?;
+    let out = commands::stdout(commands::command("bpftool").args(["--json", "prog", "show"]))?;
     let json: serde_json::Value =
         serde_json::from_str(&out).context("parsing `bpftool --json prog show`")?;
     let mut progs = Vec::new();
@@ -437,7 +415,10 @@ impl StatsdSink {
     /// The sink thread's CPU, as a one-thread snapshot (tid -> ns).
     pub fn cpu_ns(&self) -> Result<BTreeMap<u32, u64>> {
         let tid = self.tid.load(Ordering::SeqCst);
-        let ns = procs::schedstat_ns(&PathBuf::from(format!("/proc/self/task/{tid}/schedstat")))?;
+        let ns = Process::myself()
+            .and_then(|p| p.task_from_tid(tid)?.schedstat())
+            .with_context(|| format!("schedstat of the statsd sink's thread {tid}"))?
+            .sum_exec_runtime;
         Ok(BTreeMap::from([(tid as u32, ns)]))
     }
 }
@@ -485,22 +466,22 @@ mod tests {
     }
 
     #[test]
-    fn parses_prometheus_text() {
-        let text = "# HELP x y\n# TYPE x counter\n\
-            gunicorn_worker_requests_total{worker_id=\"worker_1_2\",pid=\"7\",method=\"GET\",status=\"200\"} 3051\n\
-            gunicorn_worker_requests_total{worker_id=\"w\\\"q\",status=\"404\"} 2.0\n\
-            gunicorn_up 1\n";
-        let s = parse_prometheus(text);
-        assert_eq!(s.len(), 3);
-        assert_eq!(s[0].labels["status"], "200");
-        assert_eq!(s[1].labels["worker_id"], "w\"q");
-        assert_eq!(sum(&s, "gunicorn_worker_requests_total", |_| true), 3053.0);
-        assert_eq!(
-            sum(&s, "gunicorn_worker_requests_total", |l| l["status"]
-                == "404"),
-            2.0
-        );
-        assert_eq!(sum(&s, "gunicorn_up", |_| true), 1.0);
+    fn reads_own_process() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        let (rss, peak) = rss_bytes(pid).unwrap();
+        assert!(rss > 0 && peak >= rss);
+        assert!(thread_cpu_ns(pid).unwrap().contains_key(&pid));
+        let parent = Process::myself().unwrap().stat().unwrap().ppid as u32;
+        assert!(children(parent).iter().any(|(p, _)| *p == pid));
+    }
+
+    #[test]
+    fn cpu_delta_counts_live_threads() {
+        let before = BTreeMap::from([(1, 100), (2, 1_000_000_000), (3, 7)]);
+        let after = BTreeMap::from([(1, 600), (2, 1_500_000_000), (4, 400)]);
+        // 500 + 500_000_000 + 400 (born in between); thread 3 exited.
+        assert_eq!(cpu_delta_s(&before, &after), 0.500_000_9);
     }
 
     #[test]

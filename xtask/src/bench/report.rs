@@ -8,7 +8,7 @@ use super::{
     hosttax::host_tax_name,
     loops::Loop,
     measure::WrkResult,
-    scenario::{App, Cell, Variant},
+    scenario::{Cell, Variant},
 };
 
 /// One measured run: one configuration, one repetition.
@@ -126,7 +126,6 @@ impl HostTaxRun {
 #[derive(Debug, Clone, Default)]
 pub struct Results {
     pub env: Vec<(String, String)>,
-    pub notes: Vec<String>,
     /// Tracing BPF programs of other processes, counted at checkpoints while
     /// no exporter of the bench ran: (when, how many).
     pub foreign_progs: Vec<(String, usize)>,
@@ -307,237 +306,16 @@ fn signed_range(values: &[i64]) -> String {
     }
 }
 
-/// "socket hooks", "syscall hooks": how a real exporter configuration is
-/// named in the report.
-fn hooks_name(v: Variant) -> &'static str {
-    match v.hooks() {
-        Some("sockets") => "socket hooks",
-        Some(_) => "syscall hooks",
-        None => "no hooks",
-    }
-}
-
-/// The real exporter configurations that have runs.
+/// The real exporter configurations that have runs with the exporter measured.
 fn exporter_variants(res: &Results) -> Vec<Variant> {
     Variant::EXPORTER
         .into_iter()
-        .filter(|&v| res.runs.iter().any(|r| r.variant == v))
-        .collect()
-}
-
-/// The pass/fail lines for the issue's targets: (target, figures, verdict).
-/// The per-request targets get one line per hook set.
-pub fn targets(res: &Results) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "met".to_string(),
-        Some(false) => "**not met**".to_string(),
-        None => "not measured".to_string(),
-    };
-    let exporters = exporter_variants(res);
-    for &v in &exporters {
-        for (app, limit) in [(App::Trivial, 1.02), (App::Realistic, 1.005)] {
-            let cells: Vec<(Cell, Stat)> = res
-                .cells
+        .filter(|&v| {
+            res.runs
                 .iter()
-                .filter(|c| c.app == app)
-                .filter_map(|&c| {
-                    res.ratio(c, v, |r| r.worker_cpu_per_req_us())
-                        .map(|s| (c, s))
-                })
-                .collect();
-            let figures: Vec<String> = cells
-                .iter()
-                .map(|(c, s)| {
-                    let floor = v
-                        .floor()
-                        .and_then(|f| res.ratio(*c, f, |r| r.worker_cpu_per_req_us()))
-                        .map(|f| format!(", empty programs {:.3}×", f.median))
-                        .unwrap_or_default();
-                    format!(
-                        "{} {}: {:.3}× ({:.3}–{:.3}){floor}",
-                        c.workers.name(),
-                        c.keepalive_name(),
-                        s.median,
-                        s.min,
-                        s.max
-                    )
-                })
-                .collect();
-            let ok = (!cells.is_empty()).then(|| cells.iter().all(|(_, s)| s.median <= limit));
-            out.push((
-                format!(
-                    "worker CPU/request with the exporter ({}) ≤ {limit}× plain, {} app (medians)",
-                    hooks_name(v),
-                    app.name()
-                ),
-                figures.join("; "),
-                verdict(ok),
-            ));
-        }
-    }
-
-    // The alternatives.
-    let mut figures = Vec::new();
-    let mut all_above = true;
-    let mut any = false;
-    for v in [Variant::Statsd, Variant::PluginFile, Variant::PluginRedis] {
-        for &c in res.cells.iter().filter(|c| c.app == App::Trivial) {
-            if let Some(s) = res.ratio(c, v, |r| r.worker_cpu_per_req_us()) {
-                any = true;
-                all_above &= s.median >= 1.5;
-                figures.push(format!(
-                    "{} {} {}: {:.2}×",
-                    v.short(),
-                    c.workers.name(),
-                    c.keepalive_name(),
-                    s.median
-                ));
-            }
-        }
-    }
-    out.push((
-        "the alternatives cost ≥ 1.5× worker CPU/request, trivial app (claim)".into(),
-        figures.join("; "),
-        if any {
-            if all_above {
-                "holds".into()
-            } else {
-                "**does not hold everywhere**".into()
-            }
-        } else {
-            "not measured".into()
-        },
-    ));
-
-    // BPF time per request.
-    for &v in &exporters {
-        let mut worst: Option<(Cell, Stat)> = None;
-        for &c in &res.cells {
-            if let Some(s) = bpf_ns_per_req(res, c, v)
-                && worst.is_none_or(|(_, w)| s.median > w.median)
-            {
-                worst = Some((c, s));
-            }
-        }
-        out.push((
-            format!(
-                "BPF program time ≤ 1.5 µs per request, {} (median, worst cell)",
-                hooks_name(v)
-            ),
-            worst
-                .map(|(c, s)| {
-                    let floor = v
-                        .floor()
-                        .and_then(|f| bpf_ns_per_req(res, c, f))
-                        .map(|f| {
-                            format!(
-                                "; empty programs on the same hooks: {:.2} µs",
-                                f.median / 1000.0
-                            )
-                        })
-                        .unwrap_or_default();
-                    format!(
-                        "{:.2} µs ({:.2}–{:.2}), {c}{floor}",
-                        s.median / 1000.0,
-                        s.min / 1000.0,
-                        s.max / 1000.0
-                    )
-                })
-                .unwrap_or_default(),
-            verdict(worst.map(|(_, s)| s.median <= 1500.0)),
-        ));
-    }
-
-    // Exporter CPU at the highest rate, RSS anywhere.
-    let mut figures = Vec::new();
-    let mut ok = None;
-    for &v in &exporters {
-        let top = res
-            .cells
-            .iter()
-            .filter_map(|&c| res.absolute(c, v, |r| r.wrk.rps()).map(|s| (c, s.median)))
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((c, rps)) = top
-            && let Some(s) = exporter_cpu_pct(res, c, v)
-        {
-            figures.push(format!(
-                "{}: {:.2}% ({:.2}–{:.2}) at {} req/s, {c}",
-                hooks_name(v),
-                s.median,
-                s.min,
-                s.max,
-                fmt_rate(rps)
-            ));
-            ok = Some(ok.unwrap_or(true) && s.median <= 1.0);
-        }
-    }
-    out.push((
-        "exporter CPU ≤ 1% of one core at the highest rate reached".into(),
-        figures.join("; "),
-        verdict(ok),
-    ));
-    let rss = res
-        .runs
-        .iter()
-        .filter_map(|r| r.exporter.as_ref().map(|e| e.rss_peak_bytes))
-        .max();
-    out.push((
-        "exporter RSS ≤ 30 MB".into(),
-        rss.map(|b| format!("peak {:.1} MB over all runs", b as f64 / 1e6))
-            .unwrap_or_default(),
-        verdict(rss.map(|b| b <= 30_000_000)),
-    ));
-
-    // Lost requests, both hook sets together.
-    let ebpf_runs: Vec<&Run> = res
-        .runs
-        .iter()
-        .filter(|r| Variant::EXPORTER.contains(&r.variant))
-        .collect();
-    let kernel_errors: f64 = ebpf_runs
-        .iter()
-        .filter_map(|r| {
-            r.exporter
-                .as_ref()
-                .map(|e| e.kernel_errors + e.collect_errors)
+                .any(|r| r.variant == v && r.exporter.is_some())
         })
-        .sum::<f64>()
-        + res.accuracy.iter().map(|a| a.kernel_errors).sum::<f64>();
-    let misses: u64 = ebpf_runs
-        .iter()
-        .filter_map(|r| r.exporter.as_ref().map(|e| e.misses()))
-        .sum();
-    let short: Vec<i64> = ebpf_runs
-        .iter()
-        .filter_map(|r| r.counted.map(|c| c as i64 - r.wrk.requests as i64))
-        .filter(|d| *d < 0)
-        .collect();
-    let measured = !ebpf_runs.is_empty();
-    out.push((
-        "zero lost requests".into(),
-        format!(
-            "{} runs (both hook sets): kernel/collect errors {kernel_errors}, missed program \
-             runs {misses}, runs counting fewer than wrk completed: {}",
-            ebpf_runs.len() + res.accuracy.len(),
-            short.len()
-        ),
-        verdict(measured.then_some(kernel_errors == 0.0 && misses == 0 && short.is_empty())),
-    ));
-    let exact = res
-        .accuracy
-        .iter()
-        .filter(|a| a.exporter == a.access_log)
-        .count();
-    out.push((
-        "counts exactly equal to the access log at full load".into(),
-        format!(
-            "{exact} of {} accuracy runs exact (both hook sets)",
-            res.accuracy.len()
-        ),
-        verdict((!res.accuracy.is_empty()).then_some(exact == res.accuracy.len())),
-    ));
-    out
+        .collect()
 }
 
 /// BPF program time per request.
@@ -574,28 +352,26 @@ fn exporter_cpu_pct(res: &Results, cell: Cell, variant: Variant) -> Option<Stat>
     }))
 }
 
+/// A markdown table, then a blank line.
+fn table(md: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let _ = writeln!(md, "| {} |", header.join(" | "));
+    let _ = writeln!(md, "|{}", "---|".repeat(header.len()));
+    for row in rows {
+        let _ = writeln!(md, "| {} |", row.join(" | "));
+    }
+    md.push('\n');
+}
+
+/// The report: the environment, then tables of numbers. How they are
+/// measured is in the README ("Measuring it").
 pub fn markdown(res: &Results) -> String {
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "# gunicorn-ebpf-exporter: cost and accuracy benchmark\n"
-    );
-    let _ = writeln!(
-        md,
-        "Produced by `cargo xtask bench`. Each configuration ran next to plain gunicorn \
-         of the same version, interleaved, in every repetition; a ratio is this \
-         configuration's value over plain gunicorn's in the same repetition, shown as \
-         median (min–max) over the repetitions. Worker CPU is the on-CPU time of \
-         every thread of the gunicorn master and its workers (/proc/<pid>/task/*/schedstat, \
-         exact; utime+stime in whole ticks is in runs.csv as a cross-check), wrk's CPU is \
-         its rusage, both per request wrk completed. Lower is better for CPU and \
-         latency, higher for requests/s.\n"
+    let mut md = String::from("# gunicorn-ebpf-exporter: cost and accuracy benchmark\n\n");
+    md.push_str(
+        "Ratios: a configuration over plain gunicorn of the same version in the same \
+         repetition. Figures: median (min–max) over the repetitions.\n\n",
     );
     for (k, v) in &res.env {
         let _ = writeln!(md, "- {k}: {v}");
-    }
-    for n in &res.notes {
-        let _ = writeln!(md, "- **note:** {n}");
     }
     if res.foreign_progs.iter().any(|(_, n)| *n > 0) {
         let counts: Vec<String> = res
@@ -606,265 +382,224 @@ pub fn markdown(res: &Results) -> String {
         let names: Vec<&str> = res.foreign_names.iter().map(String::as_str).collect();
         let _ = writeln!(
             md,
-            "- **note: not a quiet machine.** Tracing BPF programs of other processes were \
-             loaded during the bench ({}; {}). Any program on a syscall tracepoint sends \
-             every syscall on the host through the tracing slow path, so every row, the \
-             plain ones included, paid for them, and other processes competed for the CPU: \
-             rerun on an otherwise idle machine for publishable figures.",
+            "- tracing BPF programs of other processes: {} ({})",
             counts.join(", "),
             names.join(", ")
         );
     }
     md.push('\n');
-
-    if !res.runs.is_empty() {
-        let _ = writeln!(md, "## Targets\n");
-        let _ = writeln!(md, "| target | measured | verdict |\n|---|---|---|");
-        for (t, f, v) in targets(res) {
-            let _ = writeln!(md, "| {t} | {f} | {v} |");
-        }
-        md.push('\n');
-    }
-
     host_tax_markdown(res, &mut md);
-
     if res.runs.is_empty() {
         return md;
     }
+
     let _ = writeln!(md, "## Cost, by workload\n");
-    let _ = writeln!(
-        md,
-        "Plain rows are absolute; the others are ratios to the plain row of the same \
-         gunicorn version. *side CPU/request* is the CPU of the process the configuration \
-         adds (the exporter; redis-server; the statsd sink), absolute. *counted − wrk*: \
-         requests the instrumentation counted minus those wrk completed, per run (wrk \
-         abandons up to one in-flight request per connection when it stops; the plugin \
-         counts successes only).\n"
-    );
     for &cell in &res.cells {
         if !res.runs.iter().any(|r| r.cell == cell) {
             continue;
         }
         let _ = writeln!(md, "### {cell}\n");
-        let _ = writeln!(
-            md,
-            "| configuration | worker CPU/request | wrk CPU/request | requests/s | p50 | p99 | side CPU/request | counted − wrk |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
-        for &v in &res.variants {
-            if res.runs_of(cell, v).next().is_none() {
-                continue;
-            }
-            let metrics = Results::metrics();
-            let mut cols = Vec::new();
-            for (i, (_, m)) in metrics.iter().enumerate() {
-                cols.push(if v.is_baseline() {
-                    let s = res.absolute(cell, v, m);
-                    if i == 2 {
-                        fmt_abs(s, fmt_rate)
-                    } else {
-                        fmt_abs(s, fmt_us)
-                    }
+        let rows = res
+            .variants
+            .iter()
+            .filter(|&&v| res.runs_of(cell, v).next().is_some())
+            .map(|&v| {
+                let mut row = vec![if v.is_baseline() {
+                    format!("**{}**", v.label())
                 } else {
-                    fmt_ratio(res.ratio(cell, v, m))
-                });
-            }
-            let side = res
-                .absolute(cell, v, |r| r.side_cpu_per_req_us().unwrap_or(f64::NAN))
-                .map(|s| fmt_abs(Some(s), fmt_us))
-                .unwrap_or_else(|| "-".into());
-            let diffs: Vec<i64> = res
-                .runs_of(cell, v)
-                .filter_map(|r| r.counted.map(|c| c as i64 - r.wrk.requests as i64))
-                .collect();
-            let name = if v.is_baseline() {
-                format!("**{}**", v.label())
-            } else {
-                v.label().to_string()
-            };
-            let _ = writeln!(
-                md,
-                "| {name} | {} | {side} | {} |",
-                cols.join(" | "),
-                signed_range(&diffs)
-            );
-        }
-        md.push('\n');
+                    v.label().to_string()
+                }];
+                for (i, (_, m)) in Results::metrics().iter().enumerate() {
+                    row.push(match (v.is_baseline(), i) {
+                        (true, 2) => fmt_abs(res.absolute(cell, v, m), fmt_rate),
+                        (true, _) => fmt_abs(res.absolute(cell, v, m), fmt_us),
+                        (false, _) => fmt_ratio(res.ratio(cell, v, m)),
+                    });
+                }
+                let side = res.absolute(cell, v, |r| r.side_cpu_per_req_us().unwrap_or(f64::NAN));
+                row.push(fmt_abs(side, fmt_us));
+                let diffs: Vec<i64> = res
+                    .runs_of(cell, v)
+                    .filter_map(|r| r.counted.map(|c| c as i64 - r.wrk.requests as i64))
+                    .collect();
+                row.push(signed_range(&diffs));
+                row
+            });
+        table(
+            &mut md,
+            &[
+                "configuration (plain: absolute)",
+                "worker CPU/request",
+                "wrk CPU/request",
+                "requests/s",
+                "p50",
+                "p99",
+                "side CPU/request",
+                "counted − wrk",
+            ],
+            rows,
+        );
     }
 
-    if res.runs.iter().any(|r| r.exporter.is_some()) {
+    let exporters = exporter_variants(res);
+    if !exporters.is_empty() {
         let _ = writeln!(md, "## The exporter itself\n");
-        let _ = writeln!(
-            md,
-            "Its process's CPU (as % of one core over the run, and per request) and \
-             memory; BPF program time from `kernel.bpf_stats_enabled` (run_time_ns of its \
-             programs, read from /proc/<exporter>/fdinfo, per request wrk completed; \
-             the stats were on only during these runs, and their own cost (two clock \
-             reads per program run) is in the worker CPU above; `--no-bpf-stats` leaves \
-             them off). *Hook hits/request* is the sum of its programs' \
-             run_cnt over requests: a program runs for every process on the host that \
-             hits its hook (wrk, and anything else running), not only gunicorn's; in \
-             brackets, the same for the empty programs on that hook set. \
-             *Missed* counts program runs the kernel skipped (recursion_misses); \
-             *kernel errors* is gunicorn_exporter_kernel_errors_total (+ collect errors).\n"
-        );
-        let _ = writeln!(
-            md,
-            "| workload | hooks | exporter CPU (% core) | exporter CPU/request | RSS (peak) | BPF time/request | empty programs' BPF time/request (floor) | hook hits/request (floor's) | kernel errors | missed | failed requests (by type) |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
-        let exporters = exporter_variants(res);
+        let mut rows = Vec::new();
         for &cell in &res.cells {
             for &v in &exporters {
-                let runs: Vec<&Run> = res.runs_of(cell, v).collect();
+                let runs: Vec<&ExporterRun> = res
+                    .runs_of(cell, v)
+                    .filter_map(|r| r.exporter.as_ref())
+                    .collect();
                 if runs.is_empty() {
                     continue;
                 }
-                let ex = |f: &dyn Fn(&Run, &ExporterRun) -> f64| {
-                    stat(
-                        runs.iter()
-                            .filter_map(|r| r.exporter.as_ref().map(|e| f(r, e))),
-                    )
-                };
-                let cpu_pct = exporter_cpu_pct(res, cell, v);
-                let cpu_req = ex(&|r, e| e.cpu_s * 1e6 / r.wrk.requests.max(1) as f64);
-                let rss = runs
-                    .iter()
-                    .filter_map(|r| r.exporter.as_ref().map(|e| e.rss_peak_bytes))
-                    .max()
-                    .unwrap_or(0);
+                let cpu_req = stat(res.runs_of(cell, v).filter_map(|r| {
+                    let e = r.exporter.as_ref()?;
+                    Some(e.cpu_s * 1e6 / r.wrk.requests.max(1) as f64)
+                }));
+                let rss = runs.iter().map(|e| e.rss_peak_bytes).max().unwrap_or(0);
                 let floor = v.floor().unwrap_or(v);
-                let bpf = bpf_ns_per_req(res, cell, v);
-                let floor_bpf = bpf_ns_per_req(res, cell, floor);
-                let hits = hits_per_req(res, cell, v);
                 let floor_hits = hits_per_req(res, cell, floor)
                     .map(|s| format!(" ({:.1})", s.median))
                     .unwrap_or_default();
                 let errors: f64 = runs
                     .iter()
-                    .filter_map(|r| {
-                        r.exporter
-                            .as_ref()
-                            .map(|e| e.kernel_errors + e.collect_errors)
-                    })
+                    .map(|e| e.kernel_errors + e.collect_errors)
                     .sum();
-                let misses: u64 = runs
-                    .iter()
-                    .filter_map(|r| r.exporter.as_ref().map(|e| e.misses()))
-                    .sum();
+                let misses: u64 = runs.iter().map(|e| e.misses()).sum();
                 let mut failed: BTreeMap<String, f64> = BTreeMap::new();
-                for r in &runs {
-                    if let Some(e) = &r.exporter {
-                        for (k, v) in &e.failed {
-                            *failed.entry(k.clone()).or_default() += v;
-                        }
-                    }
+                for (k, n) in runs.iter().flat_map(|e| &e.failed) {
+                    *failed.entry(k.clone()).or_default() += n;
                 }
-                let _ = writeln!(
-                    md,
-                    "| {cell} | {} | {} | {} | {:.1} MB | {} | {} | {}{floor_hits} | {errors} | {misses} | {} |",
-                    v.hooks().unwrap_or_default(),
-                    fmt_abs(cpu_pct, |v| format!("{v:.2}%")),
+                let bpf_us = |s: f64| format!("{:.2} µs", s / 1000.0);
+                rows.push(vec![
+                    cell.to_string(),
+                    v.hooks().unwrap_or_default().to_string(),
+                    fmt_abs(exporter_cpu_pct(res, cell, v), |v| format!("{v:.2}%")),
                     fmt_abs(cpu_req, fmt_us),
-                    rss as f64 / 1e6,
-                    fmt_abs(bpf, |ns| format!("{:.2} µs", ns / 1000.0)),
-                    fmt_abs(floor_bpf, |ns| format!("{:.2} µs", ns / 1000.0)),
-                    fmt_abs(hits, |v| format!("{v:.1}")),
+                    format!("{:.1} MB", rss as f64 / 1e6),
+                    fmt_abs(bpf_ns_per_req(res, cell, v), bpf_us),
+                    fmt_abs(bpf_ns_per_req(res, cell, floor), bpf_us),
+                    fmt_abs(hits_per_req(res, cell, v), |v| format!("{v:.1}")) + &floor_hits,
+                    errors.to_string(),
+                    misses.to_string(),
                     fmt_failed(&failed),
-                );
+                ]);
             }
         }
-        md.push('\n');
-
-        // Per program, one table per hook set.
+        table(
+            &mut md,
+            &[
+                "workload",
+                "hooks",
+                "exporter CPU (% core)",
+                "exporter CPU/request",
+                "RSS (peak)",
+                "BPF time/request",
+                "empty programs' BPF time/request",
+                "hook hits/request (empty programs')",
+                "kernel + collect errors",
+                "missed program runs",
+                "failed requests (by type)",
+            ],
+            rows,
+        );
         for &v in &exporters {
-            let mut names: Vec<String> = res
-                .runs
-                .iter()
-                .filter(|r| r.variant == v)
-                .filter_map(|r| r.exporter.as_ref())
-                .flat_map(|e| e.progs.keys().cloned())
-                .collect();
-            names.sort();
-            names.dedup();
-            if names.is_empty() {
-                continue;
-            }
-            let cells: Vec<Cell> = res
-                .cells
-                .iter()
-                .copied()
-                .filter(|&c| res.runs_of(c, v).next().is_some())
-                .collect();
-            let _ = writeln!(
-                md,
-                "### BPF programs, {}: runs per request · ns per run (medians)\n",
-                hooks_name(v)
-            );
-            let header: Vec<String> = cells.iter().map(|c| c.slug()).collect();
-            let _ = writeln!(md, "| program | {} |", header.join(" | "));
-            let _ = writeln!(md, "|---|{}", "---|".repeat(cells.len()));
-            for name in &names {
-                let mut cols = Vec::new();
-                let mut any = false;
-                for &c in &cells {
-                    let per_req = stat(res.runs_of(c, v).filter_map(|r| {
-                        let p = r.exporter.as_ref()?.progs.get(name)?;
-                        Some(p.runs as f64 / r.wrk.requests.max(1) as f64)
-                    }));
-                    let per_run = stat(res.runs_of(c, v).filter_map(|r| {
-                        let p = r.exporter.as_ref()?.progs.get(name)?;
-                        (p.runs > 0).then(|| p.ns as f64 / p.runs as f64)
-                    }));
-                    match (per_req, per_run) {
-                        (Some(q), Some(n)) if q.median > 0.0 => {
-                            any = true;
-                            cols.push(format!("{:.2} · {:.0}", q.median, n.median));
-                        }
-                        _ => cols.push("·".into()),
-                    }
-                }
-                if any {
-                    let _ = writeln!(md, "| {name} | {} |", cols.join(" | "));
-                }
-            }
-            md.push('\n');
+            programs_markdown(res, v, &mut md);
         }
     }
 
     if !res.accuracy.is_empty() {
-        let _ = writeln!(md, "## Accuracy at full load\n");
-        let _ = writeln!(
-            md,
-            "A separate run per workload (so the access log's cost stays out of the \
-             CPU figures above) and hook set: gunicorn 27 with `--access-logfile`, \
-             the exporter attached, wrk at full load; then the exporter's \
-             sum of gunicorn_worker_requests_total against the access log's lines and \
-             wrk's completed requests.\n"
-        );
-        let _ = writeln!(
-            md,
-            "| workload | hooks | requests/s | wrk completed | access log lines | exporter counted | exporter − access log | kernel errors | failed (by type) |"
-        );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
-        for a in &res.accuracy {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} | {:+} | {} | {} |",
-                a.cell,
-                a.variant.hooks().unwrap_or_default(),
+        let _ = writeln!(md, "## Accuracy at full load (access log on)\n");
+        let rows = res.accuracy.iter().map(|a| {
+            vec![
+                a.cell.to_string(),
+                a.variant.hooks().unwrap_or_default().to_string(),
                 fmt_rate(a.rps),
-                a.wrk_requests,
-                a.access_log,
-                a.exporter,
-                a.exporter as i64 - a.access_log as i64,
-                a.kernel_errors,
+                a.wrk_requests.to_string(),
+                a.access_log.to_string(),
+                a.exporter.to_string(),
+                format!("{:+}", a.exporter as i64 - a.access_log as i64),
+                a.kernel_errors.to_string(),
                 fmt_failed(&a.failed),
-            );
-        }
-        md.push('\n');
+            ]
+        });
+        table(
+            &mut md,
+            &[
+                "workload",
+                "hooks",
+                "requests/s",
+                "wrk completed",
+                "access log lines",
+                "exporter counted",
+                "exporter − access log",
+                "kernel errors",
+                "failed (by type)",
+            ],
+            rows,
+        );
     }
     md
+}
+
+/// Per program of one hook set: runs per request · ns per run (medians), a
+/// column per workload.
+fn programs_markdown(res: &Results, v: Variant, md: &mut String) {
+    let mut names: Vec<&String> = res
+        .runs
+        .iter()
+        .filter(|r| r.variant == v)
+        .filter_map(|r| r.exporter.as_ref())
+        .flat_map(|e| e.progs.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    let cells: Vec<Cell> = res
+        .cells
+        .iter()
+        .copied()
+        .filter(|&c| res.runs_of(c, v).next().is_some())
+        .collect();
+    let rows = names.into_iter().filter_map(|name| {
+        let cols: Vec<Option<String>> = cells
+            .iter()
+            .map(|&c| {
+                let progs = || {
+                    res.runs_of(c, v)
+                        .filter_map(|r| Some((r, r.exporter.as_ref()?.progs.get(name)?)))
+                };
+                let per_req =
+                    stat(progs().map(|(r, p)| p.runs as f64 / r.wrk.requests.max(1) as f64))?;
+                let per_run = stat(
+                    progs()
+                        .filter(|(_, p)| p.runs > 0)
+                        .map(|(_, p)| p.ns as f64 / p.runs as f64),
+                )?;
+                (per_req.median > 0.0)
+                    .then(|| format!("{:.2} · {:.0}", per_req.median, per_run.median))
+            })
+            .collect();
+        cols.iter().any(Option::is_some).then(|| {
+            std::iter::once(name.clone())
+                .chain(cols.into_iter().map(|c| c.unwrap_or_else(|| "·".into())))
+                .collect()
+        })
+    });
+    let _ = writeln!(
+        md,
+        "### BPF programs, --hooks {}: runs per request · ns per run\n",
+        v.hooks().unwrap_or_default()
+    );
+    let slugs: Vec<String> = cells.iter().map(|c| c.slug()).collect();
+    let header: Vec<&str> = std::iter::once("program")
+        .chain(slugs.iter().map(String::as_str))
+        .collect();
+    table(md, &header, rows);
 }
 
 fn fmt_ns(ns: f64) -> String {
@@ -877,89 +612,44 @@ fn fmt_ns(ns: f64) -> String {
     }
 }
 
-/// The host-tax table: a row per loop, a column per configuration; nothing
-/// attached in ns per call, the others as a ratio to it and their ns.
+/// The host-tax table: a row per loop, a column per configuration; with
+/// nothing attached, ns per call; the others, their ratio to the
+/// nothing-attached runs around them and their ns per call.
 fn host_tax_markdown(res: &Results, md: &mut String) {
+    if res.host_tax.is_empty() {
+        return;
+    }
     let variants: Vec<Variant> = Variant::ALL
         .into_iter()
         .filter(|&v| res.host_tax.iter().any(|r| r.variant == v))
         .collect();
-    if res.host_tax.is_empty() {
-        return;
-    }
-    let _ = writeln!(md, "## Host tax: what an unrelated process pays\n");
     let _ = writeln!(
         md,
-        "CPU time per call of a process the exporter does not watch (a child of the \
-         bench), while each configuration is attached to an idle gunicorn 27 (2 sync \
-         workers, no request during the loops), with a run with nothing attached just \
-         before and just after each one; the configurations take turns in an order that \
-         rotates each repetition. Each run times batches of a fixed number of calls with \
-         the thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`), the loops taking turns batch \
-         by batch; a run's figure is its median batch. *nothing*: ns per call, median \
-         (min–max) over the nothing-attached runs; the others: each run over the mean of \
-         the two nothing-attached runs around it, median (min–max) over the repetitions, \
-         then the configuration's median ns per call. The syscall hooks send every \
-         syscall of every process through the tracing slow path (`getppid` shows that \
-         alone); the socket hooks run a program on every socket send and receive on the \
-         host (`unix`, `tcp`); the socket hooks' uprobe on the C library's `write()` is \
-         placed in gunicorn's workers only (`write`). `kernel.bpf_stats_enabled` is left \
-         as it was during these runs.\n"
+        "## Host tax: CPU per call of a process the exporter does not watch\n"
     );
-    let header: Vec<&str> = variants.iter().map(|&v| host_tax_name(v)).collect();
-    let _ = writeln!(md, "| call | {} |", header.join(" | "));
-    let _ = writeln!(md, "|---|{}", "---|".repeat(variants.len()));
-    for lp in Loop::ALL {
-        if !res.host_tax.iter().any(|r| r.lp == lp) {
-            continue;
-        }
-        let cols: Vec<String> = variants
-            .iter()
-            .map(|&v| {
-                let abs = res.host_tax(v, lp);
-                if v.is_exporter() {
-                    match res.host_tax_ratio(v, lp) {
-                        Some(r) => format!(
-                            "{}, {}",
-                            fmt_ratio(Some(r)),
-                            fmt_ns(abs.map_or(f64::NAN, |s| s.median))
-                        ),
-                        None => "-".into(),
-                    }
-                } else {
-                    fmt_abs(abs, fmt_ns)
-                }
-            })
-            .collect();
-        let _ = writeln!(
-            md,
-            "| {} ({}) | {} |",
-            lp.name(),
-            lp.describe(),
-            cols.join(" | ")
-        );
-    }
-    md.push('\n');
-}
-
-/// One line per loop and run of the host tax: "getppid: ebpf-sockets 1.00×,
-/// ebpf-syscalls 1.34×".
-pub fn host_tax_summary(res: &Results) -> Vec<String> {
-    Loop::ALL
+    let rows = Loop::ALL
         .into_iter()
         .filter(|&lp| res.host_tax.iter().any(|r| r.lp == lp))
         .map(|lp| {
-            let ratios: Vec<String> = Variant::ALL
-                .into_iter()
-                .filter_map(|v| {
-                    res.host_tax_ratio(v, lp)
-                        .filter(|_| v.is_exporter())
-                        .map(|s| format!("{} {:.2}×", v.short(), s.median))
-                })
-                .collect();
-            format!("{}: {}", lp.name(), ratios.join(", "))
-        })
-        .collect()
+            let mut row = vec![format!("{} ({})", lp.name(), lp.describe())];
+            row.extend(variants.iter().map(|&v| {
+                let abs = res.host_tax(v, lp);
+                match (v.is_exporter(), res.host_tax_ratio(v, lp)) {
+                    (false, _) => fmt_abs(abs, fmt_ns),
+                    (true, Some(r)) => format!(
+                        "{}, {}",
+                        fmt_ratio(Some(r)),
+                        fmt_ns(abs.map_or(f64::NAN, |s| s.median))
+                    ),
+                    (true, None) => "-".into(),
+                }
+            }));
+            row
+        });
+    let header: Vec<&str> = std::iter::once("call")
+        .chain(variants.iter().map(|&v| host_tax_name(v)))
+        .collect();
+    table(md, &header, rows);
 }
 
 /// One line per run, for reanalysis (the host-tax runs last, in the
@@ -1025,7 +715,7 @@ pub fn csv(res: &Results) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bench::scenario::Workers;
+    use crate::bench::scenario::{App, Workers};
 
     pub fn cell() -> Cell {
         Cell {
@@ -1084,10 +774,23 @@ pub(crate) mod tests {
         let md = markdown(&res);
         assert!(md.contains("1.010× (1.000–1.020)"), "{md}");
         assert!(md.contains("**gunicorn 27.0.1**"), "{md}");
-        let t = targets(&res);
-        assert!(t[0].0.contains("(socket hooks)"), "{t:?}");
-        assert!(t[0].1.contains("1.010×"), "{t:?}");
-        assert_eq!(t[0].2, "met");
+        assert!(!md.contains("## The exporter itself"), "{md}");
+        for r in res
+            .runs
+            .iter_mut()
+            .filter(|r| r.variant == Variant::EbpfSockets)
+        {
+            r.exporter = Some(ExporterRun {
+                rss_peak_bytes: 9_000_000,
+                ..Default::default()
+            });
+        }
+        let md = markdown(&res);
+        assert!(
+            md.contains("| trivial app, sync workers, close | sockets |"),
+            "{md}"
+        );
+        assert!(md.contains("| 9.0 MB |"), "{md}");
         let csv = csv(&res);
         assert_eq!(csv.lines().count(), 5);
         let columns = |l: &str| l.split(',').count();
@@ -1125,8 +828,7 @@ pub(crate) mod tests {
             md.contains("200 ns (160 ns–200 ns) | 1.30× (1.27–1.32), 246 ns |"),
             "{md}"
         );
-        assert!(!md.contains("## Targets"), "{md}");
-        assert_eq!(host_tax_summary(&res), ["getppid: ebpf-syscalls 1.30×"]);
+        assert!(!md.contains("## Cost"), "{md}");
         let csv = csv(&res);
         let columns = |l: &str| l.split(',').count();
         let header = columns(csv.lines().next().unwrap());

@@ -10,7 +10,7 @@ use std::{
 
 use clap::ValueEnum;
 
-use crate::{util, venv, venv_dir};
+use crate::{commands, venv, venv_dir};
 
 /// Workers per gunicorn (one per core of the 2-core machine this is made for).
 pub const WORKERS: u32 = 2;
@@ -251,7 +251,7 @@ pub struct Launch<'a> {
 }
 
 pub fn gunicorn_command(variant: Variant, cell: Cell, l: &Launch) -> Command {
-    let mut cmd = util::command(variant.venv().join("bin/gunicorn"));
+    let mut cmd = commands::command(variant.venv().join("bin/gunicorn"));
     cmd.current_dir(l.dir);
     if variant.is_plugin() {
         cmd.arg("-c").arg(l.bench_dir.join("plugin_conf.py"));
@@ -340,13 +340,13 @@ mod tests {
             workers: Workers::Gthread,
             keepalive: true,
         };
-        let line = util::describe(&gunicorn_command(Variant::Statsd, cell, &launch(dir)));
+        let line = commands::describe(&gunicorn_command(Variant::Statsd, cell, &launch(dir)));
         assert!(line.contains("-k gthread --threads 4"), "{line}");
         assert!(line.contains("--statsd-host 127.0.0.1:8125"), "{line}");
         assert!(line.contains("--no-control-socket"), "{line}");
         assert!(line.ends_with("apps:realistic"), "{line}");
 
-        let line = util::describe(&gunicorn_command(Variant::PluginRedis, cell, &launch(dir)));
+        let line = commands::describe(&gunicorn_command(Variant::PluginRedis, cell, &launch(dir)));
         assert!(line.contains("REDIS_ENABLED=true"), "{line}");
         assert!(line.contains("REDIS_PORT=6390"), "{line}");
         assert!(line.contains("-c /b/plugin_conf.py"), "{line}");
@@ -357,7 +357,7 @@ mod tests {
         assert!(!line.contains("control-socket"), "{line}");
         assert!(!line.contains("statsd"), "{line}");
 
-        let line = util::describe(&gunicorn_command(Variant::Plain23, cell, &launch(dir)));
+        let line = commands::describe(&gunicorn_command(Variant::Plain23, cell, &launch(dir)));
         assert!(!line.contains("PROMETHEUS"), "{line}");
         assert!(
             line.contains("venvs/gunicorn23-plugin/bin/gunicorn"),

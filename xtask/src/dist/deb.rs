@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{Metadata, PACKAGE};
-use crate::{target_dir, util, workspace_root};
+use crate::{commands, target_dir, workspace_root};
 
 /// Folders of `deploy/` shipped whole under `/usr/share/gunicorn-ebpf-exporter/`.
 const SHARED: &[&str] = &["grafana", "prometheus"];
@@ -72,7 +72,7 @@ pub fn build(binary: &Path, meta: &Metadata, out: &Path) -> Result<PathBuf> {
     let man = root.join(format!("usr/share/man/man1/{PACKAGE}.1"));
     write(&man, &generated(binary, "man")?, 0o644)?;
     // Debian compresses man pages; -n keeps the name and time out (reproducible).
-    util::run(util::command("gzip").args(["-9n"]).arg(&man))?;
+    commands::run(commands::command("gzip").args(["-9n"]).arg(&man))?;
     for (shell, path) in COMPLETIONS {
         write(&root.join(path), &generated(binary, shell)?, 0o644)?;
     }
@@ -127,8 +127,8 @@ pub fn build(binary: &Path, meta: &Metadata, out: &Path) -> Result<PathBuf> {
         "{PACKAGE}_{}_amd64.deb",
         debian_version(&meta.version)
     ));
-    util::run(
-        util::command("dpkg-deb")
+    commands::run(
+        commands::command("dpkg-deb")
             .args(["--root-owner-group", "-Zxz", "--build"])
             .arg(&root)
             .arg(&deb),
@@ -200,15 +200,15 @@ fn copyright(meta: &Metadata) -> String {
 /// What `binary --generate <what>` prints (the man page or a completion
 /// script, from the exporter's own command-line definition).
 fn generated(binary: &Path, what: &str) -> Result<Vec<u8>> {
-    let out = util::output(util::command(binary).args(["--generate", what]))?;
+    let out = commands::output(commands::command(binary).args(["--generate", what]))?;
     Ok(out.stdout)
 }
 
 /// `md5sum`'s lines for every file under `root`, by path from it.
 fn md5sums(root: &Path) -> Result<String> {
-    let mut cmd = util::command("md5sum");
+    let mut cmd = commands::command("md5sum");
     cmd.current_dir(root).args(files(root)?);
-    util::stdout(&mut cmd)
+    commands::stdout(&mut cmd)
 }
 
 fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {

@@ -10,7 +10,7 @@ use std::{fs, path::PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::{cache_dir, util};
+use crate::{cache_dir, commands};
 
 /// Debian 12, whose 6.1 kernel is the oldest the exporter supports: the
 /// oldest dpkg and systemd helpers the package must work with.
@@ -42,8 +42,8 @@ pub fn ensure() -> Result<()> {
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     println!("setup: debootstrap of a minimal Debian {SUITE} root (once)...");
-    util::run(
-        util::command("debootstrap")
+    commands::run(
+        commands::command("debootstrap")
             .arg("--variant=minbase")
             .arg(format!("--include={}", INCLUDE.join(",")))
             .arg(SUITE)
@@ -51,8 +51,8 @@ pub fn ensure() -> Result<()> {
             .arg(MIRROR),
     )
     .context("debootstrap failed (it needs root and Debian's mirror)")?;
-    util::run(
-        util::command("tar")
+    commands::run(
+        commands::command("tar")
             .args(["--numeric-owner", "-C"])
             .arg(&tree)
             // The downloaded packages and lists: half the size, never used.

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use crate::{setup, target_dir, util, workspace_root};
+use crate::{commands, setup, target_dir, workspace_root};
 
 /// The static build's target.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -59,7 +59,7 @@ pub struct Metadata {
 pub fn build() -> Result<Artifacts> {
     let meta = metadata()?;
     println!("dist: cargo build --release --target {MUSL_TARGET} -p {PACKAGE}...");
-    util::run(util::cargo().current_dir(workspace_root()).args([
+    commands::run(commands::cargo().current_dir(workspace_root()).args([
         "build",
         "--release",
         "--target",
@@ -78,8 +78,8 @@ pub fn build() -> Result<Artifacts> {
     let binary = dir.join(format!("{PACKAGE}-{}-{MUSL_TARGET}", meta.version));
     // Debug info out (std's, mostly: half the size), symbols kept: a panic's
     // backtrace still names its functions. The eBPF object is data: untouched.
-    util::run(
-        util::command("strip")
+    commands::run(
+        commands::command("strip")
             .arg("--strip-debug")
             .arg("-o")
             .arg(&binary)
@@ -115,7 +115,7 @@ fn metadata() -> Result<Metadata> {
 
 /// `SHA256SUMS` beside `files`, in `sha256sum`'s own format.
 fn checksums(dir: &Path, files: &[&Path]) -> Result<PathBuf> {
-    let mut cmd = util::command("sha256sum");
+    let mut cmd = commands::command("sha256sum");
     cmd.current_dir(dir);
     for file in files {
         let Some(name) = file.file_name() else {
@@ -123,7 +123,7 @@ fn checksums(dir: &Path, files: &[&Path]) -> Result<PathBuf> {
         };
         cmd.arg(name);
     }
-    let sums = util::stdout(&mut cmd)?;
+    let sums = commands::stdout(&mut cmd)?;
     let path = dir.join("SHA256SUMS");
     fs::write(&path, sums).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)

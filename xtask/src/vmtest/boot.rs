@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use super::kernels::Kernel;
-use crate::{child::Proc, util, venv, venv_dir, workspace_root};
+use crate::{background::BackgroundProcess, commands, venv, venv_dir, workspace_root};
 
 /// How often the VM is checked on (and its output echoed).
 const POLL: Duration = Duration::from_millis(200);
@@ -68,10 +68,10 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
         .with_context(|| format!("writing {}", script.display()))?;
 
     let vng_bin = venv_dir(venv::VIRTME_NG.name).join("bin");
-    let mut cmd = util::command(vng_bin.join("vng"));
+    let mut cmd = commands::command(vng_bin.join("vng"));
     // vng runs virtme-run, which lives beside it.
     let path = std::env::join_paths(
-        std::iter::once(vng_bin.clone()).chain(std::env::split_paths(&util::child_path())),
+        std::iter::once(vng_bin.clone()).chain(std::env::split_paths(&commands::child_path())),
     )
     .context("building PATH for vng")?;
     cmd.env("PATH", path)
@@ -91,12 +91,15 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
         ])
         .arg(format!("--rwdir={}", results.display()))
         .arg("--exec")
-        .arg(format!("sh {}", util::quote(&script.display().to_string())));
-    println!("vmtest: {}", util::describe(&cmd));
+        .arg(format!(
+            "sh {}",
+            commands::quote(&script.display().to_string())
+        ));
+    println!("vmtest: {}", commands::describe(&cmd));
 
     let start = Instant::now();
     let log = results.join("vng.log");
-    let mut vm = Proc::spawn(
+    let mut vm = BackgroundProcess::spawn(
         format!("vng ({})", guest.kernel.release),
         cmd,
         log.clone(),
@@ -135,7 +138,7 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
         problem = Some(format!(
             "the VM stopped before the suite ended (no {}); the end of vng's output:\n{}",
             results.join("exit-code").display(),
-            crate::child::tail(&log, 30)
+            integration_tests::tail_file(&log, 30)
         ));
     }
     Ok(Outcome {
@@ -152,7 +155,7 @@ pub fn run(guest: &Guest, stop: &AtomicBool) -> Result<Outcome> {
 fn script_text(guest: &Guest) -> String {
     let mut text = String::from("# Written by `cargo xtask vmtest` for this run.\n");
     let mut var = |name: &str, value: &str| {
-        text.push_str(&format!("export {name}={}\n", util::quote(value)));
+        text.push_str(&format!("export {name}={}\n", commands::quote(value)));
     };
     var("RESULTS", &guest.results.display().to_string());
     var("TEST_BIN", &guest.test_bin.display().to_string());

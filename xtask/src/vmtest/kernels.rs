@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 
-use crate::util::{self, command};
+use crate::commands::{self, command};
 
 /// A kernel series the project is tested on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -194,7 +194,7 @@ impl Archive {
         cmd.arg("update");
         let out = cmd
             .output()
-            .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+            .with_context(|| format!("could not start `{}`", commands::describe(&cmd)))?;
         let text = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
         self.update_problems = update_problems(&text);
         if !out.status.success() && self.update_problems.is_empty() {
@@ -230,7 +230,7 @@ impl Archive {
             println!("vmtest: unpacking {}...", deb.display());
             let partial = self.dir.join("trees").join(format!(".partial-{stem}"));
             remove_if_present(&partial)?;
-            util::run(command("dpkg-deb").arg("-x").arg(&deb).arg(&partial))
+            commands::run(command("dpkg-deb").arg("-x").arg(&deb).arg(&partial))
                 .with_context(|| format!("unpacking {}", deb.display()))?;
             // Renamed whole, so an interrupted unpack is never taken for a tree.
             fs::rename(&partial, &tree)
@@ -251,7 +251,7 @@ impl Archive {
     /// its suites.
     fn newest(&self, series: Series) -> Result<(String, String, String)> {
         let prefix = format!("linux-image-{}.", series.name());
-        let names = util::stdout(self.apt("apt-cache").args(["pkgnames", &prefix]))?;
+        let names = commands::stdout(self.apt("apt-cache").args(["pkgnames", &prefix]))?;
         let mut names: Vec<&str> = names
             .lines()
             .map(str::trim)
@@ -261,7 +261,7 @@ impl Archive {
         names.sort_by_key(|n| (n.ends_with("-unsigned"), n.to_string()));
         let mut candidates = Vec::new();
         if !names.is_empty() {
-            let madison = util::stdout(self.apt("apt-cache").arg("madison").args(&names))?;
+            let madison = commands::stdout(self.apt("apt-cache").arg("madison").args(&names))?;
             for name in &names {
                 candidates.extend(madison.lines().filter_map(parse_madison).filter(
                     |(n, _, suite)| n == name && series.suites().contains(&suite.as_str()),
@@ -299,7 +299,7 @@ impl Archive {
             return Ok(deb);
         }
         println!("vmtest: downloading {package} {version}...");
-        util::run(
+        commands::run(
             self.apt("apt-get")
                 .current_dir(&debs)
                 .arg("download")
@@ -493,7 +493,7 @@ fn parse_madison(line: &str) -> Option<(String, String, String)> {
 
 /// Debian version order, as dpkg itself decides it.
 fn version_greater(a: &str, b: &str) -> bool {
-    util::succeeds(command("dpkg").args(["--compare-versions", a, "gt", b]))
+    commands::succeeds(command("dpkg").args(["--compare-versions", a, "gt", b]))
 }
 
 #[cfg(test)]

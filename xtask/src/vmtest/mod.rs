@@ -28,7 +28,7 @@ use clap::Args;
 pub use kernels::Series;
 
 use crate::{
-    build, exporter_bin, setup, target_dir, test::Tally, test_apps_dir, util, venv, venv_dir,
+    build, commands, exporter_bin, setup, target_dir, test::Tally, test_apps_dir, venv, venv_dir,
     workspace_root,
 };
 
@@ -300,7 +300,7 @@ fn run_one(
 /// Builds the VM suite's test binary; its path.
 fn vm_test_binary() -> Result<std::path::PathBuf> {
     println!("vmtest: building the VM suite (tests/tests/vm.rs)...");
-    let mut cmd = util::cargo();
+    let mut cmd = commands::cargo();
     cmd.current_dir(workspace_root()).args([
         "test",
         "--release",
@@ -311,7 +311,7 @@ fn vm_test_binary() -> Result<std::path::PathBuf> {
         "--no-run",
         "--message-format=json",
     ]);
-    let out = util::output(&mut cmd).context("building the VM suite failed")?;
+    let out = commands::output(&mut cmd).context("building the VM suite failed")?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -325,7 +325,7 @@ fn vm_test_binary() -> Result<std::path::PathBuf> {
     }
     bail!(
         "`{}` named no test executable for tests/tests/vm.rs",
-        util::describe(&cmd)
+        commands::describe(&cmd)
     )
 }
 

@@ -1,24 +1,25 @@
 //! Long-running children of xtask (gunicorn masters, the exporter,
-//! redis-server, QEMU), shared by the demo, the bench and vmtest.
+//! redis-server, QEMU), shared by the demo, the bench and vmtest; one-shot
+//! commands are in `commands`.
 
 use std::{
-    fs::{self, File},
-    io,
+    fs::File,
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
+use integration_tests::{fixtures::die_with_parent, tail_file};
 
-use crate::util;
+use crate::commands;
 
 /// A child in its own process group, so the terminal's Ctrl-C reaches only
 /// xtask, which stops its children itself; sent SIGTERM by the kernel if
 /// xtask dies; stopped when dropped.
-pub struct Proc {
+pub struct BackgroundProcess {
     pub name: String,
     child: Child,
     /// Files whose tails explain an early death: its stdout+stderr first.
@@ -28,7 +29,7 @@ pub struct Proc {
     exited: bool,
 }
 
-impl Proc {
+impl BackgroundProcess {
     /// Starts `cmd` with its stdout and stderr in `output`.
     pub fn spawn(
         name: impl Into<String>,
@@ -43,10 +44,10 @@ impl Proc {
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        set_pdeathsig(&mut cmd);
+        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
-            .with_context(|| format!("could not start `{}`", util::describe(&cmd)))?;
+            .with_context(|| format!("could not start `{}`", commands::describe(&cmd)))?;
         Ok(Self {
             name: name.into(),
             child,
@@ -75,7 +76,7 @@ impl Proc {
                     "--- {} (last lines of {}):\n{}",
                     self.name,
                     log.display(),
-                    tail(log, 25)
+                    tail_file(log, 25)
                 )
             })
             .collect()
@@ -151,35 +152,8 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
+impl Drop for BackgroundProcess {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// SIGTERM to the child when xtask dies, whatever kills it.
-pub fn set_pdeathsig(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// The last `lines` lines of a file.
-pub fn tail(path: &Path, lines: usize) -> String {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            let mut out = all[all.len().saturating_sub(lines)..].join("\n");
-            out.push('\n');
-            out
-        }
-        Err(e) => format!("(cannot read: {e})\n"),
     }
 }
