@@ -280,8 +280,9 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// The static build's target for the toolchain cargo picks in the workspace
-/// (no rust-toolchain file: rustup's default). Nothing in the build compiles
-/// C, so no musl-gcc is needed: rustc links musl's own static libc.
+/// (no rust-toolchain file: rustup's default). No musl-gcc is needed: rustc
+/// links musl's own static libc, and the one crate with C in it (ring) is
+/// built with the host gcc (see `dist::build`).
 fn musl_target() -> Result<()> {
     let rustup = || {
         let mut cmd = command("rustup");

@@ -24,6 +24,8 @@ use crate::{commands, setup, target_dir, workspace_root};
 
 /// The static build's target.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+/// The C compiler cc uses for the musl target's build scripts (unless set).
+const MUSL_CC: &str = "CC_x86_64_unknown_linux_musl";
 const PACKAGE: &str = "gunicorn-ebpf-exporter";
 
 #[derive(Debug, Default, Args)]
@@ -59,15 +61,23 @@ pub struct Metadata {
 pub fn build() -> Result<Artifacts> {
     let meta = metadata()?;
     println!("dist: cargo build --release --target {MUSL_TARGET} -p {PACKAGE}...");
-    commands::run(commands::cargo().current_dir(workspace_root()).args([
+    let mut build = commands::cargo();
+    build.current_dir(workspace_root()).args([
         "build",
         "--release",
         "--target",
         MUSL_TARGET,
         "-p",
         PACKAGE,
-    ]))
-    .context("the static build failed")?;
+    ]);
+    // ring (rustls' crypto, for the metrics endpoint's TLS) compiles C and
+    // assembly; cc looks for x86_64-linux-musl-gcc, which Debian lacks. The
+    // host gcc builds that freestanding code for musl as well (the link
+    // against musl's static libc is rustc's).
+    if std::env::var_os(MUSL_CC).is_none() {
+        build.env(MUSL_CC, "gcc");
+    }
+    commands::run(&mut build).context("the static build failed")?;
     let built = target_dir().join(MUSL_TARGET).join("release").join(PACKAGE);
 
     let dir = target_dir().join("dist");
