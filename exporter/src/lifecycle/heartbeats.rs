@@ -51,13 +51,20 @@ impl Heartbeats {
         }
     }
 
-    /// Follows worker `pid`'s heartbeat file. Returns true when it has
+    /// Follows worker `pid`'s heartbeat file. Returns whether it has
     /// already been touched (the worker booted before the watch was set, or
-    /// was found running at attach).
-    pub fn watch(&mut self, pid: u32) -> bool {
-        let Some((fd, ino)) = heartbeat_fd(pid) else {
-            return false;
-        };
+    /// was found running at attach); None when the file is not found (yet: a
+    /// fork is announced before the child shows in /proc).
+    pub fn watch(&mut self, pid: u32) -> Option<bool> {
+        // A worker also holds the files of the siblings forked before it (the
+        // master keeps them open): those are theirs, whatever their state.
+        let theirs: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(other, _)| **other != pid)
+            .map(|(_, f)| f.ino)
+            .collect();
+        let (fd, ino) = heartbeat_fd(pid, &theirs)?;
         let path = fd_path(pid, fd);
         if let Beat::At(_) = beat(&path) {
             self.files.insert(
@@ -68,7 +75,7 @@ impl Heartbeats {
                     watch: None,
                 },
             );
-            return true;
+            return Some(true);
         }
         let watch = match self
             .watches
@@ -82,7 +89,7 @@ impl Heartbeats {
         };
         self.files.insert(pid, File { fd, ino, watch });
         // A touch between the first look and the watch is seen now.
-        matches!(beat(&path), Beat::At(_))
+        Some(matches!(beat(&path), Beat::At(_)))
     }
 
     /// The worker whose file a watch event came from, now touched. Its
@@ -166,7 +173,7 @@ fn classify(mtime_ns: u64, now_monotonic_ns: u64) -> Beat {
 /// `wgunicorn-*` file. Just after the fork the worker still holds its older
 /// siblings' (it closes them first thing); its own is the one the master
 /// created last, before the fork: the newest not yet touched.
-fn heartbeat_fd(pid: u32) -> Option<(u32, u64)> {
+fn heartbeat_fd(pid: u32, theirs: &[u64]) -> Option<(u32, u64)> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
     let mut candidates: Vec<(u32, bool, i64, u64)> = dir
         .filter_map(Result::ok)
@@ -178,6 +185,9 @@ fn heartbeat_fd(pid: u32) -> Option<(u32, u64)> {
             }
             let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
             let meta = std::fs::metadata(entry.path()).ok()?;
+            if theirs.contains(&meta.ino()) {
+                return None;
+            }
             let touched = matches!(beat(&entry.path()), Beat::At(_));
             Some((fd, touched, meta.ctime(), meta.ino()))
         })
@@ -212,7 +222,7 @@ mod tests {
         let inotify = inotify::Inotify::init().unwrap();
         let mut hb = Heartbeats::new(inotify.watches());
         let me = std::process::id();
-        assert!(!hb.watch(me), "not touched yet");
+        assert_eq!(hb.watch(me), Some(false), "not touched yet");
         assert_eq!(hb.files[&me].fd, file.as_raw_fd() as u32);
         assert!(ages(&hb.fds()).is_empty());
         // Touch it with a monotonic time, as os.utime(fd, (t, t)) does.

@@ -72,6 +72,8 @@ pub struct State {
     exited: BTreeMap<MetricKey, Aggregate>,
     /// Their failed requests, by (master, method, error_type).
     exited_failures: BTreeMap<(u32, u8, String), u64>,
+    /// Workers whose heartbeat file was not found yet.
+    heartbeat_missing: BTreeSet<u32>,
     /// Kernel series folded into `exited`, to remove after the next publish.
     retired_keys: Vec<MetricKey>,
     /// A master may listen on something new (after a HUP or a re-exec, or it
@@ -103,6 +105,7 @@ impl State {
             exited: BTreeMap::new(),
             exited_failures: BTreeMap::new(),
             retired_keys: Vec::new(),
+            heartbeat_missing: BTreeSet::new(),
             listeners_stale: false,
             settings,
             actions,
@@ -136,8 +139,6 @@ impl State {
         self.lifecycle.adopt_master(pid);
         for child in procs::children(pid) {
             self.kernel.track(child.pid, Proc::worker(pid))?;
-            self.heartbeats.watch(child.pid);
-            self.share_heartbeat(child.pid);
             self.lifecycle.adopt_worker(child.pid, pid);
             self.workers.spawned(
                 child.pid,
@@ -145,6 +146,7 @@ impl State {
                 Some(child.start_ticks),
             );
             self.workers.set_master(child.pid, pid);
+            self.find_heartbeat(child.pid);
             self.follow_writes(child.pid);
             self.rw_if_needed(child.pid);
         }
@@ -205,6 +207,9 @@ impl State {
     /// left in flight (one walk of the connection map for all of them) and
     /// publishes what scrapes see.
     pub fn end_batch(&mut self) {
+        if !self.heartbeat_missing.is_empty() {
+            self.find_missing_heartbeats();
+        }
         if !self.deaths.is_empty() {
             self.finish_deaths();
             // The cap on dead workers' series holds at every publish.
@@ -299,13 +304,37 @@ impl State {
         }
         self.workers.set_master(pid, master);
         self.follow_writes(pid);
-        let touched = self.heartbeats.watch(pid);
-        self.share_heartbeat(pid);
-        if touched {
-            self.booted(pid);
-        }
+        self.find_heartbeat(pid);
         if let Some(w) = self.workers.get(pid) {
             log::debug!("worker {pid} spawned ({})", w.id());
+        }
+    }
+
+    /// Follows worker `pid`'s heartbeat file, or looks again at the end of
+    /// the batch and every second until it shows (with its first touch, if
+    /// the worker booted meanwhile: post_worker_init is late, never lost).
+    fn find_heartbeat(&mut self, pid: u32) {
+        match self.heartbeats.watch(pid) {
+            None => {
+                self.heartbeat_missing.insert(pid);
+            }
+            Some(touched) => {
+                self.heartbeat_missing.remove(&pid);
+                self.share_heartbeat(pid);
+                if touched {
+                    self.booted(pid);
+                }
+            }
+        }
+    }
+
+    /// Looks again for the heartbeat files not found yet, of living workers.
+    fn find_missing_heartbeats(&mut self) {
+        let missing = std::mem::take(&mut self.heartbeat_missing);
+        for pid in missing {
+            if self.workers.get(pid).is_some_and(|w| w.exited.is_none()) {
+                self.find_heartbeat(pid);
+            }
         }
     }
 
