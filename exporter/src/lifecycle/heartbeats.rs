@@ -58,10 +58,15 @@ impl Heartbeats {
     pub fn watch(&mut self, pid: u32) -> Option<bool> {
         // A worker also holds the files of the siblings forked before it (the
         // master keeps them open): those are theirs, whatever their state.
+        // (Only files their workers still hold: a closed one's inode is
+        // soon another worker's.)
         let theirs: Vec<u64> = self
             .files
             .iter()
-            .filter(|(other, _)| **other != pid)
+            .filter(|(other, f)| {
+                **other != pid
+                    && std::fs::metadata(fd_path(**other, f.fd)).is_ok_and(|m| m.ino() == f.ino)
+            })
             .map(|(_, f)| f.ino)
             .collect();
         let (fd, ino) = heartbeat_fd(pid, &theirs)?;

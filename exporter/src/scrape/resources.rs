@@ -252,6 +252,12 @@ pub struct Resources {
     ticks_per_sec: f64,
 }
 
+/// Open descriptors of `pid`. Not procfs's `fd_count`: before Linux 6.2 it
+/// counts the directory's `.` and `..` too (two more on Debian 12's 6.1).
+fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 impl Resources {
     pub fn new(view: Published) -> prometheus::Result<Resources> {
         let descs = exposition::descs(&FAMILIES)?;
@@ -309,7 +315,7 @@ impl Resources {
             cpu_percent: percent,
             uptime_secs: (now - started).max(0.0),
             threads: stat.num_threads.max(0) as u64,
-            open_fds: process.fd_count().ok().map(|n| n as u64),
+            open_fds: open_fds(t.pid),
             switches,
         })
     }
