@@ -138,30 +138,33 @@ fn record(bytes: &[u8]) -> Option<RecordEvent> {
     Some(ev)
 }
 
+/// The bytes the kernel sends for a lifecycle event (at time 7 ns), for
+/// tests that go through the real decoder.
+#[cfg(test)]
+pub fn raw(kind: u32, pid: u32, other: u32, value: i32, code: i32) -> Vec<u8> {
+    let h = abi::Event {
+        kind,
+        pid,
+        other,
+        value,
+        code,
+        _pad: 0,
+        ts_ns: 7,
+    };
+    // SAFETY: abi::Event is plain integers.
+    unsafe {
+        std::slice::from_raw_parts(
+            (&h as *const abi::Event).cast::<u8>(),
+            size_of::<abi::Event>(),
+        )
+    }
+    .to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn raw(kind: u32, pid: u32, other: u32, value: i32, code: i32) -> Vec<u8> {
-        let h = abi::Event {
-            kind,
-            pid,
-            other,
-            value,
-            code,
-            _pad: 0,
-            ts_ns: 7,
-        };
-        // SAFETY: abi::Event is plain integers.
-        unsafe {
-            std::slice::from_raw_parts(
-                (&h as *const abi::Event).cast::<u8>(),
-                size_of::<abi::Event>(),
-            )
-        }
-        .to_vec()
-    }
 
     #[test]
     fn each_kind_names_its_fields() {

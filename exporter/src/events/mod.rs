@@ -4,5 +4,7 @@
 mod decode;
 mod loops;
 
+#[cfg(test)]
+pub use decode::raw;
 pub use decode::{Event, HeartbeatAtExit, decode};
 pub use loops::{heartbeats, ring};

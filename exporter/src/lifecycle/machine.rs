@@ -602,23 +602,8 @@ mod tests {
 
     /// The event the kernel would send, through the real decoder.
     fn ev(kind: u32, pid: u32, other: u32, value: i32, code: i32) -> Event {
-        let raw = exporter_ebpf::abi::Event {
-            kind,
-            pid,
-            other,
-            value,
-            code,
-            _pad: 0,
-            ts_ns: 0,
-        };
-        // SAFETY: abi::Event is plain integers.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&raw as *const exporter_ebpf::abi::Event).cast::<u8>(),
-                size_of::<exporter_ebpf::abi::Event>(),
-            )
-        };
-        crate::events::decode(bytes).expect("a lifecycle event")
+        crate::events::decode(&crate::events::raw(kind, pid, other, value, code))
+            .expect("a lifecycle event")
     }
 
     fn hooks(out: &Outcome) -> Vec<&'static str> {
