@@ -1,0 +1,612 @@
+//! Least privilege and clean exit.
+//!
+//! Once attached, every thread of the exporter holds exactly the capabilities
+//! the README's "Privileges" table lists (CapEff, CapPrm, CapBnd of
+//! /proc/<pid>/task/*/status; none inheritable or ambient), its `--on`
+//! commands start with none, and it still counts exactly what a worker forked
+//! after the drop serves (its uprobe or the syscall hooks' write tracing,
+//! heartbeat watch and /proc reads all happen without the dropped ones). Run
+//! as an unprivileged user with ambient capabilities (what the README's
+//! systemd unit does), the same holds.
+//!
+//! After SIGTERM, SIGINT or SIGKILL, none of the eBPF programs, maps, links
+//! and perf events the exporter held is left (bpftool), and SIGTERM and
+//! SIGINT end it with status 0 at once.
+
+use std::{
+    collections::BTreeSet,
+    os::unix::process::ExitStatusExt as _,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use exporter_ebpf::abi::map;
+use integration_tests::{
+    Exporter, ExporterBuilder, Gunicorn, TestDir, Version,
+    check::{self, story},
+    fixtures::exporter::binary_for_nobody,
+    hooks::send_signal,
+    http::{self, Request, Traffic},
+    wait,
+};
+use serde_json::Value;
+
+/// Debian's bpftool (`cargo xtask setup` installs it).
+const BPFTOOL: &str = "/usr/sbin/bpftool";
+/// SIGTERM and SIGINT: the exporter is gone within this.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The kernel frees a map after its last reference goes, asynchronously.
+const FREED_TIMEOUT: Duration = Duration::from_secs(10);
+const WORKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// linux/capability.h, by number.
+const CAPABILITIES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+/// What the README's table lists, by hook set, with exception classes and
+/// `--io-syscalls auto` (the defaults): the socket hooks attach a uprobe to
+/// each new worker, the syscall hooks may attach the read/write family.
+const KEPT_SOCKETS: [&str; 3] = ["dac_read_search", "sys_admin", "sys_ptrace"];
+const KEPT_SYSCALLS: [&str; 4] = ["bpf", "dac_read_search", "perfmon", "sys_ptrace"];
+/// The README's systemd unit's AmbientCapabilities and CapabilityBoundingSet.
+const SYSTEMD: [&str; 5] = [
+    "bpf",
+    "dac_read_search",
+    "perfmon",
+    "sys_admin",
+    "sys_ptrace",
+];
+/// When nothing is attached after start-up (either hook set).
+const KEPT_NOTHING_ATTACHED_LATER: [&str; 3] = ["bpf", "dac_read_search", "sys_ptrace"];
+
+/// The capabilities the README's table lists for the hook set `e` runs.
+fn kept_by_default(g: &Gunicorn, e: &Exporter) -> BTreeSet<String> {
+    let m = e.scrape();
+    let hooks = m
+        .get("gunicorn_exporter_kernel_info")
+        .find_map(|s| s.labels.get("hooks").cloned())
+        .unwrap_or_else(|| panic!("no kernel_info hooks label\n{}", story(g, e, Some(&m))));
+    match hooks.as_str() {
+        "sockets" => names(&KEPT_SOCKETS),
+        "syscalls" => names(&KEPT_SYSCALLS),
+        other => panic!("hook set {other}?"),
+    }
+}
+
+fn names(caps: &[&str]) -> BTreeSet<String> {
+    caps.iter().map(|c| c.to_string()).collect()
+}
+
+/// The capability names of a /proc status mask (`000001ffffffffff`).
+fn decode(hex: &str) -> BTreeSet<String> {
+    let mask = u64::from_str_radix(hex.trim(), 16)
+        .unwrap_or_else(|e| panic!("capability mask {hex:?}: {e}"));
+    (0..64)
+        .filter(|bit| mask & (1u64 << bit) != 0)
+        .map(|bit| {
+            CAPABILITIES
+                .get(bit)
+                .map_or_else(|| format!("cap_{bit}"), |n| n.to_string())
+        })
+        .collect()
+}
+
+/// The capability sets of a status file: (CapInh, CapPrm, CapEff, CapBnd, CapAmb).
+#[derive(Debug, PartialEq, Eq)]
+struct Sets {
+    inheritable: BTreeSet<String>,
+    permitted: BTreeSet<String>,
+    effective: BTreeSet<String>,
+    bounding: BTreeSet<String>,
+    ambient: BTreeSet<String>,
+}
+
+fn sets(status: &str) -> Sets {
+    let field = |name: &str| {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{status}"));
+        decode(line.trim_start_matches(':'))
+    };
+    Sets {
+        inheritable: field("CapInh"),
+        permitted: field("CapPrm"),
+        effective: field("CapEff"),
+        bounding: field("CapBnd"),
+        ambient: field("CapAmb"),
+    }
+}
+
+/// Every thread's capability sets: the kernel keeps them per thread.
+fn thread_sets(pid: u32) -> Vec<(u32, Sets)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the exporter's threads");
+    let mut out: Vec<(u32, Sets)> = tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            Some((
+                tid,
+                sets(&std::fs::read_to_string(t.path().join("status")).ok()?),
+            ))
+        })
+        .collect();
+    out.sort_by_key(|(tid, _)| *tid);
+    out
+}
+
+/// Panics unless every thread of `e` has effective and permitted sets
+/// `kept`, bounding set `bounding`, and no inheritable or ambient one.
+fn assert_kept(g: &Gunicorn, e: &Exporter, kept: &BTreeSet<String>, bounding: &BTreeSet<String>) {
+    let threads = thread_sets(e.pid());
+    assert!(!threads.is_empty(), "no threads\n{}", story(g, e, None));
+    for (tid, s) in &threads {
+        let want = Sets {
+            inheritable: BTreeSet::new(),
+            permitted: kept.clone(),
+            effective: kept.clone(),
+            bounding: bounding.clone(),
+            ambient: BTreeSet::new(),
+        };
+        assert_eq!(
+            s,
+            &want,
+            "thread {tid} of the exporter\n{}",
+            story(g, e, None)
+        );
+    }
+}
+
+/// Forks a worker after the drop (TTIN), checks the `--on post_fork` command
+/// recorded that it ran without capabilities in `caps_file`, stops the older
+/// workers (TTOU) so that the new one serves everything, then sends a mix
+/// with an app exception and checks the exporter counts it exactly, failures
+/// by exception class included.
+fn new_worker_is_counted_exactly(g: &Gunicorn, e: &Exporter, caps_file: &std::path::Path) {
+    let before = g.worker_pids();
+    send_signal(g.master_pid(), libc::SIGTTIN);
+    let new = wait::until("a worker forked after the drop", WORKER_TIMEOUT, || {
+        let booted = g.booted_workers();
+        booted
+            .iter()
+            .find(|w| !before.contains(w))
+            .copied()
+            .ok_or(format!("booted {booted:?}"))
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", story(g, e, None)));
+    let hook = wait::until("the post_fork command's record", WORKER_TIMEOUT, || {
+        std::fs::read_to_string(caps_file)
+            .ok()
+            .filter(|s| s.contains("CapAmb"))
+            .ok_or("none yet".to_string())
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", story(g, e, None)));
+    let hook = sets(&hook);
+    for (set, caps) in [
+        ("CapInh", &hook.inheritable),
+        ("CapPrm", &hook.permitted),
+        ("CapEff", &hook.effective),
+        ("CapAmb", &hook.ambient),
+    ] {
+        assert!(
+            caps.is_empty(),
+            "the --on command ran with {set} {caps:?}\n{}",
+            story(g, e, None)
+        );
+    }
+    for _ in &before {
+        send_signal(g.master_pid(), libc::SIGTTOU);
+    }
+    wait::until("only the new worker left", WORKER_TIMEOUT, || {
+        let workers = g.worker_pids();
+        (workers == [new])
+            .then_some(())
+            .ok_or(format!("{workers:?}"))
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", story(g, e, None)));
+
+    let mut t = Traffic::default();
+    for path in ["/ok", "/missing", "/boom", "/ok", "/big", "/boom"] {
+        http::exchange(g.addr(), &Request::get(path), &mut t)
+            .unwrap_or_else(|err| panic!("GET {path}: {err}\n{}", g.story()));
+    }
+    http::exchange(
+        g.addr(),
+        &Request::post("/echo", vec![b'x'; 20_000]),
+        &mut t,
+    )
+    .unwrap_or_else(|err| panic!("POST /echo: {err}\n{}", g.story()));
+    let (m, records) = check::wait_counted(g, e, t.total_responses());
+    assert!(
+        records.iter().all(|r| r.pid == new),
+        "harness: worker {new} should have served everything\n{}",
+        story(g, e, Some(&m))
+    );
+    check::assert_requests_match(g, e, &m, &records);
+    check::assert_bytes_match(g, e, &m, &t);
+    check::assert_failures_match(g, e, &m, &records);
+    check::assert_no_kernel_errors(g, e, &m);
+}
+
+/// `--on post_fork` writing the command's own capability sets to `file`.
+fn recording_hook(b: ExporterBuilder, file: &std::path::Path) -> ExporterBuilder {
+    b.arg("--on").arg(format!(
+        "post_fork=grep ^Cap /proc/self/status > {}",
+        file.display()
+    ))
+}
+
+/// Root: exactly the README's set in every set that matters, the bounding
+/// set included; counting still exact on a worker forked after the drop.
+#[test]
+fn keeps_exactly_the_documented_capabilities() {
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let dir = TestDir::new("hook-caps");
+    let caps_file = dir.join("post_fork");
+    let e = recording_hook(Exporter::builder().pid(g.master_pid()), &caps_file).start();
+    let kept = kept_by_default(&g, &e);
+    assert_kept(&g, &e, &kept, &kept);
+    new_worker_is_counted_exactly(&g, &e, &caps_file);
+    // Nothing since brought a capability back.
+    assert_kept(&g, &e, &kept, &kept);
+}
+
+/// Without exception classes and with `--io-syscalls gunicorn` nothing is
+/// attached after start-up, with either hook set: CAP_BPF alone of the eBPF
+/// ones stays.
+#[test]
+fn nothing_attached_later_keeps_only_cap_bpf_for_the_maps() {
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let e = Exporter::builder()
+        .pid(g.master_pid())
+        .arg("--no-exception-classes")
+        .arg("--io-syscalls")
+        .arg("gunicorn")
+        .start();
+    let kept = names(&KEPT_NOTHING_ATTACHED_LATER);
+    assert_kept(&g, &e, &kept, &kept);
+    let mut t = Traffic::default();
+    for path in ["/ok", "/missing", "/boom"] {
+        http::exchange(g.addr(), &Request::get(path), &mut t)
+            .unwrap_or_else(|err| panic!("GET {path}: {err}\n{}", g.story()));
+    }
+    let (m, records) = check::wait_counted(&g, &e, t.total_responses());
+    check::assert_requests_match(&g, &e, &m, &records);
+    check::assert_5xx_match(&g, &e, &m, &records);
+}
+
+/// The README's systemd unit, with setpriv: user nobody, the capabilities
+/// it lists ambient and bounding, nothing else. It starts (tracefs, and the
+/// root-owned Gunicorn's /proc through CAP_DAC_READ_SEARCH and
+/// CAP_SYS_PTRACE), keeps what the table says (the bounding set is not its
+/// own to narrow without CAP_SETPCAP), and counts exactly; the heartbeat
+/// files it watches are root's, mode 0600.
+#[test]
+fn runs_as_an_unprivileged_user_with_ambient_capabilities() {
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let dir = TestDir::new("ambient");
+    let caps_file = dir.join("post_fork");
+    // The hook, run as nobody, writes there.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let given = names(&SYSTEMD);
+    let caps: Vec<String> = SYSTEMD.iter().map(|c| format!("+{c}")).collect();
+    let caps = caps.join(",");
+    let (inh, amb, bnd) = (
+        format!("--inh-caps=-all,{caps}"),
+        format!("--ambient-caps=-all,{caps}"),
+        format!("--bounding-set=-all,{caps}"),
+    );
+    let b = Exporter::builder()
+        .binary(binary_for_nobody(&dir))
+        .wrapper(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--no-new-privs",
+            &inh,
+            &amb,
+            &bnd,
+        ])
+        .pid(g.master_pid());
+    let e = recording_hook(b, &caps_file).start();
+    let kept = kept_by_default(&g, &e);
+    assert_kept(&g, &e, &kept, &given);
+    new_worker_is_counted_exactly(&g, &e, &caps_file);
+}
+
+/// As nobody with what loading needs but CAP_DAC_READ_SEARCH, the start-up
+/// error says what is missing (tracefs is root's, mode 0700), not that
+/// tracefs is not mounted.
+#[test]
+fn a_user_without_cap_dac_read_search_is_told_so() {
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let dir = TestDir::new("no-dac");
+    let caps = "+bpf,+perfmon,+sys_ptrace";
+    let (inh, amb, bnd) = (
+        format!("--inh-caps=-all,{caps}"),
+        format!("--ambient-caps=-all,{caps}"),
+        format!("--bounding-set=-all,{caps}"),
+    );
+    let exit = Exporter::builder()
+        .binary(binary_for_nobody(&dir))
+        .wrapper(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &inh,
+            &amb,
+            &bnd,
+        ])
+        .pid(g.master_pid())
+        .run_to_exit(EXIT_TIMEOUT * 6);
+    assert!(
+        !exit.status.success() && exit.stderr.contains("CAP_DAC_READ_SEARCH"),
+        "{exit:?}"
+    );
+}
+
+/// The ids of the eBPF objects a process holds, from its descriptors'
+/// fdinfo, with the maps its programs use.
+#[derive(Debug, Default)]
+struct Held {
+    progs: BTreeSet<u64>,
+    maps: BTreeSet<u64>,
+    links: BTreeSet<u64>,
+}
+
+fn bpftool(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(BPFTOOL)
+        .arg("-j")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{BPFTOOL}: {e} (`cargo xtask setup` installs it)"));
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout) {
+        Ok(Value::Array(items)) => items,
+        other => panic!("bpftool {args:?}: not a JSON array: {other:?}"),
+    }
+}
+
+fn id(item: &Value, key: &str) -> Option<u64> {
+    item.get(key).and_then(Value::as_u64)
+}
+
+/// (id, name) of every object `bpftool <kind> list` shows.
+fn listed(kind: &str) -> Vec<(u64, String)> {
+    bpftool(&[kind, "list"])
+        .iter()
+        .filter_map(|item| {
+            let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+            Some((id(item, "id")?, name.to_string()))
+        })
+        .collect()
+}
+
+/// Programs run by perf events that `pid` holds (tracepoints, uprobes).
+fn perf_programs(pid: u32) -> BTreeSet<u64> {
+    bpftool(&["perf", "list"])
+        .iter()
+        .filter(|p| id(p, "pid") == Some(pid.into()))
+        .filter_map(|p| id(p, "prog_id"))
+        .collect()
+}
+
+fn held(pid: u32) -> Held {
+    let mut held = Held::default();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("the exporter's fdinfo");
+    for fd in fds.flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        for line in info.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let set = match key {
+                "prog_id" => &mut held.progs,
+                "map_id" => &mut held.maps,
+                "link_id" => &mut held.links,
+                _ => continue,
+            };
+            set.extend(value.trim().parse::<u64>());
+        }
+    }
+    held.progs.extend(perf_programs(pid));
+    for prog in bpftool(&["prog", "list"]) {
+        if id(&prog, "id").is_some_and(|id| held.progs.contains(&id)) {
+            let maps = prog.get("map_ids").and_then(Value::as_array);
+            held.maps
+                .extend(maps.into_iter().flatten().filter_map(Value::as_u64));
+        }
+    }
+    held
+}
+
+/// The names of the ids in `ids` of `kind`, cut to the kernel's 15 bytes
+/// (bpftool shows a program's whole name from its BTF).
+fn names_of(kind: &str, ids: &BTreeSet<u64>) -> BTreeSet<String> {
+    listed(kind)
+        .into_iter()
+        .filter(|(id, _)| ids.contains(id))
+        .map(|(_, name)| truncated(&name))
+        .collect()
+}
+
+fn truncated(name: &str) -> String {
+    name.chars().take(15).collect()
+}
+
+/// One exporter, stopped by `sig`: what it held is all gone soon after, and
+/// SIGTERM and SIGINT end it at once with status 0.
+fn leaves_nothing_behind(sig: libc::c_int) {
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let mut e = Exporter::attach(&g);
+    let held = held(e.pid());
+
+    // By name: these are the exporter's objects, all of them.
+    let maps = names_of("map", &held.maps);
+    let want_maps = [
+        map::TRACKED,
+        map::WATCHED,
+        map::CONNS,
+        map::METRICS,
+        map::CONFIG,
+        map::ERRORS,
+        map::STATS,
+        map::EVENTS,
+        map::LISTEN_PORTS,
+        map::LISTEN_INODES,
+        map::HANDSHAKES,
+        map::QUEUE,
+        map::DEAD,
+        map::HEARTBEATS,
+        map::STAGES_RAW,
+        map::STAGES_TRACEPOINT,
+    ];
+    let missing: Vec<String> = want_maps
+        .iter()
+        .map(|m| truncated(m))
+        .filter(|m| !maps.contains(m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "maps {missing:?} not among those the exporter holds {maps:?}\n{}",
+        story(&g, &e, None)
+    );
+    let progs = names_of("prog", &held.progs);
+    for prog in [
+        "task_newtask",
+        "sched_process_exec",
+        "signal_generate",
+        "mark_victim",
+    ] {
+        assert!(
+            progs.contains(&truncated(prog)),
+            "program {prog} not among those the exporter holds {progs:?}\n{}",
+            story(&g, &e, None)
+        );
+    }
+
+    let pid = e.pid();
+    let started = Instant::now();
+    let status = e
+        .signal_and_wait(
+            sig,
+            if sig == libc::SIGKILL {
+                FREED_TIMEOUT
+            } else {
+                EXIT_TIMEOUT
+            },
+        )
+        .unwrap_or_else(|err| panic!("signal {sig}: {err}\n{}", story(&g, &e, None)));
+    let took = started.elapsed();
+    if sig == libc::SIGKILL {
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    } else {
+        assert!(
+            status.success(),
+            "signal {sig}: the exporter exited with {status}\n{}",
+            story(&g, &e, None)
+        );
+    }
+
+    let left = wait::until(
+        "the exporter's eBPF objects to be freed",
+        FREED_TIMEOUT,
+        || {
+            let remaining = |kind: &str, ids: &BTreeSet<u64>| -> Vec<(u64, String)> {
+                listed(kind)
+                    .into_iter()
+                    .filter(|(id, _)| ids.contains(id))
+                    .collect()
+            };
+            let left = [
+                ("prog", remaining("prog", &held.progs)),
+                ("map", remaining("map", &held.maps)),
+                ("link", remaining("link", &held.links)),
+                (
+                    "perf event",
+                    perf_programs(pid)
+                        .into_iter()
+                        .map(|id| (id, String::new()))
+                        .collect(),
+                ),
+            ];
+            if left.iter().all(|(_, ids)| ids.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+    if let Err(err) = left {
+        panic!(
+            "after signal {sig} (exit {status} in {took:?}), held {held:?}: {err}\n{}",
+            story(&g, &e, None)
+        );
+    }
+}
+
+#[test]
+fn sigterm_leaves_nothing_behind() {
+    leaves_nothing_behind(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_leaves_nothing_behind() {
+    leaves_nothing_behind(libc::SIGINT);
+}
+
+#[test]
+fn sigkill_leaves_nothing_behind() {
+    leaves_nothing_behind(libc::SIGKILL);
+}
