@@ -2,7 +2,9 @@
 //! only what runs later needs privileges, and it needs few. The exporter
 //! keeps those capabilities and drops every other one from its effective,
 //! permitted and bounding sets, and all from its inheritable and ambient
-//! sets: `--on` commands, which it runs as children, get none.
+//! sets. `--on` commands, which it runs as children, then get none, but for
+//! a root exporter without CAP_SETPCAP (bounded by a service manager): it
+//! cannot set SECBIT_NOROOT, and root's children get the bounding set.
 //!
 //! What runs later, and what it needs:
 //! - the scrape and the event loops use the maps through descriptors already
