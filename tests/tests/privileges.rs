@@ -24,6 +24,7 @@ use exporter_ebpf::abi::map;
 use integration_tests::{
     Exporter, ExporterBuilder, Gunicorn, TestDir, Version,
     check::{self, story},
+    env::STACKS_VENV,
     fixtures::exporter::binary_for_nobody,
     hooks::send_signal,
     http::{self, Request, Traffic},
@@ -89,6 +90,68 @@ const CAPABILITIES: [&str; 41] = [
 /// each new worker, the syscall hooks may attach the read/write family.
 const KEPT_SOCKETS: [&str; 3] = ["dac_read_search", "sys_admin", "sys_ptrace"];
 const KEPT_SYSCALLS: [&str; 4] = ["bpf", "dac_read_search", "perfmon", "sys_ptrace"];
+/// With the syscall hooks, a worker forked after the drop that maps uvloop
+/// gets the read/write family attached (CAP_BPF and CAP_PERFMON kept for
+/// that), and what it serves is counted exactly.
+#[test]
+fn read_write_family_attaches_after_the_drop() {
+    let dir = TestDir::new("uvloop-flag");
+    let flag = dir.join("flag");
+    let g = Gunicorn::builder(Version::V27, "sync")
+        .venv(STACKS_VENV)
+        .workers(1)
+        .env("GUNICORN_UVLOOP_FLAG", flag.display().to_string())
+        .start();
+    let e = Exporter::builder()
+        .pid(g.master_pid())
+        .arg("--hooks")
+        .arg("syscalls")
+        .start();
+    let kept = names(&KEPT_SYSCALLS);
+    assert_kept(&g, &e, &kept, &kept);
+    const ATTACHED: &str = "runs uvloop: tracing read/write";
+    assert!(
+        !e.stderr().contains(ATTACHED),
+        "harness: the first worker mapped uvloop\n{}",
+        story(&g, &e, None)
+    );
+
+    std::fs::write(&flag, "").expect("the flag file");
+    let before = g.worker_pids();
+    send_signal(g.master_pid(), libc::SIGTTIN);
+    wait::until("the read/write family attached", WORKER_TIMEOUT, || {
+        let stderr = e.stderr();
+        if stderr.contains("attaching the read/write family") {
+            return Ok(Err(stderr));
+        }
+        stderr
+            .contains(ATTACHED)
+            .then_some(Ok(()))
+            .ok_or("not yet".to_string())
+    })
+    .and_then(|r| r)
+    .unwrap_or_else(|err| panic!("{err}\n{}", story(&g, &e, None)));
+    for _ in &before {
+        send_signal(g.master_pid(), libc::SIGTTOU);
+    }
+    wait::until("only the new worker left", WORKER_TIMEOUT, || {
+        let workers = g.worker_pids();
+        (workers.len() == 1 && !before.contains(&workers[0]))
+            .then_some(())
+            .ok_or(format!("{workers:?}"))
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", story(&g, &e, None)));
+    let mut t = Traffic::default();
+    for path in ["/ok", "/missing", "/big", "/ok"] {
+        http::exchange(g.addr(), &Request::get(path), &mut t)
+            .unwrap_or_else(|err| panic!("GET {path}: {err}\n{}", g.story()));
+    }
+    let (m, records) = check::wait_counted(&g, &e, t.total_responses());
+    check::assert_requests_match(&g, &e, &m, &records);
+    check::assert_bytes_match(&g, &e, &m, &t);
+    check::assert_no_kernel_errors(&g, &e, &m);
+}
+
 /// The README's systemd unit's AmbientCapabilities and CapabilityBoundingSet.
 const SYSTEMD: [&str; 5] = [
     "bpf",
@@ -267,6 +330,14 @@ fn new_worker_is_counted_exactly(g: &Gunicorn, e: &Exporter, caps_file: &std::pa
     check::assert_bytes_match(g, e, &m, &t);
     check::assert_failures_match(g, e, &m, &records);
     check::assert_no_kernel_errors(g, e, &m);
+    // Its heartbeat file was found in /proc/<worker>/fd after the drop.
+    let pid = new.to_string();
+    assert!(
+        m.get("gunicorn_worker_heartbeat_age_seconds")
+            .any(|s| s.labels.get("pid") == Some(&pid)),
+        "no heartbeat for worker {new}\n{}",
+        story(g, e, Some(&m))
+    );
 }
 
 /// `--on post_fork` writing the command's own capability sets to `file`.
@@ -393,15 +464,17 @@ fn a_user_without_cap_dac_read_search_is_told_so() {
 }
 
 /// The ids of the eBPF objects a process holds, from its descriptors'
-/// fdinfo, with the maps its programs use.
+/// fdinfo, with the maps its programs use and the programs its perf events
+/// run.
 #[derive(Debug, Default)]
 struct Held {
-    progs: BTreeSet<u64>,
-    maps: BTreeSet<u64>,
-    links: BTreeSet<u64>,
+    progs: BTreeSet<u32>,
+    maps: BTreeSet<u32>,
+    links: BTreeSet<u32>,
 }
 
-fn bpftool(args: &[&str]) -> Vec<Value> {
+/// `bpftool -j ARGS`, parsed.
+fn bpftool(args: &[&str]) -> Value {
     let out = Command::new(BPFTOOL)
         .arg("-j")
         .args(args)
@@ -412,33 +485,24 @@ fn bpftool(args: &[&str]) -> Vec<Value> {
         "bpftool {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    match serde_json::from_slice(&out.stdout) {
-        Ok(Value::Array(items)) => items,
-        other => panic!("bpftool {args:?}: not a JSON array: {other:?}"),
-    }
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bpftool {args:?}: not JSON: {e}"))
 }
 
-fn id(item: &Value, key: &str) -> Option<u64> {
-    item.get(key).and_then(Value::as_u64)
-}
-
-/// (id, name) of every object `bpftool <kind> list` shows.
-fn listed(kind: &str) -> Vec<(u64, String)> {
-    bpftool(&[kind, "list"])
-        .iter()
-        .filter_map(|item| {
-            let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
-            Some((id(item, "id")?, name.to_string()))
-        })
-        .collect()
+/// `bpftool KIND show id ID`: only while the exporter holds the object (see
+/// [`exists`]).
+fn shown(kind: &str, id: u32) -> Value {
+    bpftool(&[kind, "show", "id", &id.to_string()])
 }
 
 /// Programs run by perf events that `pid` holds (tracepoints, uprobes).
-fn perf_programs(pid: u32) -> BTreeSet<u64> {
-    bpftool(&["perf", "list"])
-        .iter()
-        .filter(|p| id(p, "pid") == Some(pid.into()))
-        .filter_map(|p| id(p, "prog_id"))
+fn perf_programs(pid: u32) -> BTreeSet<u32> {
+    let perf = bpftool(&["perf", "list"]);
+    perf.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("pid").and_then(Value::as_u64) == Some(pid.into()))
+        .filter_map(|p| p.get("prog_id")?.as_u64()?.try_into().ok())
         .collect()
 }
 
@@ -457,32 +521,73 @@ fn held(pid: u32) -> Held {
                 "link_id" => &mut held.links,
                 _ => continue,
             };
-            set.extend(value.trim().parse::<u64>());
+            set.extend(value.trim().parse::<u32>());
         }
     }
     held.progs.extend(perf_programs(pid));
-    for prog in bpftool(&["prog", "list"]) {
-        if id(&prog, "id").is_some_and(|id| held.progs.contains(&id)) {
-            let maps = prog.get("map_ids").and_then(Value::as_array);
-            held.maps
-                .extend(maps.into_iter().flatten().filter_map(Value::as_u64));
-        }
+    for &prog in &held.progs {
+        let maps = shown("prog", prog);
+        let maps = maps.get("map_ids").and_then(Value::as_array);
+        held.maps.extend(
+            maps.into_iter()
+                .flatten()
+                .filter_map(|m| u32::try_from(m.as_u64()?).ok()),
+        );
     }
     held
 }
 
-/// The names of the ids in `ids` of `kind`, cut to the kernel's 15 bytes
-/// (bpftool shows a program's whole name from its BTF).
-fn names_of(kind: &str, ids: &BTreeSet<u64>) -> BTreeSet<String> {
-    listed(kind)
-        .into_iter()
-        .filter(|(id, _)| ids.contains(id))
-        .map(|(_, name)| truncated(&name))
+/// The names of `ids` of `kind`, cut to the kernel's 15 bytes (bpftool
+/// shows a program's whole name from its BTF).
+fn names_of(kind: &str, ids: &BTreeSet<u32>) -> BTreeSet<String> {
+    ids.iter()
+        .filter_map(|&id| Some(truncated(shown(kind, id).get("name")?.as_str()?)))
         .collect()
 }
 
 fn truncated(name: &str) -> String {
     name.chars().take(15).collect()
+}
+
+/// Whether the kernel still has object `id` of `kind`, asked without
+/// opening it (BPF_*_GET_NEXT_ID from `id - 1`). `bpftool list` and `show`
+/// open objects by id, and a prog array opened and closed that way while
+/// the kernel's deferred clear of it is pending (just after its owner
+/// closed it) is never freed: on Linux 6.18 `prog_array_map_clear` takes a
+/// reference each time and its work, already queued, drops one. A test
+/// polling bpftool would leak the very maps it looks for.
+fn exists(kind: &str, id: u32) -> bool {
+    const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+    const BPF_MAP_GET_NEXT_ID: libc::c_long = 12;
+    const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
+    /// The GET_NEXT_ID member of `union bpf_attr`.
+    #[repr(C)]
+    struct NextId {
+        start_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let cmd = match kind {
+        "prog" => BPF_PROG_GET_NEXT_ID,
+        "map" => BPF_MAP_GET_NEXT_ID,
+        "link" => BPF_LINK_GET_NEXT_ID,
+        _ => unreachable!("kind {kind}"),
+    };
+    let mut attr = NextId {
+        start_id: id - 1,
+        next_id: 0,
+        open_flags: 0,
+    };
+    // SAFETY: bpf(2) reads and writes only `attr`, of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &mut attr as *mut NextId,
+            std::mem::size_of::<NextId>(),
+        )
+    };
+    r == 0 && attr.next_id == id
 }
 
 /// One exporter, stopped by `sig`: what it held is all gone soon after, and
@@ -536,6 +641,19 @@ fn leaves_nothing_behind(sig: libc::c_int) {
         );
     }
 
+    // The look-up that follows the exit sees them now.
+    for (kind, ids) in [
+        ("prog", &held.progs),
+        ("map", &held.maps),
+        ("link", &held.links),
+    ] {
+        assert!(
+            !ids.is_empty() && ids.iter().all(|&id| exists(kind, id)),
+            "harness: {kind} ids {ids:?}\n{}",
+            story(&g, &e, None)
+        );
+    }
+
     let pid = e.pid();
     let started = Instant::now();
     let status = e
@@ -563,23 +681,14 @@ fn leaves_nothing_behind(sig: libc::c_int) {
         "the exporter's eBPF objects to be freed",
         FREED_TIMEOUT,
         || {
-            let remaining = |kind: &str, ids: &BTreeSet<u64>| -> Vec<(u64, String)> {
-                listed(kind)
-                    .into_iter()
-                    .filter(|(id, _)| ids.contains(id))
-                    .collect()
+            let remaining = |kind: &str, ids: &BTreeSet<u32>| -> Vec<u32> {
+                ids.iter().copied().filter(|&id| exists(kind, id)).collect()
             };
             let left = [
                 ("prog", remaining("prog", &held.progs)),
                 ("map", remaining("map", &held.maps)),
                 ("link", remaining("link", &held.links)),
-                (
-                    "perf event",
-                    perf_programs(pid)
-                        .into_iter()
-                        .map(|id| (id, String::new()))
-                        .collect(),
-                ),
+                ("perf event", perf_programs(pid).into_iter().collect()),
             ];
             if left.iter().all(|(_, ids)| ids.is_empty()) {
                 Ok(())
