@@ -209,7 +209,8 @@ fn run(options: Options) -> anyhow::Result<()> {
         enters_netns: privileges::other_netns(master_pid),
     };
     let permitted = caps::read(None, caps::CapSet::Permitted)?;
-    let kept = privileges::keep_only(&privileges::needed(later, &permitted))
+    let kept = privileges::to_keep(later, &permitted, || maps.stat(0).is_ok())
+        .and_then(|keep| privileges::keep_only(&keep))
         .context("dropping the capabilities only start-up needed")?;
     log::info!("capabilities kept: {}", privileges::names(&kept));
     let state = Arc::new(Mutex::new(state));

@@ -9,7 +9,8 @@
 //! What runs later, and what it needs:
 //! - the scrape and the event loops use the maps through descriptors already
 //!   open, but each access is a bpf() syscall, which Linux before 6.5 refuses
-//!   without CAP_BPF when unprivileged eBPF is disabled (the usual default);
+//!   without CAP_BPF when unprivileged eBPF is disabled (the usual default):
+//!   a map read with the capabilities that would remain says which;
 //! - the read/write syscall family on demand (syscall hooks, `--io-syscalls
 //!   auto`) loads and attaches tracepoint programs: CAP_BPF and CAP_PERFMON;
 //! - a uprobe on each new worker's C library (socket hooks, exception
@@ -28,7 +29,7 @@
 
 use std::{ffi::c_ulong, os::unix::fs::MetadataExt as _};
 
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::{CapSet, Capability, CapsHashSet, errors::CapsError};
 
 /// What the exporter does after start-up that needs privileges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,18 +42,19 @@ pub struct Later {
     pub enters_netns: bool,
 }
 
-/// The capabilities `later` needs, out of `permitted`. CAP_SYS_ADMIN
+/// The capabilities `later` needs, out of `permitted`, with CAP_BPF for
+/// the maps if `maps_need_bpf`. CAP_SYS_ADMIN
 /// passes every check CAP_BPF and CAP_PERFMON pass: it replaces them where
 /// it is needed anyway, and where they were not given (the start-up check
 /// accepts it instead).
-pub fn needed(later: Later, permitted: &CapsHashSet) -> CapsHashSet {
+fn needed(later: Later, maps_need_bpf: bool, permitted: &CapsHashSet) -> CapsHashSet {
     let mut want: CapsHashSet = [Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH]
         .into_iter()
         .collect();
-    let bpf: &[Capability] = if later.tracepoints {
-        &[Capability::CAP_BPF, Capability::CAP_PERFMON]
-    } else {
-        &[Capability::CAP_BPF]
+    let bpf: &[Capability] = match (later.tracepoints, maps_need_bpf) {
+        (true, _) => &[Capability::CAP_BPF, Capability::CAP_PERFMON],
+        (false, true) => &[Capability::CAP_BPF],
+        (false, false) => &[],
     };
     if later.uprobes || later.enters_netns || !bpf.iter().all(|c| permitted.contains(c)) {
         want.insert(Capability::CAP_SYS_ADMIN);
@@ -60,6 +62,26 @@ pub fn needed(later: Later, permitted: &CapsHashSet) -> CapsHashSet {
         want.extend(bpf);
     }
     want.intersection(permitted).copied().collect()
+}
+
+/// What to keep for `later`: CAP_BPF for the maps only if `maps_answer`
+/// fails without it, run with the effective set that would remain (the
+/// permitted set is untouched until [`keep_only`]).
+pub fn to_keep(
+    later: Later,
+    permitted: &CapsHashSet,
+    maps_answer: impl FnOnce() -> bool,
+) -> Result<CapsHashSet, CapsError> {
+    let with_bpf = needed(later, true, permitted);
+    let without = needed(later, false, permitted);
+    if without == with_bpf {
+        return Ok(without);
+    }
+    let effective = caps::read(None, CapSet::Effective)?;
+    caps::set(None, CapSet::Effective, &without)?;
+    let answered = maps_answer();
+    caps::set(None, CapSet::Effective, &effective)?;
+    Ok(if answered { without } else { with_bpf })
 }
 
 /// Whether `pid` is in another network namespace than this process.
@@ -71,7 +93,7 @@ pub fn other_netns(pid: u32) -> bool {
 /// Keeps only `keep` (of what this thread has) and returns what it kept,
 /// sorted. Call it while the process has this one thread: capabilities are
 /// per thread, and threads started later inherit them.
-pub fn keep_only(keep: &CapsHashSet) -> Result<Vec<Capability>, caps::errors::CapsError> {
+pub fn keep_only(keep: &CapsHashSet) -> Result<Vec<Capability>, CapsError> {
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)? {
         // A root child gains its bounding set at execve unless SECBIT_NOROOT
         // says otherwise: the `--on` commands then start with none.
@@ -98,7 +120,7 @@ pub fn keep_only(keep: &CapsHashSet) -> Result<Vec<Capability>, caps::errors::Ca
 }
 
 /// SECBIT_NOROOT, locked. The caps crate sets only the keep-caps bit.
-fn set_noroot() -> Result<(), caps::errors::CapsError> {
+fn set_noroot() -> Result<(), CapsError> {
     const SECBIT_NOROOT: c_ulong = 1 << 0;
     const SECBIT_NOROOT_LOCKED: c_ulong = 1 << 1;
     // SAFETY: prctl with integer arguments only.
@@ -144,22 +166,26 @@ mod tests {
         let all = caps::all();
         let base = [CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH];
         let with = |extra: &[Capability]| set(&[&base[..], extra].concat());
-        assert_eq!(needed(QUIET, &all), with(&[CAP_BPF]));
+        assert_eq!(needed(QUIET, true, &all), with(&[CAP_BPF]));
+        assert_eq!(needed(QUIET, false, &all), with(&[]));
         let tracepoints = Later {
             tracepoints: true,
             ..QUIET
         };
-        assert_eq!(needed(tracepoints, &all), with(&[CAP_BPF, CAP_PERFMON]));
+        assert_eq!(
+            needed(tracepoints, true, &all),
+            with(&[CAP_BPF, CAP_PERFMON])
+        );
         let uprobes = Later {
             uprobes: true,
             ..QUIET
         };
-        assert_eq!(needed(uprobes, &all), with(&[CAP_SYS_ADMIN]));
+        assert_eq!(needed(uprobes, true, &all), with(&[CAP_SYS_ADMIN]));
         let netns = Later {
             enters_netns: true,
             ..tracepoints
         };
-        assert_eq!(needed(netns, &all), with(&[CAP_SYS_ADMIN]));
+        assert_eq!(needed(netns, true, &all), with(&[CAP_SYS_ADMIN]));
     }
 
     #[test]
@@ -170,12 +196,12 @@ mod tests {
         };
         let given = set(&[CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_NET_ADMIN]);
         assert_eq!(
-            needed(tracepoints, &given),
+            needed(tracepoints, true, &given),
             set(&[CAP_SYS_ADMIN, CAP_SYS_PTRACE]),
             "CAP_SYS_ADMIN in place of CAP_BPF and CAP_PERFMON"
         );
         let given = set(&[CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE]);
-        assert_eq!(needed(tracepoints, &given), given);
+        assert_eq!(needed(tracepoints, true, &given), given);
     }
 
     #[test]
