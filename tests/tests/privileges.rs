@@ -1,16 +1,18 @@
 //! Least privilege and clean exit.
 //!
 //! Once attached, every thread of the exporter holds exactly the capabilities
-//! the README's "Privileges" table lists (CapEff, CapPrm, CapBnd of
-//! /proc/<pid>/task/*/status; none inheritable or ambient), its `--on`
-//! commands start with none, and it still counts exactly what a worker forked
-//! after the drop serves (its uprobe or the syscall hooks' write tracing,
-//! heartbeat watch and /proc reads all happen without the dropped ones). Run
-//! as an unprivileged user with ambient capabilities (what the README's
-//! systemd unit does), the same holds.
+//! the README's "Privileges" table lists for the hook set in use (CapEff,
+//! CapPrm, CapBnd of /proc/<pid>/task/*/status, named from their masks; none
+//! inheritable or ambient), its `--on` commands start with none, and it still
+//! counts exactly what a worker forked after the drop serves: its uprobe, or
+//! the syscall hooks' read/write family attached on demand, its heartbeat
+//! file and /proc all reached without the dropped ones. With nothing attached
+//! later, less stays. Run as an unprivileged user with ambient capabilities
+//! (the systemd way) the same holds, and without CAP_DAC_READ_SEARCH start-up
+//! says what is missing.
 //!
-//! After SIGTERM, SIGINT or SIGKILL, none of the eBPF programs, maps, links
-//! and perf events the exporter held is left (bpftool), and SIGTERM and
+//! After SIGTERM, SIGINT or SIGKILL (one exporter each), none of the eBPF
+//! programs, maps, links and perf events it held is left, and SIGTERM and
 //! SIGINT end it with status 0 at once.
 
 use std::{
