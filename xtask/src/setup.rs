@@ -18,7 +18,7 @@
 //!    the first (cached outside the clone): the package tests install the .deb
 //!    in a copy of it and verify its unit with the second,
 //! 10. bpftool (the clean-exit tests list the kernel's BPF objects with it; the
-//!    benchmark names programs with it),
+//!     benchmark names programs with it),
 //! 11. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
