@@ -39,7 +39,7 @@ use crate::{
         view::{Fixed, Published},
         web_config::{self, WebConfig},
     },
-    startup::{btf::KernelBtf, capabilities, preflight, target},
+    startup::{btf::KernelBtf, capabilities, preflight, privileges, target},
 };
 
 fn main() -> ExitCode {
@@ -200,6 +200,19 @@ fn run(options: Options) -> anyhow::Result<()> {
     if let Some(web) = &web {
         log::info!("metrics endpoint: {}", web.describe());
     }
+    // Start-up is over and this is still the only thread: keep only what
+    // runs from here on needs (see startup::privileges).
+    let sockets = probed.hooks == capabilities::Hooks::Sockets;
+    let later = privileges::Later {
+        uprobes: sockets && programs.exception_classes && probed.has(capabilities::cap::UPROBES),
+        tracepoints: !sockets && options.io_syscalls == IoSyscalls::Auto,
+        enters_netns: privileges::other_netns(master_pid),
+    };
+    let permitted = caps::read(None, caps::CapSet::Permitted)?;
+    let kept = privileges::to_keep(later, &permitted, || maps.stat(0).is_ok())
+        .and_then(|keep| privileges::keep_only(&keep))
+        .context("dropping the capabilities only start-up needed")?;
+    log::info!("capabilities kept: {}", privileges::names(&kept));
     let state = Arc::new(Mutex::new(state));
     let registry = prometheus::Registry::new();
     registry.register(Box::new(GunicornMetrics::new(

@@ -50,6 +50,12 @@ def pre_fork(server, worker):
 
 def post_fork(server, worker):
     _mark("post_fork", _wpid(worker), "age=%d" % getattr(worker, "age", 0))
+    # Workers forked once this file exists map uvloop, as a uvicorn worker
+    # does (tests/privileges.rs: the exporter then attaches the syscall
+    # hooks' read/write family, after its start-up).
+    flag = os.environ.get("GUNICORN_UVLOOP_FLAG")
+    if flag and os.path.exists(flag):
+        import uvloop  # noqa: F401
 
 
 def post_worker_init(worker):

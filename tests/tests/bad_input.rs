@@ -4,8 +4,7 @@
 
 use std::{
     net::{Ipv4Addr, TcpListener},
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::Duration,
@@ -14,7 +13,7 @@ use std::{
 use integration_tests::{
     Exporter, ExporterExit, Gunicorn, TestDir, Version,
     check::{self, WORKERS, story},
-    env,
+    fixtures::exporter::binary_for_nobody,
     http::{self, Request, Traffic},
 };
 
@@ -92,24 +91,6 @@ fn non_gunicorn_pid_is_refused() {
         .pid(sleeper.0.id())
         .run_to_exit(EXIT_TIMEOUT);
     assert_refused(&exit, &["not a gunicorn"]);
-}
-
-/// The exporter binary, or a world-executable copy of it in `dir` when the
-/// unprivileged user cannot reach it where it is.
-fn binary_for_nobody(dir: &TestDir) -> PathBuf {
-    let bin = env::exporter_bin();
-    let reachable = bin.ancestors().skip(1).all(|d| {
-        d.as_os_str().is_empty()
-            || std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    }) && std::fs::metadata(&bin)
-        .is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
-    if reachable {
-        return bin;
-    }
-    let copy = dir.join("gunicorn-ebpf-exporter");
-    std::fs::copy(&bin, &copy).expect("copying the exporter");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    copy
 }
 
 /// Run as an unprivileged user (uid 65534, no capabilities) against a real

@@ -17,11 +17,13 @@
 //! 9. debootstrap and systemd-analyze, and the minimal Debian root made with
 //!    the first (cached outside the clone): the package tests install the .deb
 //!    in a copy of it and verify its unit with the second,
-//! 10. the Python venvs with the pinned Gunicorn versions;
+//! 10. bpftool (the clean-exit tests list the kernel's BPF objects with it; the
+//!     benchmark names programs with it),
+//! 11. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
-//! benchmark needs: redis-server (the plugin's Redis mode), bpftool (BPF
-//! program names), and the gunicorn 23 + gunicorn-prometheus-exporter venv;
+//! benchmark needs: redis-server (the plugin's Redis mode) and the gunicorn
+//! 23 + gunicorn-prometheus-exporter venv;
 //! with `--vm` (what `cargo xtask vmtest` runs first) what booting other
 //! kernels needs: QEMU, kmod (depmod) and a static busybox (virtme-ng builds
 //! its initramfs with them) and the virtme-ng venv.
@@ -48,10 +50,12 @@ pub const MEMCACHED: &str = "/usr/bin/memcached";
 /// Where Debian's prometheus package installs the server and promtool.
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
+/// Where Debian's bpftool package installs it (the tests look there).
+pub const BPFTOOL: &str = "/usr/sbin/bpftool";
 
 #[derive(Debug, Default, Args)]
 pub struct Options {
-    /// Also what `cargo xtask bench` needs: redis-server, bpftool, the plugin venv.
+    /// Also what `cargo xtask bench` needs: redis-server, the plugin venv.
     #[arg(long)]
     pub bench: bool,
     /// Also what `cargo xtask vmtest` needs: QEMU, kmod, busybox-static, virtme-ng.
@@ -67,6 +71,7 @@ pub fn run(opts: Options) -> Result<()> {
     stack_servers(&mut apt)?;
     prometheus(&mut apt)?;
     package_tests(&mut apt)?;
+    bpftool(&mut apt)?;
     venv::run(venv::Options::default())?;
     if opts.bench {
         bench(&mut apt)?;
@@ -101,13 +106,11 @@ pub fn bench_only() -> Result<()> {
 fn bench(apt: &mut Apt) -> Result<()> {
     // Debian's package may try to start a redis service on 6379; the bench
     // starts its own redis-server on a free port and stops it after.
-    for (tool, package) in [("redis-server", "redis-server"), ("bpftool", "bpftool")] {
-        if commands::succeeds(command(tool).arg("--version")) {
-            println!("setup: {tool}: present");
-        } else {
-            println!("setup: installing {package}...");
-            apt.install(&[package])?;
-        }
+    if commands::succeeds(command("redis-server").arg("--version")) {
+        println!("setup: redis-server: present");
+    } else {
+        println!("setup: installing redis-server...");
+        apt.install(&["redis-server"])?;
     }
     venv::ensure_bench(false)
 }
@@ -314,6 +317,19 @@ fn tracefs() -> Result<()> {
     )?;
     if !Path::new(TRACEFS).join("events").is_dir() {
         bail!("mounted tracefs on {TRACEFS} but {TRACEFS}/events is still missing");
+    }
+    Ok(())
+}
+
+fn bpftool(apt: &mut Apt) -> Result<()> {
+    if Path::new(BPFTOOL).is_file() {
+        println!("setup: bpftool ({BPFTOOL}): present");
+        return Ok(());
+    }
+    println!("setup: installing bpftool...");
+    apt.install(&["bpftool"])?;
+    if !Path::new(BPFTOOL).is_file() {
+        bail!("installed bpftool but {BPFTOOL} is still missing");
     }
     Ok(())
 }

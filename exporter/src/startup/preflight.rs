@@ -22,6 +22,10 @@ pub enum PreflightError {
     )]
     NoTracefs(std::io::Error),
     #[error(
+        "permission denied reading tracefs at {TRACEFS}: a user other than root needs CAP_DAC_READ_SEARCH too"
+    )]
+    TracefsDenied,
+    #[error(
         "tracepoint {tracepoint} is missing from this kernel ({TRACEFS}/events/{tracepoint}/format): the syscalls:* ones need CONFIG_FTRACE_SYSCALLS"
     )]
     MissingTracepoint { tracepoint: String },
@@ -65,8 +69,13 @@ pub fn check_privileges() -> Result<(), PreflightError> {
 
 /// Mounts tracefs when it is missing (aya resolves tracepoint ids through it).
 pub fn ensure_tracefs() -> Result<(), PreflightError> {
-    if Path::new(TRACEFS).join("events").is_dir() {
-        return Ok(());
+    // tracefs is root's, mode 0700: not a missing mount for anyone else.
+    match std::fs::metadata(Path::new(TRACEFS).join("events")) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(PreflightError::TracefsDenied);
+        }
+        _ => {}
     }
     let status = std::process::Command::new("mount")
         .args(["-t", "tracefs", "tracefs", TRACEFS])
