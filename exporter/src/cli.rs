@@ -8,27 +8,43 @@ use clap::{CommandFactory as _, Parser, ValueEnum};
 use crate::startup::capabilities::Hooks;
 
 /// Exact per-worker request metrics of a running Gunicorn, from the kernel.
-///
-/// Attaches eBPF tracepoint programs to a Gunicorn master and its workers (no
-/// change to the app or its config) and serves Prometheus metrics.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = DESCRIPTION,
+    after_help = "`--help` adds a description, examples, the environment and the exit status.",
+    after_long_help = AFTER_LONG_HELP,
+    max_term_width = 100
+)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "pidfile"])))]
 pub struct Options {
     /// PID of the Gunicorn master (a worker's PID is resolved to its master).
-    #[arg(long)]
+    #[arg(long, value_name = "PID", help_heading = "Target")]
     pub pid: Option<u32>,
 
     /// Gunicorn's pidfile (its `--pid` setting), read at start.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH", help_heading = "Target")]
     pub pidfile: Option<PathBuf>,
 
     /// Address to serve /metrics on.
-    #[arg(long, env = "PROMETHEUS_BIND_ADDRESS", default_value = "0.0.0.0")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "PROMETHEUS_BIND_ADDRESS",
+        default_value = "0.0.0.0",
+        help_heading = "Endpoint"
+    )]
     pub bind: IpAddr,
 
     /// Port to serve /metrics on.
-    #[arg(long, env = "PROMETHEUS_METRICS_PORT", default_value_t = 9091)]
+    #[arg(
+        long,
+        value_name = "PORT",
+        env = "PROMETHEUS_METRICS_PORT",
+        default_value_t = 9091,
+        help_heading = "Endpoint"
+    )]
     pub port: u16,
 
     /// TLS, client certificates and basic auth for /metrics, in the
@@ -37,24 +53,33 @@ pub struct Options {
     /// it, PROMETHEUS_SSL_CERTFILE, PROMETHEUS_SSL_KEYFILE,
     /// PROMETHEUS_SSL_CLIENT_CAFILE and PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED
     /// configure TLS the same way; both at once is an error.
-    #[arg(long = "web.config.file", value_name = "PATH")]
+    #[arg(
+        long = "web.config.file",
+        value_name = "PATH",
+        help_heading = "Endpoint"
+    )]
     pub web_config_file: Option<PathBuf>,
 
     /// Request duration histogram bucket upper bounds, in seconds, comma separated
     /// (at most 31, strictly increasing; +Inf is implied).
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_BUCKETS)]
+    #[arg(long, value_name = "SECONDS", value_delimiter = ',', default_value = DEFAULT_BUCKETS, help_heading = "Series")]
     pub buckets: Vec<f64>,
 
     /// Seconds a dead worker's series stay exported before they fold into
     /// its master's `worker_id="exited"` series (two scrape intervals of 30 s
     /// by default; set it to twice yours).
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60.0,
+        help_heading = "Series"
+    )]
     pub series_grace: f64,
 
     /// Dead workers per master whose own series are kept during the grace;
     /// older ones fold into `worker_id="exited"` at once (bounds the
     /// exposition under --max-requests churn).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Series")]
     pub max_dead_workers: usize,
 
     /// Per-worker request series (requests, durations, sizes, failures):
@@ -62,7 +87,7 @@ pub struct Options {
     /// `live` (a dead worker's fold into `worker_id="exited"` at once) or
     /// `none` (one series per master, `worker_id="all"`). Gauges of live
     /// workers (state, busy, heartbeat, resources) stay per worker.
-    #[arg(long, value_enum, default_value_t = WorkerSeries::All)]
+    #[arg(long, value_name = "WHICH", value_enum, default_value_t = WorkerSeries::All, help_heading = "Series")]
     pub worker_series: WorkerSeries,
 
     /// Which hooks see the workers' client-socket I/O. `auto`: the socket
@@ -70,7 +95,7 @@ pub struct Options {
     /// tracepoint, nothing added to the rest of the host's syscalls), else the
     /// syscall tracepoints. `sockets` or `syscalls` force one (an error where
     /// the kernel lacks it).
-    #[arg(long, value_enum, default_value_t = Hooks::Auto)]
+    #[arg(long, value_name = "SET", value_enum, default_value_t = Hooks::Auto, help_heading = "Kernel hooks")]
     pub hooks: Hooks,
 
     /// With the syscall hooks, which syscalls carry client-socket I/O.
@@ -80,40 +105,54 @@ pub struct Options {
     /// those. `all`: those from the start. Every traced syscall costs every
     /// process on the host a little (see README). The socket hooks see every
     /// family anyway.
-    #[arg(long, value_enum, default_value_t = IoSyscalls::Auto)]
+    #[arg(long, value_name = "WHICH", value_enum, default_value_t = IoSyscalls::Auto, help_heading = "Kernel hooks")]
     pub io_syscalls: IoSyscalls,
 
     /// Do not follow workers' log records with Python tracebacks: failed
     /// requests are then reported as error_type http_5xx (or aborted) instead
     /// of their exception class, and workers' writes skip a small program.
-    #[arg(long)]
+    #[arg(long, help_heading = "Kernel hooks")]
     pub no_exception_classes: bool,
 
     /// Diagnostics: attach a program that does nothing to each of the same
     /// tracepoints instead of the real ones. No request or lifecycle metric
     /// moves; what the host pays then is the floor of tracing itself here
     /// (`cargo xtask bench` measures the exporter against it).
-    #[arg(long)]
+    #[arg(long, help_heading = "Kernel hooks")]
     pub empty_programs: bool,
 
     /// Log format on stderr (hook lines carry master/worker pid, signal,
     /// exit status and reason as fields in JSON).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logs and hook commands")]
     pub log_format: LogFormat,
 
     /// Run COMMAND (through `sh -c`) each time HOOK happens, e.g.
     /// `--on worker_exit='logger "worker $GUNICORN_WORKER_PID: $GUNICORN_REASON"'`.
     /// Repeatable. The command sees GUNICORN_HOOK, GUNICORN_MASTER_PID,
     /// GUNICORN_WORKER_PID, GUNICORN_SIGNAL, GUNICORN_EXIT_STATUS, GUNICORN_REASON.
-    #[arg(long = "on", value_name = "HOOK=COMMAND")]
+    #[arg(
+        long = "on",
+        value_name = "HOOK=COMMAND",
+        help_heading = "Logs and hook commands"
+    )]
     pub on: Vec<String>,
 
     /// Seconds a hook command may run before it is killed.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        help_heading = "Logs and hook commands"
+    )]
     pub on_timeout: f64,
 
     /// Hook commands running at once; more wait in a queue (up to 1024, then dropped and counted).
-    #[arg(long, default_value_t = 4)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        help_heading = "Logs and hook commands"
+    )]
     pub on_concurrency: usize,
 }
 
@@ -137,6 +176,59 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--help`'s (and the man page's) description.
+const DESCRIPTION: &str = "\
+Exact per-worker request metrics of a running Gunicorn, from the kernel.
+
+Attaches eBPF programs to a running Gunicorn master and its workers and serves \
+Prometheus metrics: requests by worker, method and status, their durations and \
+sizes, failures by exception class, Gunicorn's hooks as the kernel sees them \
+(post_fork, worker_exit, worker_abort, child_exit, ...), restarts by reason, busy \
+workers, the listen backlog and queue time, and each worker's CPU, memory and \
+open files. Nothing changes in the application, its configuration or its \
+request path; counts equal Gunicorn's access log.
+
+It needs Linux 6.1 or newer with BTF, and root (it keeps only the capabilities \
+it still needs once attached; see the README's Privileges section).";
+
+/// What `--help` (and the man page) shows after the options.
+const AFTER_LONG_HELP: &str = "\
+Examples:
+  Watch the master named in Gunicorn's pidfile; metrics on port 9091:
+    gunicorn-ebpf-exporter --pidfile /run/gunicorn/app.pid
+
+  Serve on localhost only, with TLS and basic auth:
+    gunicorn-ebpf-exporter --pid 1234 --bind 127.0.0.1 \\
+        --web.config.file /etc/gunicorn-ebpf-exporter/web.yml
+
+  Log each worker that goes away, with its reason:
+    gunicorn-ebpf-exporter --pid 1234 \\
+        --on worker_exit='logger -t gunicorn \"$GUNICORN_WORKER_PID: $GUNICORN_REASON\"'
+
+  Keep the exposition small under --max-requests churn:
+    gunicorn-ebpf-exporter --pid 1234 --worker-series live
+
+Environment:
+  PROMETHEUS_BIND_ADDRESS, PROMETHEUS_METRICS_PORT
+      as --bind and --port (gunicorn-prometheus-exporter's names).
+  PROMETHEUS_SSL_CERTFILE, PROMETHEUS_SSL_KEYFILE, PROMETHEUS_SSL_CLIENT_CAFILE,
+  PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED
+      TLS and client certificates without --web.config.file.
+  RUST_LOG
+      log level (error, warn, info, debug), also per module.
+
+Exit status:
+  0   stopped by SIGTERM or SIGINT; every program, link and map is gone.
+  1   an error, said on stderr with what to do: mostly at start (no such
+      master, missing privileges, an unsupported kernel, a bad
+      --web.config.file).
+  2   a bad command line.
+
+See also:
+  README.md (in /usr/share/doc/gunicorn-ebpf-exporter/ where the .deb
+  installed it): every metric, the hook mapping, the privileges kept, the
+  limits and troubleshooting.";
+
 /// What `--generate` prints: the man page or a shell's completion script,
 /// made from these very options (`cargo xtask dist` packages them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -151,7 +243,7 @@ impl Generate {
     pub fn write(self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let mut command = Options::command();
         let shell = match self {
-            Generate::Man => return clap_mangen::Man::new(command).render(out),
+            Generate::Man => return man_page(command, out),
             Generate::Bash => clap_complete::Shell::Bash,
             Generate::Zsh => clap_complete::Shell::Zsh,
             Generate::Fish => clap_complete::Shell::Fish,
@@ -160,6 +252,33 @@ impl Generate {
         clap_complete::generate(shell, &mut command, name, out);
         Ok(())
     }
+}
+
+/// The man page: clap_mangen's sections, then those after the options
+/// written here, since clap_mangen would fill their lines (the examples and
+/// the exit codes) into paragraphs.
+fn man_page(command: clap::Command, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    use roff::{Roff, roman};
+    let man = clap_mangen::Man::new(command.after_long_help(None::<&str>));
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    let mut roff = Roff::new();
+    for line in AFTER_LONG_HELP.lines() {
+        match line.strip_suffix(':') {
+            Some(heading) if !line.starts_with(' ') => {
+                roff.control("SH", [heading.to_uppercase().as_str()])
+                    .control("nf", []);
+            }
+            _ => {
+                roff.text([roman(line.strip_prefix("  ").unwrap_or(line))]);
+            }
+        }
+    }
+    roff.to_writer(out)?;
+    man.render_version_section(out)
 }
 
 /// 1 ms .. 60 s, including gunicorn-prometheus-exporter's 0.1 0.5 1 2.5 5 10 30 60.
@@ -251,6 +370,59 @@ mod tests {
                 text.contains("pidfile") && text.contains("buckets"),
                 "{what:?}"
             );
+        }
+    }
+
+    /// `--help` reads like a man page: a description, the options in
+    /// sections, a value name for every option that takes one, examples,
+    /// the environment and the exit status. So does the man page.
+    #[test]
+    fn help_reads_like_a_man_page() {
+        let mut command = Options::command();
+        let help = command.render_long_help().to_string();
+        for section in [
+            "Target:",
+            "Endpoint:",
+            "Series:",
+            "Kernel hooks:",
+            "Logs and hook commands:",
+            "Examples:",
+            "Environment:",
+            "Exit status:",
+            "See also:",
+        ] {
+            assert!(help.contains(section), "--help lacks {section}");
+        }
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["help", "version"].contains(&id) {
+                continue;
+            }
+            assert!(arg.get_help_heading().is_some(), "--{id} has no section");
+            if arg.get_action().takes_values() {
+                let names = arg.get_value_names().unwrap_or_default();
+                assert!(!names.is_empty(), "--{id} has no value name");
+                assert!(
+                    names.iter().all(|n| n
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || "=_".contains(c))),
+                    "--{id}: value name {names:?}"
+                );
+            }
+        }
+        // Lines fit a terminal: clap wraps at 100 columns at most.
+        assert!(help.lines().all(|l| l.chars().count() <= 100), "{help}");
+        let mut man = Vec::new();
+        Generate::Man.write(&mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        for section in [
+            "DESCRIPTION",
+            "OPTIONS",
+            "EXIT STATUS",
+            "EXAMPLES",
+            "ENVIRONMENT",
+        ] {
+            assert!(man.contains(section), "the man page lacks {section}");
         }
     }
 

@@ -172,8 +172,8 @@ fn tree(root: &Path) -> BTreeSet<PathBuf> {
 }
 
 /// What the package must install, and nothing else: the binary, the unit
-/// and its environment file, the man page, the completions, the copyright,
-/// and whatever `deploy/grafana/` and `deploy/prometheus/` hold.
+/// and its environment file, the man page, the completions, the copyright and
+/// README, and whatever `deploy/grafana/` and `deploy/prometheus/` hold.
 fn expected_files() -> BTreeSet<PathBuf> {
     let mut files: BTreeSet<PathBuf> = [
         "usr/bin/gunicorn-ebpf-exporter",
@@ -184,6 +184,7 @@ fn expected_files() -> BTreeSet<PathBuf> {
         "usr/share/zsh/vendor-completions/_gunicorn-ebpf-exporter",
         "usr/share/fish/vendor_completions.d/gunicorn-ebpf-exporter.fish",
         "usr/share/doc/gunicorn-ebpf-exporter/copyright",
+        "usr/share/doc/gunicorn-ebpf-exporter/README.md.gz",
     ]
     .into_iter()
     .map(PathBuf::from)

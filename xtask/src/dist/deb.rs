@@ -11,6 +11,7 @@
 //! | bash, zsh and fish completions, where each shell looks | the binary's `--generate <shell>` |
 //! | `/usr/share/gunicorn-ebpf-exporter/{grafana,prometheus}/` | whatever `deploy/grafana/` and `deploy/prometheus/` hold |
 //! | `/usr/share/doc/gunicorn-ebpf-exporter/copyright` | the workspace's license |
+//! | `/usr/share/doc/gunicorn-ebpf-exporter/README.md.gz` | the README (`--help` and the man page point to it) |
 
 use std::{
     fs,
@@ -91,6 +92,10 @@ pub fn build(binary: &Path, meta: &Metadata, out: &Path) -> Result<PathBuf> {
         copyright(meta).as_bytes(),
         0o644,
     )?;
+    let readme = root.join(format!("usr/share/doc/{PACKAGE}/README.md"));
+    copy(&workspace_root().join("README.md"), &readme, 0o644)?;
+    // Debian compresses documentation as it does man pages.
+    commands::run(commands::command("gzip").args(["-9n"]).arg(&readme))?;
     // Before the control files: the sums and the size are of the data alone.
     let md5sums = md5sums(&root)?;
     let installed_kib: u64 = files(&root)?
