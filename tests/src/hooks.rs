@@ -623,6 +623,8 @@ impl Rig {
         }
         let mut signals = by_label(m, MASTER_SIGNALS, "signal");
         signals.remove("chld");
+        // The signals Gunicorn handles are exported from the start, at 0.
+        signals.retain(|_, n| *n != 0.0);
         let (same, t) = table(
             "signal (chld left out)",
             "exporter",

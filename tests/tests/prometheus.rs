@@ -146,7 +146,17 @@ fn prometheus_counts_exactly_and_answers_every_dashboard_query() {
         .start();
     let p = Prometheus::start(&[e.addr()], &[deploy("prometheus/alerts.yml")]);
     let fail = |msg: String| -> ! { panic!("{msg}\n{}\n{}", story(&g, &e, None), p.story()) };
-    wait_scraped(&p, &[("gunicorn_up", 1.0), ("gunicorn_workers", 1.0)]);
+    // The signals Gunicorn handles have series before their first delivery,
+    // so that delivery shows in increase().
+    wait_scraped(
+        &p,
+        &[
+            ("gunicorn_up", 1.0),
+            ("gunicorn_workers", 1.0),
+            (TTIN, 0.0),
+            (TTOU, 0.0),
+        ],
+    );
 
     // TTIN adds a worker, TTOU stops the oldest: the worker serving the
     // traffic below is the last one TTIN started.

@@ -31,6 +31,11 @@ pub mod sig {
     pub const TTOU: i32 = 22;
     pub const WINCH: i32 = 28;
 
+    /// The signals a Gunicorn master handles (its arbiter's `SIGNALS` and
+    /// SIGCHLD): their series exist from the start, at 0, so the first
+    /// delivery of each shows in `increase()`.
+    pub const GUNICORN: [i32; 10] = [HUP, QUIT, INT, TERM, TTIN, TTOU, USR1, USR2, WINCH, CHLD];
+
     /// Lower-case name without `SIG`, as gunicorn-prometheus-exporter labels signals.
     pub fn name(sig: i32) -> String {
         let known = match sig {

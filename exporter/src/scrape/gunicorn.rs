@@ -24,7 +24,7 @@ use prometheus::{
 
 use crate::{
     kernel::MapReader,
-    lifecycle::{Hook, Reason, WorkerState, actions, heartbeats},
+    lifecycle::{Hook, Reason, WorkerState, actions, heartbeats, sig},
     scrape::{
         exposition::{self, HistogramRow, Labels, counter, gauge, histogram, name},
         view::{Fixed, Published, View},
@@ -528,10 +528,12 @@ impl GunicornMetrics {
                 *counts.restarts.get(&r).unwrap_or(&0) as f64,
             )
         });
-        let signals = counts
-            .master_signals
-            .iter()
-            .map(|(s, n)| (vec![("signal", s.clone())], *n as f64));
+        let mut signals: BTreeMap<String, u64> =
+            sig::GUNICORN.iter().map(|&s| (sig::name(s), 0)).collect();
+        signals.extend(counts.master_signals.iter().map(|(s, n)| (s.clone(), *n)));
+        let signals = signals
+            .into_iter()
+            .map(|(s, n)| (vec![("signal", s)], n as f64));
         let actions = self.actions.read().into_iter().map(|((hook, result), n)| {
             (
                 vec![
