@@ -51,23 +51,21 @@ impl Heartbeats {
         }
     }
 
-    /// Follows worker `pid`'s heartbeat file. Returns whether it has
-    /// already been touched (the worker booted before the watch was set, or
-    /// was found running at attach); None when the file is not found (yet: a
-    /// fork is announced before the child shows in /proc).
-    pub fn watch(&mut self, pid: u32) -> Option<bool> {
-        // A worker also holds the files of the siblings forked before it (the
-        // master keeps them open): those are theirs, whatever their state.
-        // (Only files their workers still hold: a closed one's inode is
-        // soon another worker's.)
-        let theirs: Vec<u64> = self
-            .files
+    /// Follows worker `pid`'s heartbeat file; `older` are its master's live
+    /// workers forked before it. Returns whether the file has already been
+    /// touched (the worker booted before the watch was set, or was found
+    /// running at attach); None when the file is not found (yet: a fork is
+    /// announced before the child shows in /proc).
+    pub fn watch(&mut self, pid: u32, older: &[u32]) -> Option<bool> {
+        // A worker inherits the files its master held at the fork: those of
+        // the siblings forked before it, which they hold too (each its own,
+        // and those it inherited). Its own file, created after their forks,
+        // is the one none of them holds: that needs no knowledge of which
+        // file is whose, so a burst of forks cannot swap two workers' files.
+        let theirs: Vec<u64> = older
             .iter()
-            .filter(|(other, f)| {
-                **other != pid
-                    && std::fs::metadata(fd_path(**other, f.fd)).is_ok_and(|m| m.ino() == f.ino)
-            })
-            .map(|(_, f)| f.ino)
+            .flat_map(|&sibling| heartbeat_files(sibling))
+            .map(|f| f.ino)
             .collect();
         let (fd, ino) = heartbeat_fd(pid, &theirs)?;
         let path = fd_path(pid, fd);
@@ -174,14 +172,21 @@ fn classify(mtime_ns: u64, now_monotonic_ns: u64) -> Beat {
     }
 }
 
-/// The descriptor and inode of worker `pid`'s own heartbeat file: an unlinked
-/// `wgunicorn-*` file. Just after the fork the worker still holds its older
-/// siblings' (it closes them first thing); its own is the one the master
-/// created last, before the fork: the newest not yet touched.
-fn heartbeat_fd(pid: u32, theirs: &[u64]) -> Option<(u32, u64)> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    let mut candidates: Vec<(u32, bool, i64, u64)> = dir
-        .filter_map(Result::ok)
+/// A `wgunicorn-*` file in a process's descriptor table: Gunicorn's
+/// worker temp files, unlinked once created.
+struct Candidate {
+    fd: u32,
+    ino: u64,
+    touched: bool,
+    /// Status change time (the unlink, right after creation), ns.
+    ctime_ns: i128,
+}
+
+fn heartbeat_files(pid: u32) -> Vec<Candidate> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
         .filter_map(|entry| {
             let target = std::fs::read_link(entry.path()).ok()?;
             let name = target.to_string_lossy();
@@ -190,16 +195,27 @@ fn heartbeat_fd(pid: u32, theirs: &[u64]) -> Option<(u32, u64)> {
             }
             let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
             let meta = std::fs::metadata(entry.path()).ok()?;
-            if theirs.contains(&meta.ino()) {
-                return None;
-            }
-            let touched = matches!(beat(&entry.path()), Beat::At(_));
-            Some((fd, touched, meta.ctime(), meta.ino()))
+            Some(Candidate {
+                fd,
+                ino: meta.ino(),
+                touched: matches!(beat(&entry.path()), Beat::At(_)),
+                ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            })
         })
-        .collect();
-    // Untouched first, newest first.
-    candidates.sort_by_key(|&(_, touched, ctime, ino)| (touched, std::cmp::Reverse((ctime, ino))));
-    candidates.first().map(|&(fd, _, _, ino)| (fd, ino))
+        .collect()
+}
+
+/// The descriptor and inode of worker `pid`'s own heartbeat file, leaving
+/// out the files of `theirs` (its older siblings'). What may remain beside
+/// its own: the file of a sibling that died before the fork and that the
+/// master had not closed yet, most likely touched, and older; so untouched
+/// first, newest first.
+fn heartbeat_fd(pid: u32, theirs: &[u64]) -> Option<(u32, u64)> {
+    heartbeat_files(pid)
+        .into_iter()
+        .filter(|c| !theirs.contains(&c.ino))
+        .min_by_key(|c| (c.touched, std::cmp::Reverse((c.ctime_ns, c.ino))))
+        .map(|c| (c.fd, c.ino))
 }
 
 #[cfg(test)]
@@ -216,18 +232,80 @@ mod tests {
         assert_eq!(classify(1_764_000_000 * 1_000_000_000, now), Beat::Never);
     }
 
+    /// The tests create `wgunicorn-` files in this process, which the
+    /// other test's forks would inherit: one at a time.
+    static FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// An unlinked `wgunicorn-` file, as Gunicorn's WorkerTmp makes.
+    fn worker_tmp(name: &str) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("wgunicorn-{name}-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
+    /// A child that holds what this process holds now, until dropped.
+    struct Forked(libc::pid_t);
+
+    impl Forked {
+        fn new() -> Forked {
+            // SAFETY: the child only calls async-signal-safe functions.
+            match unsafe { libc::fork() } {
+                0 => loop {
+                    unsafe { libc::pause() };
+                },
+                pid => Forked(pid),
+            }
+        }
+    }
+
+    impl Drop for Forked {
+        fn drop(&mut self) {
+            // SAFETY: our own child.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// A master forks three workers in a burst: each inherits the files of
+    /// the ones before it. Each worker's file is found whatever the files'
+    /// times say (here the oldest file's status changed last, as coarse
+    /// timestamps or an inode order can also mislead).
+    #[test]
+    fn a_burst_of_forks_keeps_each_file_with_its_worker() {
+        use std::os::fd::AsRawFd;
+        let _one = FILES.lock().unwrap();
+        let a = worker_tmp("a");
+        let worker_a = Forked::new();
+        let b = worker_tmp("b");
+        let worker_b = Forked::new();
+        let c = worker_tmp("c");
+        let worker_c = Forked::new();
+        // SAFETY: a valid fd; its mode is unchanged, its ctime is now.
+        assert_eq!(unsafe { libc::fchmod(a.as_raw_fd(), 0o600) }, 0);
+        let inotify = inotify::Inotify::init().unwrap();
+        let mut hb = Heartbeats::new(inotify.watches());
+        let ino = |f: &std::fs::File| f.metadata().unwrap().ino();
+        let pids = [worker_a.0, worker_b.0, worker_c.0].map(|p| p as u32);
+        // Looked up youngest first, as after a burst whose files showed late.
+        for (i, file) in [(2, &c), (1, &b), (0, &a)] {
+            assert_eq!(hb.watch(pids[i], &pids[..i]), Some(false));
+            assert_eq!(hb.files[&pids[i]].ino, ino(file), "worker {i}");
+        }
+    }
+
     /// A real unlinked file touched through /proc, as Gunicorn does.
     #[test]
     fn first_touch_is_seen_through_proc() {
+        let _one = FILES.lock().unwrap();
         use std::os::fd::AsRawFd;
-        let dir = std::env::temp_dir();
-        let path = dir.join(format!("wgunicorn-test-{}", std::process::id()));
-        let file = std::fs::File::create(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
+        let file = worker_tmp("test");
         let inotify = inotify::Inotify::init().unwrap();
         let mut hb = Heartbeats::new(inotify.watches());
         let me = std::process::id();
-        assert_eq!(hb.watch(me), Some(false), "not touched yet");
+        assert_eq!(hb.watch(me, &[]), Some(false), "not touched yet");
         assert_eq!(hb.files[&me].fd, file.as_raw_fd() as u32);
         assert!(ages(&hb.fds()).is_empty());
         // Touch it with a monotonic time, as os.utime(fd, (t, t)) does.

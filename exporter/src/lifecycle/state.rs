@@ -314,7 +314,8 @@ impl State {
     /// the batch and every second until it shows (with its first touch, if
     /// the worker booted meanwhile: post_worker_init is late, never lost).
     fn find_heartbeat(&mut self, pid: u32) {
-        match self.heartbeats.watch(pid) {
+        let older = self.workers.older_siblings(pid);
+        match self.heartbeats.watch(pid, &older) {
             None => {
                 self.heartbeat_missing.insert(pid);
             }

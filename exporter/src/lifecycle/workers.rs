@@ -122,6 +122,17 @@ impl Workers {
         self.by_pid.get(&pid)
     }
 
+    /// The live workers of `pid`'s master spawned before it.
+    pub fn older_siblings(&self, pid: u32) -> Vec<u32> {
+        let Some(me) = self.by_pid.get(&pid) else {
+            return Vec::new();
+        };
+        self.alive()
+            .filter(|w| w.master == me.master && w.age < me.age)
+            .map(|w| w.pid)
+            .collect()
+    }
+
     pub fn alive(&self) -> impl Iterator<Item = &Worker> {
         self.by_pid.values().filter(|w| w.exited.is_none())
     }
