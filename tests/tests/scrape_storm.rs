@@ -72,8 +72,6 @@ impl Scrapers {
 }
 
 #[test]
-#[ignore = "open bug: under a loaded machine a few post_worker_init are missed (heartbeat file \
-            not matched to its worker); run with --ignored until fixed, see the closing note"]
 fn hooks_exact_under_fifty_concurrent_scrapers() {
     let mut rig = Rig::start(Gunicorn::builder(Version::V27, "sync").workers(2).start());
     let master = rig.g.master_pid();
