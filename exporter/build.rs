@@ -4,19 +4,12 @@ use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
 fn main() -> anyhow::Result<()> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
-    let package = metadata
-        .packages
-        .into_iter()
-        .find(|p| p.name.as_str() == "exporter-ebpf")
-        .ok_or_else(|| anyhow!("exporter-ebpf package not found"))?;
-    let root_dir = package
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
+    // The kernel crate sits beside this one in the workspace.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
+    let root_dir = std::path::Path::new(&manifest_dir).join("../exporter-ebpf");
+    let root_dir = root_dir
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {}", root_dir.display()))?;
     if which_bpf_linker().is_none() {
         return Err(anyhow!(
             "bpf-linker not found on PATH: run `cargo xtask setup` (it installs nightly rust-src, LLVM 22 and bpf-linker)"
@@ -25,7 +18,7 @@ fn main() -> anyhow::Result<()> {
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "exporter-ebpf",
-            root_dir: root_dir.as_str(),
+            root_dir,
             ..Default::default()
         }],
         Toolchain::default(),

@@ -508,6 +508,21 @@ pub trait Record: Copy + Sized {
     }
 }
 
+impl Event {
+    #[inline(always)]
+    pub const fn new(kind: u32, pid: u32, other: u32, value: i32, code: i32, ts_ns: u64) -> Event {
+        Event {
+            kind,
+            pid,
+            other,
+            value,
+            code,
+            _pad: 0,
+            ts_ns,
+        }
+    }
+}
+
 impl Record for Event {}
 
 /// A failed request ([`event::FAILED`]): not answered, a 5xx, or cut short.

@@ -283,15 +283,7 @@ fn failed(tgid: u32, done: &Finished) {
 /// Sends a lifecycle event to userspace (see `abi::event` for the fields).
 #[inline(always)]
 pub fn emit(kind: u32, pid: u32, other: u32, value: i32, code: i32) {
-    let event = Event {
-        kind,
-        pid,
-        other,
-        value,
-        code,
-        _pad: 0,
-        ts_ns: now(),
-    };
+    let event = Event::new(kind, pid, other, value, code, now());
     if EVENTS.output::<Event>(&event, 0).is_err() {
         count_error(error::EVENTS_LOST);
     }

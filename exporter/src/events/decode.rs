@@ -142,15 +142,7 @@ fn record(bytes: &[u8]) -> Option<RecordEvent> {
 /// tests that go through the real decoder.
 #[cfg(test)]
 pub fn raw(kind: u32, pid: u32, other: u32, value: i32, code: i32) -> Vec<u8> {
-    let h = abi::Event {
-        kind,
-        pid,
-        other,
-        value,
-        code,
-        _pad: 0,
-        ts_ns: 7,
-    };
+    let h = abi::Event::new(kind, pid, other, value, code, 7);
     // SAFETY: abi::Event is plain integers.
     unsafe {
         std::slice::from_raw_parts(
