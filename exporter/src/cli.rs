@@ -5,7 +5,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{CommandFactory as _, Parser, ValueEnum};
 
-use crate::startup::capabilities::Hooks;
+use crate::{
+    redis::{aggregate::AggregateOptions, config::RedisArgs},
+    startup::capabilities::Hooks,
+};
 
 /// Exact per-worker request metrics of a running Gunicorn, from the kernel.
 ///
@@ -14,7 +17,13 @@ use crate::startup::capabilities::Hooks;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "pidfile"])))]
+// `gunicorn-ebpf-exporter --pid N ...` stays the form that attaches;
+// `gunicorn-ebpf-exporter aggregate ...` takes none of its options.
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Options {
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+
     /// PID of the Gunicorn master (a worker's PID is resolved to its master).
     #[arg(long)]
     pub pid: Option<u32>,
@@ -115,6 +124,16 @@ pub struct Options {
     /// Hook commands running at once; more wait in a queue (up to 1024, then dropped and counted).
     #[arg(long, default_value_t = 4)]
     pub on_concurrency: usize,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Serve the merged series of every exporter publishing to Redis, each
+    /// labelled with its instance and host (needs no privileges).
+    Aggregate(AggregateOptions),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -259,6 +278,32 @@ mod tests {
         let o =
             Options::try_parse_from(["x", "--pid", "1", "--web.config.file", "/w.yml"]).unwrap();
         assert_eq!(o.web_config_file, Some(PathBuf::from("/w.yml")));
+    }
+
+    #[test]
+    fn aggregate_is_a_subcommand_without_the_attach_options() {
+        let o = Options::try_parse_from([
+            "x",
+            "aggregate",
+            "--redis-url",
+            "redis://h:1/2",
+            "--port",
+            "9100",
+        ])
+        .unwrap();
+        match o.command {
+            Some(Subcommand::Aggregate(a)) => {
+                assert_eq!(a.redis.redis_url.as_deref(), Some("redis://h:1/2"));
+                assert_eq!(a.port, 9100);
+            }
+            None => panic!("no subcommand"),
+        }
+        // The attach options belong to the exporter, not the aggregate.
+        assert!(Options::try_parse_from(["x", "aggregate", "--pid", "1"]).is_err());
+        assert!(Options::try_parse_from(["x", "--pid", "1", "aggregate"]).is_err());
+        let o = Options::try_parse_from(["x", "--pid", "1", "--redis-url", "redis://h"]).unwrap();
+        assert!(o.command.is_none());
+        assert_eq!(o.redis.redis_url.as_deref(), Some("redis://h"));
     }
 
     #[test]
