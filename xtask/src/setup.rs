@@ -7,9 +7,10 @@
 //! 4. the static build's Rust target (musl),
 //! 5. tracefs mounted on /sys/kernel/tracing (aya resolves tracepoint ids there),
 //! 6. wrk (tests and benchmarks),
-//! 7. nginx and memcached (the tests' stacks: a reverse proxy in front of
-//!    Gunicorn, a cache its apps talk to; the tests start their own processes
-//!    on free ports and never use the system services), and iproute2's `ss`
+//! 7. nginx, memcached and redis-server (the tests' stacks: a reverse proxy
+//!    in front of Gunicorn, a cache its apps talk to, the Redis exporters
+//!    publish to; the tests start their own processes on free ports and never
+//!    use the system services), and iproute2's `ss`
 //!    (the tests read a server socket's send buffer size with it),
 //! 8. Prometheus and promtool (the tests check the alert rules and the
 //!    exposition with promtool and run the dashboard's queries in a
@@ -20,7 +21,7 @@
 //! 10. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
-//! benchmark needs: redis-server (the plugin's Redis mode), bpftool (BPF
+//! benchmark needs: bpftool (BPF
 //! program names), and the gunicorn 23 + gunicorn-prometheus-exporter venv;
 //! with `--vm` (what `cargo xtask vmtest` runs first) what booting other
 //! kernels needs: QEMU, kmod (depmod) and a static busybox (virtme-ng builds
@@ -45,13 +46,14 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 /// tests get these paths from `cargo xtask test`).
 pub const NGINX: &str = "/usr/sbin/nginx";
 pub const MEMCACHED: &str = "/usr/bin/memcached";
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 /// Where Debian's prometheus package installs the server and promtool.
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
 
 #[derive(Debug, Default, Args)]
 pub struct Options {
-    /// Also what `cargo xtask bench` needs: redis-server, bpftool, the plugin venv.
+    /// Also what `cargo xtask bench` needs: bpftool, the plugin venv.
     #[arg(long)]
     pub bench: bool,
     /// Also what `cargo xtask vmtest` needs: QEMU, kmod, busybox-static, virtme-ng.
@@ -99,9 +101,8 @@ pub fn bench_only() -> Result<()> {
 
 /// The benchmark's own needs (after the rest of setup).
 fn bench(apt: &mut Apt) -> Result<()> {
-    // Debian's package may try to start a redis service on 6379; the bench
-    // starts its own redis-server on a free port and stops it after.
-    for (tool, package) in [("redis-server", "redis-server"), ("bpftool", "bpftool")] {
+    // (redis-server, which the bench also runs, is one of the tests' servers.)
+    for (tool, package) in [("bpftool", "bpftool")] {
         if commands::succeeds(command(tool).arg("--version")) {
             println!("setup: {tool}: present");
         } else {
@@ -327,11 +328,16 @@ fn wrk(apt: &mut Apt) -> Result<()> {
     apt.install(&["wrk"])
 }
 
-/// nginx and memcached, from Debian's packages. Their postinst may start the
-/// system services (not under a policy-rc.d that forbids it, as in containers);
-/// the tests never use those: they run their own on free ports.
+/// nginx, memcached and redis-server, from Debian's packages. Their postinst
+/// may start the system services (not under a policy-rc.d that forbids it, as
+/// in containers; redis's on 6379); the tests and the bench never use those:
+/// they run their own on free ports.
 fn stack_servers(apt: &mut Apt) -> Result<()> {
-    for (binary, package) in [(NGINX, "nginx"), (MEMCACHED, "memcached")] {
+    for (binary, package) in [
+        (NGINX, "nginx"),
+        (MEMCACHED, "memcached"),
+        (REDIS_SERVER, "redis-server"),
+    ] {
         if Path::new(binary).is_file() {
             println!("setup: {package} ({binary}): present");
             continue;

@@ -17,6 +17,7 @@ use prometheus::Registry;
 
 use super::{
     config::{RedisArgs, RedisConfig},
+    identity,
     merge::{self, Part},
     publish::{Errors, Failure, Link},
     snapshot,
@@ -28,6 +29,9 @@ use crate::{
         web_config::{self, WebConfig},
     },
 };
+
+/// The `instance` label of the aggregate's own series.
+pub const AGGREGATE: &str = "aggregate";
 
 /// Serve the merged series of every exporter publishing to Redis.
 #[derive(Debug, Args)]
@@ -73,6 +77,7 @@ pub fn run(options: AggregateOptions) -> anyhow::Result<()> {
         failing: Mutex::new(None),
         served: Mutex::new(HashMap::new()),
         own,
+        host: identity::hostname(),
         errors,
         config,
     };
@@ -107,6 +112,7 @@ struct Fleet {
     served: Mutex<HashMap<String, (u64, Arc<str>)>>,
     /// The aggregate's own series (its Redis errors).
     own: Registry,
+    host: String,
     errors: Errors,
 }
 
@@ -201,8 +207,11 @@ impl Fleet {
             .zip(&labels)
             .map(|((_, text), labels)| Part { labels, text })
             .collect();
+        // Its own series carry the labels every instance's do (a family's
+        // series share one label set): `instance="aggregate"`.
+        let own_labels = [("instance", AGGREGATE), ("host", self.host.as_str())];
         parts.push(Part {
-            labels: &[],
+            labels: &own_labels,
             text: own,
         });
         let (text, skipped) = merge::merge(&parts);
