@@ -221,3 +221,69 @@ impl Fleet {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn fleet() -> Fleet {
+        let config = RedisConfig {
+            connection: "redis://127.0.0.1:1".parse().unwrap(),
+            prefix: "p".into(),
+            ttl: Some(Duration::from_secs(10)),
+            interval: Duration::from_secs(1),
+        };
+        let own = Registry::new();
+        let errors = Errors::register(&own).unwrap();
+        Fleet {
+            link: tokio::sync::Mutex::new(Link::new(&config).unwrap()),
+            failing: Mutex::new(None),
+            served: Mutex::new(HashMap::new()),
+            own,
+            host: "agg".into(),
+            errors,
+            config,
+        }
+    }
+
+    fn snapshot(seq: u64, value: u64) -> Option<String> {
+        Some(
+            snapshot::Snapshot {
+                seq,
+                exposition: &format!("# TYPE r counter\nr {value}\n"),
+            }
+            .render(),
+        )
+    }
+
+    #[test]
+    fn an_older_snapshot_is_not_served_and_gone_instances_leave() {
+        let f = fleet();
+        let a = "h1:app:1:2:3".to_string();
+        let b = "h2:app:1:2:4".to_string();
+        let text = f.merge(
+            vec![(a.clone(), snapshot(5, 50)), (b.clone(), snapshot(1, 7))],
+            "",
+        );
+        assert!(
+            text.contains("r{instance=\"h1:app:1:2:3\",host=\"h1\"} 50\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("r{instance=\"h2:app:1:2:4\",host=\"h2\"} 7\n"),
+            "{text}"
+        );
+        // A Redis restored from an old dump: `a` goes back to seq 3; `b` expired.
+        let text = f.merge(vec![(a.clone(), snapshot(3, 30)), (b.clone(), None)], "");
+        assert!(
+            text.contains("} 50\n") && !text.contains("} 30\n"),
+            "{text}"
+        );
+        assert!(!text.contains("h2"), "{text}");
+        let text = f.merge(vec![(a, snapshot(6, 60))], "");
+        assert!(text.contains("} 60\n"), "{text}");
+        assert_eq!(f.served.lock().unwrap().len(), 1);
+    }
+}
