@@ -107,17 +107,26 @@ impl RedisArgs {
     /// The settings, or `None` when Redis is off (no --redis-url and
     /// REDIS_ENABLED unset or false). An explicit --redis-url turns it on.
     pub fn resolve(&self) -> Result<Option<RedisConfig>, ConfigError> {
+        let password = self.redis_password.clone().filter(|p| !p.is_empty());
         let connection = match &self.redis_url {
-            Some(url) => url
-                .as_str()
-                .into_connection_info()
-                // The parser's messages never include the URL (nor its password).
-                .map_err(|e| ConfigError::Url(e.to_string()))?,
+            Some(url) => {
+                let mut connection = url
+                    .as_str()
+                    .into_connection_info()
+                    // The parser's messages never include the URL (nor its password).
+                    .map_err(|e| ConfigError::Url(e.to_string()))?;
+                // A URL without a password takes REDIS_PASSWORD's, so the
+                // secret need not be on the command line.
+                if connection.redis.password.is_none() {
+                    connection.redis.password = password;
+                }
+                connection
+            }
             None if self.redis_enabled == Some(true) => ConnectionInfo {
                 addr: ConnectionAddr::Tcp(self.redis_host.clone(), self.redis_port),
                 redis: RedisConnectionInfo {
                     db: self.redis_db,
-                    password: self.redis_password.clone().filter(|p| !p.is_empty()),
+                    password,
                     ..Default::default()
                 },
             },
@@ -220,6 +229,20 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.describe(), "rediss://cache:6390/0");
+        // REDIS_PASSWORD fills in a URL without one, and only then.
+        let c = resolve(&["--redis-url", "redis://u@cache", "--redis-password", "env"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.connection.redis.password.as_deref(), Some("env"));
+        let c = resolve(&[
+            "--redis-url",
+            "redis://:url@cache",
+            "--redis-password",
+            "env",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.connection.redis.password.as_deref(), Some("url"));
         assert!(matches!(
             resolve(&["--redis-url", "http://cache"]),
             Err(ConfigError::Url(_))
