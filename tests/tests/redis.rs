@@ -378,3 +378,83 @@ fn bad_credentials_and_no_redis_keep_the_local_endpoint() {
         );
     }
 }
+
+/// `rediss://`: the exporter publishes over TLS, verifying the server
+/// against the roots it is given (SSL_CERT_FILE: a private CA), and the
+/// aggregate reads the same way.
+#[test]
+fn rediss_publishes_over_tls() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+    let dir = integration_tests::TestDir::new("redis-tls");
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "redis test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = Issuer::new(ca_params, ca_key);
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let (ca_pem, cert_pem, key_pem) = (
+        dir.join("ca.pem"),
+        dir.join("redis.pem"),
+        dir.join("redis.key"),
+    );
+    std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+
+    let tls_port = ports::free_port().to_string();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (ca_arg, cert_arg, key_arg) = (path(&ca_pem), path(&cert_pem), path(&key_pem));
+    let redis = RedisServer::start(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert_arg,
+        "--tls-key-file",
+        &key_arg,
+        "--tls-ca-cert-file",
+        &ca_arg,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let e = Exporter::builder()
+        .pid(g.master_pid())
+        .arg("--redis-url")
+        .arg(&url)
+        .arg("--redis-interval")
+        .arg(INTERVAL)
+        .env("SSL_CERT_FILE", &ca_arg)
+        .start();
+    let agg = Exporter::builder()
+        .aggregate(&url)
+        .env("SSL_CERT_FILE", &ca_arg)
+        .start();
+    let n = run_load(&g, 20);
+    check::wait_counted(&g, &e, n);
+    let r = wait::until(
+        "the aggregate to serve the requests over TLS",
+        SETTLE,
+        || {
+            let m = agg.try_scrape()?;
+            let total = m.sum_all(REQUESTS);
+            if total == n as f64 {
+                Ok(())
+            } else {
+                Err(format!("{REQUESTS} sums to {total}"))
+            }
+        },
+    );
+    r.unwrap_or_else(|err| panic!("{err}\n{}", full_story(&g, &e, &agg, &redis)));
+    assert_eq!(redis_errors(&e, "connect"), 0.0, "{}", e.story());
+}
