@@ -458,3 +458,59 @@ fn rediss_publishes_over_tls() {
     r.unwrap_or_else(|err| panic!("{err}\n{}", full_story(&g, &e, &agg, &redis)));
     assert_eq!(redis_errors(&e, "connect"), 0.0, "{}", e.story());
 }
+
+/// A Redis that stops answering (DEBUG SLEEP, longer than the exporter's 5 s
+/// response timeout): a `timeout` is counted, /metrics serves meanwhile,
+/// and publishing resumes on its own.
+#[test]
+fn a_stalled_redis_is_a_timeout_and_publishing_resumes() {
+    let redis = RedisServer::start(&["--enable-debug-command", "yes"]);
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let e = Exporter::builder()
+        .pid(g.master_pid())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .arg("--redis-interval")
+        .arg(INTERVAL)
+        .start();
+    let published = |e: &Exporter| e.stderr().matches("redis: publishing every").count();
+    let r = wait::until("a first publish", SETTLE, || {
+        if published(&e) == 1 {
+            Ok(())
+        } else {
+            Err(e.stderr())
+        }
+    });
+    r.unwrap_or_else(|err| panic!("{err}\n{}", e.story()));
+    std::thread::scope(|s| {
+        let stall = s.spawn(|| redis.command(&["DEBUG", "SLEEP", "7"]));
+        let r = wait::until("a Redis timeout to be counted", SETTLE, || {
+            // The local endpoint answers all along.
+            let n = redis_errors(&e, "timeout");
+            if n >= 1.0 {
+                Ok(())
+            } else {
+                Err(format!("{n}"))
+            }
+        });
+        r.unwrap_or_else(|err| panic!("{err}\n{}\n{}", e.story(), redis.story()));
+        stall
+            .join()
+            .expect("DEBUG SLEEP thread")
+            .expect("DEBUG SLEEP");
+    });
+    let r = wait::until("publishing to resume", SETTLE, || {
+        if published(&e) == 2 {
+            Ok(())
+        } else {
+            Err(e.stderr())
+        }
+    });
+    r.unwrap_or_else(|err| panic!("{err}\n{}", e.story()));
+    assert_eq!(
+        redis.keys("gunicorn:exporter:*").len(),
+        2,
+        "{}",
+        redis.story()
+    );
+}
