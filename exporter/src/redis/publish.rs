@@ -207,16 +207,12 @@ pub async fn run(config: RedisConfig, identity: Identity, registry: Arc<Registry
     let mut seq = 0u64;
     loop {
         tick.tick().await;
-        let body = {
-            let registry = registry.clone();
-            tokio::task::spawn_blocking(move || server::encode(&registry)).await
-        };
+        let registry = registry.clone();
+        let body = tokio::task::spawn_blocking(move || server::encode(&registry))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
         let body = match body {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => {
-                log::warn!("redis: rendering the snapshot: {e}");
-                continue;
-            }
+            Ok(body) => body,
             Err(e) => {
                 log::warn!("redis: rendering the snapshot: {e}");
                 continue;
