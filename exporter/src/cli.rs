@@ -5,7 +5,10 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{CommandFactory as _, Parser, ValueEnum};
 
-use crate::startup::capabilities::Hooks;
+use crate::{
+    redis::{aggregate::AggregateOptions, config::RedisArgs},
+    startup::capabilities::Hooks,
+};
 
 /// Exact per-worker request metrics of a running Gunicorn, from the kernel.
 #[derive(Debug, Parser)]
@@ -18,7 +21,13 @@ use crate::startup::capabilities::Hooks;
     max_term_width = 100
 )]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "pidfile"])))]
+// `gunicorn-ebpf-exporter --pid N ...` stays the form that attaches;
+// `gunicorn-ebpf-exporter aggregate ...` takes none of its options.
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Options {
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+
     /// PID of the Gunicorn master (a worker's PID is resolved to its master).
     #[arg(long, value_name = "PID", help_heading = "Target")]
     pub pid: Option<u32>,
@@ -154,6 +163,16 @@ pub struct Options {
         help_heading = "Logs and hook commands"
     )]
     pub on_concurrency: usize,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Serve the merged series of every exporter publishing to Redis, each
+    /// labelled with its instance and host (needs no privileges).
+    Aggregate(AggregateOptions),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -208,12 +227,19 @@ Examples:
   Keep the exposition small under --max-requests churn:
     gunicorn-ebpf-exporter --pid 1234 --worker-series live
 
+  Publish to Redis every 5 s, and serve every host's series from one place:
+    gunicorn-ebpf-exporter --pid 1234 --redis-url redis://redis.internal:6379/0
+    gunicorn-ebpf-exporter aggregate --redis-url redis://redis.internal:6379/0 --port 9092
+
 Environment:
   PROMETHEUS_BIND_ADDRESS, PROMETHEUS_METRICS_PORT
       as --bind and --port (gunicorn-prometheus-exporter's names).
   PROMETHEUS_SSL_CERTFILE, PROMETHEUS_SSL_KEYFILE, PROMETHEUS_SSL_CLIENT_CAFILE,
   PROMETHEUS_SSL_CLIENT_AUTH_REQUIRED
       TLS and client certificates without --web.config.file.
+  REDIS_ENABLED, REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD,
+  REDIS_KEY_PREFIX, REDIS_TTL_SECONDS, REDIS_TTL_DISABLED
+      Redis publishing as gunicorn-prometheus-exporter's settings say.
   RUST_LOG
       log level (error, warn, info, debug), also per module.
 
@@ -431,6 +457,32 @@ mod tests {
         let o =
             Options::try_parse_from(["x", "--pid", "1", "--web.config.file", "/w.yml"]).unwrap();
         assert_eq!(o.web_config_file, Some(PathBuf::from("/w.yml")));
+    }
+
+    #[test]
+    fn aggregate_is_a_subcommand_without_the_attach_options() {
+        let o = Options::try_parse_from([
+            "x",
+            "aggregate",
+            "--redis-url",
+            "redis://h:1/2",
+            "--port",
+            "9100",
+        ])
+        .unwrap();
+        match o.command {
+            Some(Subcommand::Aggregate(a)) => {
+                assert_eq!(a.redis.redis_url.as_deref(), Some("redis://h:1/2"));
+                assert_eq!(a.port, 9100);
+            }
+            None => panic!("no subcommand"),
+        }
+        // The attach options belong to the exporter, not the aggregate.
+        assert!(Options::try_parse_from(["x", "aggregate", "--pid", "1"]).is_err());
+        assert!(Options::try_parse_from(["x", "--pid", "1", "aggregate"]).is_err());
+        let o = Options::try_parse_from(["x", "--pid", "1", "--redis-url", "redis://h"]).unwrap();
+        assert!(o.command.is_none());
+        assert_eq!(o.redis.redis_url.as_deref(), Some("redis://h"));
     }
 
     #[test]

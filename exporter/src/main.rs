@@ -14,6 +14,7 @@ mod lifecycle;
 mod listeners;
 mod logging;
 mod procs;
+mod redis;
 mod scrape;
 mod startup;
 
@@ -34,6 +35,7 @@ use crate::{
         heartbeats::Heartbeats,
         state::{Settings, State},
     },
+    redis::{identity::Identity, publish},
     scrape::{
         gunicorn::GunicornMetrics,
         view::{Fixed, Published},
@@ -43,9 +45,18 @@ use crate::{
 };
 
 fn main() -> ExitCode {
-    let options = Options::parse();
-    logging::init(options.log_format);
-    match run(options) {
+    let mut options = Options::parse();
+    let result = match options.command.take() {
+        Some(cli::Subcommand::Aggregate(aggregate)) => {
+            logging::init(aggregate.log_format);
+            crate::redis::aggregate::run(aggregate)
+        }
+        None => {
+            logging::init(options.log_format);
+            run(options)
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -71,6 +82,7 @@ fn duration_bounds_ns(seconds: &[f64]) -> anyhow::Result<[u64; DURATION_SLOTS]> 
 }
 
 fn run(options: Options) -> anyhow::Result<()> {
+    let started = std::time::SystemTime::now();
     // Checked (certificates and all) before anything is loaded or attached.
     let web = web_config::Source::new(options.web_config_file.clone(), |name| {
         std::env::var(name).ok()
@@ -78,6 +90,7 @@ fn run(options: Options) -> anyhow::Result<()> {
     .map(WebConfig::new)
     .transpose()?
     .map(Arc::new);
+    let redis = options.redis.resolve()?;
     let bounds = duration_bounds_ns(&options.buckets)?;
     let (actions, action_runner) =
         Actions::new(&options.on, options.on_concurrency, options.on_timeout())?;
@@ -89,6 +102,7 @@ fn run(options: Options) -> anyhow::Result<()> {
         (None, None) => unreachable!("clap requires --pid or --pidfile"),
     };
     let master = target::resolve(pid)?;
+    let identity = Identity::of(&master.info, started);
     if let Some(notice) = &master.notice {
         log::warn!("{notice}");
     }
@@ -226,14 +240,22 @@ fn run(options: Options) -> anyhow::Result<()> {
         action_counts,
     )?))?;
     registry.register(Box::new(scrape::resources::Resources::new(published)?))?;
+    let redis_errors = match &redis {
+        Some(_) => Some(publish::Errors::register(&registry)?),
+        None => None,
+    };
+    let registry = Arc::new(registry);
 
     runtime.block_on(async move {
         tokio::spawn(action_runner);
         tokio::spawn(refresh_every_second(state.clone()));
+        if let (Some(config), Some(errors)) = (redis, redis_errors) {
+            tokio::spawn(publish::run(config, identity, registry.clone(), errors));
+        }
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            result = scrape::server::serve(listener, Arc::new(registry), web) => result.context("serving /metrics"),
+            result = scrape::server::serve(listener, registry, web) => result.context("serving /metrics"),
             result = events::ring(ring, state.clone()) => result.context("reading kernel events"),
             result = events::heartbeats(beats, state) => result.context("watching heartbeat files"),
             _ = tokio::signal::ctrl_c() => Ok(()),

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 const HOW: &str = "run the integration tests with `cargo xtask test` (it builds the \
                    exporter, its dist artifacts and the venvs, installs nginx, \
-                   memcached and prometheus, makes a Debian root, and sets EXPORTER_BIN, \
+                   memcached, redis-server and prometheus, makes a Debian root, and sets EXPORTER_BIN, \
                    GUNICORN27_VENV, GUNICORN23_VENV, STACKS_VENV, NGINX_BIN, \
-                   MEMCACHED_BIN, PROMETHEUS_BIN, PROMTOOL_BIN, TEST_APPS_DIR, DIST_BIN, \
+                   MEMCACHED_BIN, REDIS_SERVER_BIN, PROMETHEUS_BIN, PROMTOOL_BIN, TEST_APPS_DIR, DIST_BIN, \
                    DIST_DEB and DEBIAN_ROOT_TAR)";
 
 /// The venv with gunicorn 27 and the frameworks and servers people run on it
@@ -52,6 +52,11 @@ pub fn nginx_bin() -> PathBuf {
 /// Debian's memcached binary (`MEMCACHED_BIN`).
 pub fn memcached_bin() -> PathBuf {
     required_path("MEMCACHED_BIN")
+}
+
+/// Debian's redis-server binary (`REDIS_SERVER_BIN`).
+pub fn redis_server_bin() -> PathBuf {
+    required_path("REDIS_SERVER_BIN")
 }
 
 /// Debian's Prometheus server (`PROMETHEUS_BIN`).

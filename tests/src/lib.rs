@@ -8,7 +8,8 @@
 //!
 //! - [`env`]: the environment variables the runner sets (missing = test failure).
 //! - [`fixtures`]: [`Gunicorn`] and [`Exporter`] processes, the servers of
-//!   the stacks around Gunicorn ([`Nginx`] in front, [`Memcached`] beside)
+//!   the stacks around Gunicorn ([`Nginx`] in front, [`Memcached`] beside),
+//!   a [`RedisServer`] exporters publish to
 //!   and a [`Prometheus`] scraping the exporter, all killed on drop;
 //!   temporary directories.
 //! - [`http`]: the byte-counting client; [`load`]: a concurrent load generator.
@@ -34,6 +35,7 @@ pub use fixtures::{
     memcached::Memcached,
     nginx::{Nginx, NginxRecord},
     prometheus::Prometheus,
+    redis::RedisServer,
     tempdir::TestDir,
 };
 pub use http::{Conn, Request, Response, Traffic};

@@ -290,7 +290,7 @@ pub fn run(opts: Options) -> Result<()> {
         if ctx.variants.contains(&Variant::Statsd) {
             ctx.sink = Some(StatsdSink::start()?);
         }
-        if ctx.variants.contains(&Variant::PluginRedis) {
+        if ctx.variants.iter().any(|v| v.uses_redis()) {
             ctx.redis = Some(start_redis(&ctx.run_dir)?);
         }
     }
@@ -738,6 +738,13 @@ impl MeasuredExporter {
         if variant.is_empty_programs() {
             cmd.arg("--empty-programs");
         }
+        if variant == Variant::EbpfRedis {
+            let port = ctx.redis.as_ref().context("no redis-server")?.1;
+            // 1 s, not the default 5 s: several publishes in each run.
+            cmd.arg("--redis-url")
+                .arg(format!("redis://127.0.0.1:{port}/0"))
+                .args(["--redis-interval", "1s"]);
+        }
         let mut proc = BackgroundProcess::spawn(
             "gunicorn-ebpf-exporter",
             cmd,
@@ -913,6 +920,12 @@ fn print_run(r: &Run, reps: u32) {
     if let Some(side) = r.side_cpu_per_req_us() {
         line.push_str(&format!("  side {side:.1} µs/req"));
     }
+    if let Some(n) = r.redis_commands {
+        line.push_str(&format!(
+            "  redis {:.1} cmds/s",
+            n as f64 / r.wrk.seconds.max(1e-9)
+        ));
+    }
     if let Some(c) = r.counted {
         line.push_str(&format!("  counted {:+}", c as i64 - r.wrk.requests as i64));
     }
@@ -964,8 +977,18 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
             _ => inst.plugin_count()?,
         })
     };
+    let redis_commands = || -> Result<Option<u64>> {
+        match (&ctx.redis, inst.variant.uses_redis()) {
+            (Some((_, port)), true) => Ok(Some(measure::redis_commands(SocketAddr::from((
+                [127, 0, 0, 1],
+                *port,
+            )))?)),
+            _ => Ok(None),
+        }
+    };
     let counted_before = count(inst)?;
     sleep(SETTLE)?;
+    let redis0 = redis_commands()?;
 
     let (cpu0, ticks0) = inst.cpu_snapshot()?;
     let side0 = side_cpu(inst)?;
@@ -973,6 +996,7 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
     let wrk = inst.wrk(ctx, cell, ctx.duration, &format!("rep{}", rep + 1))?;
     let (cpu1, ticks1) = inst.cpu_snapshot()?;
     let side1 = side_cpu(inst)?;
+    let redis1 = redis_commands()?;
     let bpf1 = exporter.as_ref().map(|e| e.progs()).transpose()?;
     drop(stats);
     inst.check_workers()?;
@@ -1026,6 +1050,7 @@ fn measure_run(ctx: &Ctx, cell: Cell, inst: &mut Instance, rep: u32) -> Result<R
         side_cpu_s,
         counted,
         exporter: exporter_run,
+        redis_commands: redis0.zip(redis1).map(|(a, b)| b.saturating_sub(a)),
     })
 }
 
@@ -1068,13 +1093,13 @@ mod tests {
     #[test]
     fn run_order_keeps_versions_together_and_rotates() {
         let v = Variant::ALL.to_vec();
-        assert_eq!(run_order(&v, 0), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(run_order(&v, 1), [7, 8, 6, 1, 2, 3, 4, 5, 0]);
-        assert_eq!(run_order(&v, 2), [2, 3, 4, 5, 0, 1, 8, 6, 7]);
-        for rep in 0..9 {
+        assert_eq!(run_order(&v, 0), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(run_order(&v, 1), [8, 9, 7, 1, 2, 3, 4, 5, 6, 0]);
+        assert_eq!(run_order(&v, 2), [2, 3, 4, 5, 6, 0, 1, 9, 7, 8]);
+        for rep in 0..10 {
             let mut o = run_order(&v, rep);
             o.sort();
-            assert_eq!(o, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+            assert_eq!(o, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         }
         let only = [Variant::Plain27, Variant::EbpfSyscalls];
         assert_eq!(run_order(&only, 1), [1, 0]);

@@ -7,9 +7,10 @@
 //! 4. the static build's Rust target (musl),
 //! 5. tracefs mounted on /sys/kernel/tracing (aya resolves tracepoint ids there),
 //! 6. wrk (tests and benchmarks),
-//! 7. nginx and memcached (the tests' stacks: a reverse proxy in front of
-//!    Gunicorn, a cache its apps talk to; the tests start their own processes
-//!    on free ports and never use the system services), and iproute2's `ss`
+//! 7. nginx, memcached and redis-server (the tests' stacks: a reverse proxy
+//!    in front of Gunicorn, a cache its apps talk to, the Redis exporters
+//!    publish to; the tests start their own processes on free ports and never
+//!    use the system services), and iproute2's `ss`
 //!    (the tests read a server socket's send buffer size with it),
 //! 8. Prometheus and promtool (the tests check the alert rules and the
 //!    exposition with promtool and run the dashboard's queries in a
@@ -22,8 +23,7 @@
 //! 11. the Python venvs with the pinned Gunicorn versions;
 //!
 //! and with `--bench` (what `cargo xtask bench` runs first) also what only the
-//! benchmark needs: redis-server (the plugin's Redis mode) and the gunicorn
-//! 23 + gunicorn-prometheus-exporter venv;
+//! benchmark needs: the gunicorn 23 + gunicorn-prometheus-exporter venv;
 //! with `--vm` (what `cargo xtask vmtest` runs first) what booting other
 //! kernels needs: QEMU, kmod (depmod) and a static busybox (virtme-ng builds
 //! its initramfs with them) and the virtme-ng venv.
@@ -47,6 +47,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 /// tests get these paths from `cargo xtask test`).
 pub const NGINX: &str = "/usr/sbin/nginx";
 pub const MEMCACHED: &str = "/usr/bin/memcached";
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 /// Where Debian's prometheus package installs the server and promtool.
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
@@ -55,7 +56,7 @@ pub const BPFTOOL: &str = "/usr/sbin/bpftool";
 
 #[derive(Debug, Default, Args)]
 pub struct Options {
-    /// Also what `cargo xtask bench` needs: redis-server, the plugin venv.
+    /// Also what `cargo xtask bench` needs: the plugin venv.
     #[arg(long)]
     pub bench: bool,
     /// Also what `cargo xtask vmtest` needs: QEMU, kmod, busybox-static, virtme-ng.
@@ -74,7 +75,7 @@ pub fn run(opts: Options) -> Result<()> {
     bpftool(&mut apt)?;
     venv::run(venv::Options::default())?;
     if opts.bench {
-        bench(&mut apt)?;
+        bench()?;
     }
     if opts.vm {
         vm(&mut apt)?;
@@ -99,19 +100,13 @@ fn toolchain(apt: &mut Apt) -> Result<()> {
 /// Only what the benchmark adds to the rest of setup (`cargo xtask bench` runs
 /// the rest through `cargo xtask build` first).
 pub fn bench_only() -> Result<()> {
-    bench(&mut Apt::default())
+    bench()
 }
 
 /// The benchmark's own needs (after the rest of setup).
-fn bench(apt: &mut Apt) -> Result<()> {
-    // Debian's package may try to start a redis service on 6379; the bench
-    // starts its own redis-server on a free port and stops it after.
-    if commands::succeeds(command("redis-server").arg("--version")) {
-        println!("setup: redis-server: present");
-    } else {
-        println!("setup: installing redis-server...");
-        apt.install(&["redis-server"])?;
-    }
+fn bench() -> Result<()> {
+    // (redis-server and bpftool, which the bench also runs, are installed
+    // for the tests.)
     venv::ensure_bench(false)
 }
 
@@ -343,11 +338,16 @@ fn wrk(apt: &mut Apt) -> Result<()> {
     apt.install(&["wrk"])
 }
 
-/// nginx and memcached, from Debian's packages. Their postinst may start the
-/// system services (not under a policy-rc.d that forbids it, as in containers);
-/// the tests never use those: they run their own on free ports.
+/// nginx, memcached and redis-server, from Debian's packages. Their postinst
+/// may start the system services (not under a policy-rc.d that forbids it, as
+/// in containers; redis's on 6379); the tests and the bench never use those:
+/// they run their own on free ports.
 fn stack_servers(apt: &mut Apt) -> Result<()> {
-    for (binary, package) in [(NGINX, "nginx"), (MEMCACHED, "memcached")] {
+    for (binary, package) in [
+        (NGINX, "nginx"),
+        (MEMCACHED, "memcached"),
+        (REDIS_SERVER, "redis-server"),
+    ] {
         if Path::new(binary).is_file() {
             println!("setup: {package} ({binary}): present");
             continue;

@@ -109,6 +109,7 @@ pub fn run(opts: Options) -> Result<()> {
             .env("STACKS_VENV", venv_dir(venv::STACKS.name))
             .env("NGINX_BIN", setup::NGINX)
             .env("MEMCACHED_BIN", setup::MEMCACHED)
+            .env("REDIS_SERVER_BIN", setup::REDIS_SERVER)
             .env("PROMETHEUS_BIN", setup::PROMETHEUS)
             .env("PROMTOOL_BIN", setup::PROMTOOL)
             .env("TEST_APPS_DIR", test_apps_dir())

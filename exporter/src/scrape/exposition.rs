@@ -34,6 +34,7 @@ pub mod name {
     pub const KERNEL_INFO: &str = "gunicorn_exporter_kernel_info";
     pub const KERNEL_CAPABILITY: &str = "gunicorn_exporter_kernel_capability";
     pub const UNFRAMED: &str = "gunicorn_exporter_unframed_responses_total";
+    pub const REDIS_ERRORS: &str = "gunicorn_exporter_redis_errors_total";
     // Resources, from /proc (resources.rs).
     pub const WORKER_MEMORY: &str = "gunicorn_worker_memory_bytes";
     pub const MASTER_MEMORY: &str = "gunicorn_master_memory_bytes";

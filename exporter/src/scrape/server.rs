@@ -4,7 +4,7 @@
 //! (and bcrypt) runs on blocking threads, a few at a time, never on the
 //! runtime thread that drains the kernel's events.
 
-use std::{convert::Infallible, io, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, io, pin::Pin, sync::Arc, time::Duration};
 
 use http_body_util::Full;
 use hyper::{
@@ -34,11 +34,40 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
+/// What /metrics serves: a body in the text format, or why there is none.
+pub type Rendered = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+/// Where the exposition comes from: the exporter's registry, or the
+/// aggregate's merge of what Redis holds.
+pub trait Source: Send + Sync + 'static {
+    fn render(self: Arc<Self>) -> Rendered;
+}
+
+/// The registry is collected on a blocking thread.
+impl Source for Registry {
+    fn render(self: Arc<Self>) -> Rendered {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || encode(&self))
+                .await
+                .map_err(|e| format!("collecting failed: {e}"))?
+        })
+    }
+}
+
+/// The registry's exposition (what /metrics serves, and what Redis stores).
+pub fn encode(registry: &Registry) -> Result<Vec<u8>, String> {
+    let mut body = Vec::with_capacity(16 * 1024);
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut body)
+        .map(|()| body)
+        .map_err(|e| format!("encoding failed: {e}"))
+}
+
 /// Serves /metrics; `web`, if given, says whether over TLS and with which
 /// users (looked at again for each connection and request).
 pub async fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    registry: Arc<dyn Source>,
     web: Option<Arc<WebConfig>>,
 ) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -137,23 +166,15 @@ fn plain_http_answer() -> String {
     )
 }
 
-/// The exposition, collected on a blocking thread.
-async fn exposition(registry: Arc<Registry>, gathers: Arc<Semaphore>) -> Result<Vec<u8>, String> {
+/// The exposition, a few at a time.
+async fn exposition(source: Arc<dyn Source>, gathers: Arc<Semaphore>) -> Result<Vec<u8>, String> {
     let _turn = gathers.acquire_owned().await.map_err(|e| e.to_string())?;
-    tokio::task::spawn_blocking(move || {
-        let mut body = Vec::with_capacity(16 * 1024);
-        TextEncoder::new()
-            .encode(&registry.gather(), &mut body)
-            .map(|()| body)
-            .map_err(|e| format!("encoding failed: {e}"))
-    })
-    .await
-    .map_err(|e| format!("collecting failed: {e}"))?
+    source.render().await
 }
 
 async fn respond(
     req: Request<Incoming>,
-    registry: Arc<Registry>,
+    registry: Arc<dyn Source>,
     gathers: Arc<Semaphore>,
     web: Option<Arc<WebConfig>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -32,6 +32,7 @@ const PANELS: [(&str, Metric); 2] = [
 fn color(v: Variant) -> RGBColor {
     match v {
         Variant::EbpfSockets => RGBColor(0x2b, 0x8a, 0x3e),
+        Variant::EbpfRedis => RGBColor(0x0c, 0x85, 0x99),
         Variant::EmptySockets => RGBColor(0x8c, 0xe9, 0x9a),
         Variant::EbpfSyscalls => RGBColor(0x5f, 0x3d, 0xc4),
         Variant::EmptySyscalls => RGBColor(0xb1, 0x97, 0xfc),

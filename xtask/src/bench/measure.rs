@@ -435,6 +435,35 @@ impl Drop for StatsdSink {
 // ---------------------------------------------------------------- redis
 
 /// Whether a Redis server answers PING on `addr`.
+/// The server's `total_commands_processed` (INFO stats; the INFO itself counts).
+pub fn redis_commands(addr: SocketAddr) -> Result<u64> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to redis-server on {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"INFO stats\r\n")?;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 8192];
+    // A bulk string: `$<len>\r\n<text>\r\n`; read until the counter's line is in.
+    while !String::from_utf8_lossy(&text).contains("total_commands_processed:")
+        || !text.ends_with(b"\r\n")
+    {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("total_commands_processed:")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .context("INFO stats without total_commands_processed")
+}
+
 pub fn redis_ping(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;

@@ -31,6 +31,9 @@ pub struct Run {
     /// statsd: `gunicorn.requests` counters received).
     pub counted: Option<u64>,
     pub exporter: Option<ExporterRun>,
+    /// Commands the bench's redis-server processed during the run
+    /// (`total_commands_processed`), for the configurations that use it.
+    pub redis_commands: Option<u64>,
 }
 
 impl Run {
@@ -541,7 +544,51 @@ pub fn markdown(res: &Results) -> String {
             rows,
         );
     }
+    redis_traffic(&mut md, res);
     md
+}
+
+/// Redis commands per run against requests: the plugin's grow with the
+/// request rate, the exporter's are one round trip per interval.
+fn redis_traffic(md: &mut String, res: &Results) {
+    let rows: Vec<Vec<String>> = res
+        .cells
+        .iter()
+        .flat_map(|&c| [Variant::PluginRedis, Variant::EbpfRedis].map(move |v| (c, v)))
+        .filter_map(|(c, v)| {
+            let runs: Vec<&Run> = res
+                .runs_of(c, v)
+                .filter(|r| r.redis_commands.is_some())
+                .collect();
+            let per = |f: &dyn Fn(&Run) -> f64| stat(runs.iter().map(|r| f(r))).map(|s| s.median);
+            let commands = |r: &Run| r.redis_commands.unwrap_or_default() as f64;
+            Some(vec![
+                c.slug(),
+                v.short().to_string(),
+                format!("{:.0}", per(&|r| r.wrk.rps())?),
+                format!("{:.1}", per(&|r| commands(r) / r.wrk.seconds.max(1e-9))?),
+                format!(
+                    "{:.3}",
+                    per(&|r| commands(r) / r.wrk.requests.max(1) as f64)?
+                ),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\n### Redis traffic\n");
+    table(
+        md,
+        &[
+            "workload",
+            "configuration",
+            "requests/s",
+            "redis commands/s",
+            "redis commands per request",
+        ],
+        rows,
+    );
 }
 
 /// Per program of one hook set: runs per request · ns per run (medians), a
@@ -743,6 +790,7 @@ pub(crate) mod tests {
             side_cpu_s: None,
             counted: None,
             exporter: None,
+            redis_commands: None,
         }
     }
 

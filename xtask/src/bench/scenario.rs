@@ -120,6 +120,9 @@ pub enum Variant {
     /// The same hooks running programs that do nothing (`--empty-programs`):
     /// the floor of the socket hooks.
     EmptySockets,
+    /// The socket hooks with the exporter publishing to Redis
+    /// (`--redis-url`, `--redis-interval 1s`).
+    EbpfRedis,
     /// Gunicorn 27 with gunicorn-ebpf-exporter attached, `--hooks syscalls`.
     EbpfSyscalls,
     /// The same hooks running programs that do nothing (`--empty-programs`):
@@ -137,9 +140,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 9] = [
+    pub const ALL: [Variant; 10] = [
         Variant::Plain27,
         Variant::EbpfSockets,
+        Variant::EbpfRedis,
         Variant::EmptySockets,
         Variant::EbpfSyscalls,
         Variant::EmptySyscalls,
@@ -156,6 +160,7 @@ impl Variant {
         match self {
             Variant::Plain27 => "gunicorn 27.0.1",
             Variant::EbpfSockets => "+ gunicorn-ebpf-exporter, socket hooks",
+            Variant::EbpfRedis => "+ gunicorn-ebpf-exporter, socket hooks, publishing to Redis",
             Variant::EmptySockets => "+ empty programs, socket hooks (floor)",
             Variant::EbpfSyscalls => "+ gunicorn-ebpf-exporter, syscall hooks",
             Variant::EmptySyscalls => "+ empty programs, syscall hooks (floor)",
@@ -172,6 +177,7 @@ impl Variant {
         match self {
             Variant::Plain27 => "plain27",
             Variant::EbpfSockets => "ebpf-sockets",
+            Variant::EbpfRedis => "ebpf-redis",
             Variant::EmptySockets => "empty-sockets",
             Variant::EbpfSyscalls => "ebpf-syscalls",
             Variant::EmptySyscalls => "empty-syscalls",
@@ -205,7 +211,7 @@ impl Variant {
     /// (real or empty programs).
     pub fn hooks(self) -> Option<&'static str> {
         match self {
-            Variant::EbpfSockets | Variant::EmptySockets => Some("sockets"),
+            Variant::EbpfSockets | Variant::EbpfRedis | Variant::EmptySockets => Some("sockets"),
             Variant::EbpfSyscalls | Variant::EmptySyscalls => Some("syscalls"),
             _ => None,
         }
@@ -228,6 +234,11 @@ impl Variant {
             Variant::EbpfSyscalls => Some(Variant::EmptySyscalls),
             _ => None,
         }
+    }
+
+    /// Runs with a redis-server beside it (the bench starts one).
+    pub fn uses_redis(self) -> bool {
+        matches!(self, Variant::EbpfRedis | Variant::PluginRedis)
     }
 
     pub fn is_plugin(self) -> bool {
