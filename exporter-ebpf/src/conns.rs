@@ -15,15 +15,21 @@ use exporter_ebpf::{
     framing::{CARRY, CHUNK_STEPS, HEADER_BOUND, SCRATCH, SIZE_LINE},
     http::HEAD_LEN,
     request::{
-        Conn, Env, Finished, NONE, SCAN_STEPS, Walk, Window, read_values, scan_line, scan_step,
-        stage,
+        Conn, Env, Finished, NONE, SCAN_STEPS, Walk, Window, phase, read_values, scan_line,
+        scan_step, stage,
     },
 };
 
 use crate::{
-    maps::{CONNS, count, count_error, kernel, now, offsets, pid_tgid, record},
-    queue,
+    maps::{CONNS, config, count, count_error, kernel, now, offsets, pid_tgid, record},
+    queue, routes,
 };
+
+/// Whether requests are counted by route too (`--no-routes` turns it off).
+#[inline(always)]
+fn routes_on() -> bool {
+    matches!(config(), Some(c) if c.routes != 0)
+}
 
 /// A header window of the response being written (one per CPU: programs do
 /// not nest on a CPU).
@@ -160,7 +166,7 @@ impl Io {
     /// map value with room for `3 * MAX` (pieces of a vector call land at
     /// variable offsets, each below `2 * MAX` as the verifier sees it).
     #[inline(always)]
-    fn copy<const MAX: usize>(&self, off: u64, dst: *mut u8, len: u64) -> bool {
+    pub fn copy<const MAX: usize>(&self, off: u64, dst: *mut u8, len: u64) -> bool {
         if len > MAX as u64 {
             return false;
         }
@@ -331,7 +337,7 @@ impl Env for KernelEnv {
 
     #[inline(always)]
     fn late(&mut self, conn: &Conn, n: u64) {
-        crate::maps::add_late_bytes(self.key.tgid, conn.status, conn.method, n);
+        crate::maps::add_late_bytes(self.key.tgid, conn, n);
     }
 
     #[inline(always)]
@@ -444,7 +450,13 @@ pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) {
             return;
         }
         let (tid, _) = pid_tgid();
-        conn.on_read(now(), tid, n as u64, &head, len as usize)
+        let reading = conn.phase == phase::READING;
+        let done = conn.on_read(now(), tid, n as u64, &head, len as usize);
+        // A request began: its route, when routes are on.
+        if !reading && conn.phase == phase::READING && routes_on() {
+            conn.route = routes::of_read(&io, n as u64);
+        }
+        done
     } else if n == 0 {
         conn.on_eof()
     } else if n == EAGAIN {

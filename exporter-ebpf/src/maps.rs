@@ -230,6 +230,7 @@ pub fn record(tgid: u32, done: &Finished) {
     };
     // SAFETY: our CPU's copy of the value.
     unsafe { (*aggregate).record(done, &config.duration_bounds_ns) };
+    crate::routes::record(done, config);
     if done.failed() {
         failed(tgid, done);
     }
@@ -238,7 +239,8 @@ pub fn record(tgid: u32, done: &Finished) {
 /// Adds `n` response bytes written past a recorded response's end to its
 /// series (the request was counted when its framing said it ended).
 #[inline(never)]
-pub fn add_late_bytes(tgid: u32, status: u16, method: u8, n: u64) {
+pub fn add_late_bytes(tgid: u32, conn: &Conn, n: u64) {
+    let (status, method) = (conn.status, conn.method);
     let key = MetricKey {
         tgid,
         status,
@@ -248,6 +250,9 @@ pub fn add_late_bytes(tgid: u32, status: u16, method: u8, n: u64) {
     if let Some(aggregate) = METRICS.get_ptr_mut(&key) {
         // SAFETY: our CPU's copy of the value.
         unsafe { (*aggregate).resp_bytes_sum += n };
+    }
+    if matches!(config(), Some(c) if c.routes != 0) {
+        crate::routes::add_late_bytes(conn.route, status, method, n);
     }
 }
 
@@ -274,6 +279,7 @@ fn failed(tgid: u32, done: &Finished) {
         } else {
             cause::NONE
         },
+        route: done.route,
     };
     if EVENTS.output::<FailedEvent>(&ev, 0).is_err() {
         count_error(error::EVENTS_LOST);

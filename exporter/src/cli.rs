@@ -89,6 +89,28 @@ pub struct Options {
     #[arg(long)]
     pub no_exception_classes: bool,
 
+    /// A route template for the per-route families, e.g. `/users/{id}` or
+    /// `/files/{name}/raw` (a `{...}` segment matches any one segment).
+    /// Repeatable; tried in order, before the automatic rule (numeric, UUID
+    /// and long hex segments become `{id}`).
+    #[arg(long = "route", value_name = "TEMPLATE")]
+    pub routes: Vec<String>,
+
+    /// A file of route templates, one per line (blank lines and lines
+    /// starting with `#` ignored), tried after the `--route` ones.
+    #[arg(long, value_name = "PATH")]
+    pub routes_file: Option<PathBuf>,
+
+    /// Distinct routes at most; requests of further ones count under
+    /// `route="other"` (and in gunicorn_http_route_overflow_requests_total).
+    #[arg(long, default_value_t = 200)]
+    pub max_routes: usize,
+
+    /// Do not count requests by route: no gunicorn_http_* families, and the
+    /// kernel neither hashes paths nor keeps per-route series.
+    #[arg(long)]
+    pub no_routes: bool,
+
     /// Diagnostics: attach a program that does nothing to each of the same
     /// tracepoints instead of the real ones. No request or lifecycle metric
     /// moves; what the host pays then is the floor of tracing itself here
