@@ -738,6 +738,9 @@ impl MeasuredExporter {
         if variant.is_empty_programs() {
             cmd.arg("--empty-programs");
         }
+        if variant.is_no_routes() {
+            cmd.arg("--no-routes");
+        }
         let mut proc = BackgroundProcess::spawn(
             "gunicorn-ebpf-exporter",
             cmd,

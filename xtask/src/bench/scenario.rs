@@ -120,6 +120,9 @@ pub enum Variant {
     /// The same hooks running programs that do nothing (`--empty-programs`):
     /// the floor of the socket hooks.
     EmptySockets,
+    /// The same with `--no-routes`: what counting requests by route costs
+    /// is the difference from `ebpf-sockets`.
+    EbpfSocketsNoroutes,
     /// Gunicorn 27 with gunicorn-ebpf-exporter attached, `--hooks syscalls`.
     EbpfSyscalls,
     /// The same hooks running programs that do nothing (`--empty-programs`):
@@ -137,9 +140,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 9] = [
+    pub const ALL: [Variant; 10] = [
         Variant::Plain27,
         Variant::EbpfSockets,
+        Variant::EbpfSocketsNoroutes,
         Variant::EmptySockets,
         Variant::EbpfSyscalls,
         Variant::EmptySyscalls,
@@ -157,6 +161,7 @@ impl Variant {
             Variant::Plain27 => "gunicorn 27.0.1",
             Variant::EbpfSockets => "+ gunicorn-ebpf-exporter, socket hooks",
             Variant::EmptySockets => "+ empty programs, socket hooks (floor)",
+            Variant::EbpfSocketsNoroutes => "+ gunicorn-ebpf-exporter --no-routes, socket hooks",
             Variant::EbpfSyscalls => "+ gunicorn-ebpf-exporter, syscall hooks",
             Variant::EmptySyscalls => "+ empty programs, syscall hooks (floor)",
             Variant::Statsd => "+ statsd (--statsd-host)",
@@ -173,6 +178,7 @@ impl Variant {
             Variant::Plain27 => "plain27",
             Variant::EbpfSockets => "ebpf-sockets",
             Variant::EmptySockets => "empty-sockets",
+            Variant::EbpfSocketsNoroutes => "ebpf-sockets-noroutes",
             Variant::EbpfSyscalls => "ebpf-syscalls",
             Variant::EmptySyscalls => "empty-syscalls",
             Variant::Statsd => "statsd",
@@ -205,7 +211,9 @@ impl Variant {
     /// (real or empty programs).
     pub fn hooks(self) -> Option<&'static str> {
         match self {
-            Variant::EbpfSockets | Variant::EmptySockets => Some("sockets"),
+            Variant::EbpfSockets | Variant::EmptySockets | Variant::EbpfSocketsNoroutes => {
+                Some("sockets")
+            }
             Variant::EbpfSyscalls | Variant::EmptySyscalls => Some("syscalls"),
             _ => None,
         }
@@ -219,6 +227,11 @@ impl Variant {
     /// The exporter with `--empty-programs`.
     pub fn is_empty_programs(self) -> bool {
         matches!(self, Variant::EmptySockets | Variant::EmptySyscalls)
+    }
+
+    /// The exporter with `--no-routes`.
+    pub fn is_no_routes(self) -> bool {
+        self == Variant::EbpfSocketsNoroutes
     }
 
     /// The empty-programs configuration on the same hooks as a real one.
