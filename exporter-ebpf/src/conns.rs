@@ -439,23 +439,24 @@ fn gone(n: i64) -> bool {
     matches!(n, EPIPE | ECONNABORTED | ECONNRESET | ENOTCONN | ETIMEDOUT)
 }
 
-/// A read on a connection that returned `n`.
+/// A read on a connection that returned `n`. Returns whether it began a
+/// request whose route is to be found ([`routed`], which the caller runs:
+/// called from here, its stack frame on top of this one's went past 6.1's
+/// limit of 512 bytes for a chain of calls).
 #[inline(never)]
-pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) {
+pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) -> bool {
+    let mut began = false;
     let done = if n > 0 {
         let mut head = [0u8; HEAD_LEN];
         let len = (n as u64).min(HEAD_LEN as u64);
         if !io.head(0, &mut head, len) {
             count_error(error::READ_FAILED);
-            return;
+            return false;
         }
         let (tid, _) = pid_tgid();
         let reading = conn.phase == phase::READING;
         let done = conn.on_read(now(), tid, n as u64, &head, len as usize);
-        // A request began: its route, when routes are on.
-        if !reading && conn.phase == phase::READING && routes_on() {
-            conn.route = routes::of_read(&io, n as u64);
-        }
+        began = !reading && conn.phase == phase::READING && routes_on();
         done
     } else if n == 0 {
         conn.on_eof()
@@ -469,6 +470,13 @@ pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) {
     if let Some(done) = done {
         record(tgid, &done);
     }
+    began
+}
+
+/// Sets the route of the request a read of `n` bytes began ([`on_read`]).
+#[inline(always)]
+pub fn routed(conn: &mut Conn, io: &Io, n: i64) {
+    conn.route = routes::of_read(io, n as u64);
 }
 
 /// No stage is left to a next program.

@@ -39,6 +39,9 @@ static LINE_BUF: PerCpuArray<[u8; 4 * LINE]> = PerCpuArray::with_max_entries(1, 
 /// verifier does not follow each position as a path of its own).
 #[map]
 static HASHING: PerCpuArray<PathHash> = PerCpuArray::with_max_entries(1, 0);
+/// The route series being recorded ([`record`]).
+#[map]
+static ROUTE_KEY: PerCpuArray<RouteKey> = PerCpuArray::with_max_entries(1, 0);
 /// A path to insert (too big for the stack).
 #[map]
 static PATH: PerCpuArray<RoutePath> = PerCpuArray::with_max_entries(1, 0);
@@ -116,27 +119,32 @@ pub fn record(done: &Finished, config: &Config) {
     if config.routes == 0 {
         return;
     }
-    let mut key = RouteKey {
-        route: done.route,
-        status: done.status,
-        method: done.method,
-        _pad: [0; 5],
+    // The key in a map value, not on the stack: `record`, which this is
+    // part of, is the deepest frame of the read and write programs' call
+    // chains, which 6.1 allows 512 bytes in all.
+    let Some(key) = ROUTE_KEY.get_ptr_mut(0) else {
+        return;
     };
-    let aggregate = match series(&key) {
+    // SAFETY: this CPU's map value.
+    let key = unsafe { &mut *key };
+    key.route = done.route;
+    key.status = done.status;
+    key.method = done.method;
+    key._pad = [0; 5];
+    let aggregate = match series(key) {
         Some(a) => a,
         None => {
             // Not added (the map full, or no memory to add it now: a burst
             // of new series empties the allocator's per-CPU cache): counted
             // under the overflow route rather than lost.
             key.route = route::OVERFLOW;
-            match series(&key) {
+            match series(key) {
                 Some(a) => a,
                 None => return count_error(error::ROUTE_METRICS_FULL),
             }
         }
     };
-    // SAFETY: our CPU's copy of the value.
-    unsafe { (*aggregate).record(done, &config.duration_bounds_ns) };
+    crate::maps::add(aggregate, done, &config.duration_bounds_ns);
 }
 
 /// The series of `key`, added if new (None when it could not be added).
