@@ -37,7 +37,19 @@ pub mod map {
     /// program tail-calls, and the syscall hooks' ones.
     pub const STAGES_RAW: &str = "STAGES_RAW";
     pub const STAGES_TRACEPOINT: &str = "STAGES_TRACEPOINT";
+    /// Route key -> [`crate::route::RoutePath`]: the first path seen with
+    /// each key, for userspace to name its route (bounded, never evicted).
+    pub const ROUTES: &str = "ROUTES";
+    /// [`super::RouteKey`] -> [`super::Aggregate`], per CPU: the requests
+    /// of every worker by route, method and status.
+    pub const ROUTE_METRICS: &str = "ROUTE_METRICS";
 }
+
+/// Route keys the kernel keeps a path for at most (the ROUTES map); a new
+/// key beyond them counts under [`crate::route::OVERFLOW`].
+pub const ROUTE_KEYS: u32 = 1024;
+/// Series of ROUTE_METRICS at most.
+pub const ROUTE_SERIES: u32 = 8192;
 
 /// Slots of the WATCHED array: tracked processes counted by `tgid` modulo
 /// this (a slot shared by an untracked process only costs it the hash lookup).
@@ -160,6 +172,17 @@ pub struct MetricKey {
     pub _pad: u8,
 }
 
+/// One series of requests by route: every worker's, summed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    /// [`crate::route`] key ([`crate::route::NONE`], [`crate::route::OVERFLOW`]).
+    pub route: u64,
+    pub status: u16,
+    pub method: u8,
+    pub _pad: [u8; 5],
+}
+
 /// Socket families (`sock_common.skc_family`).
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
@@ -262,7 +285,8 @@ pub struct Config {
     pub offsets: Offsets,
     /// [`hooks`]: which hook set is attached.
     pub hooks: u32,
-    pub _pad: u32,
+    /// 1: requests are also counted by route (off with `--no-routes`).
+    pub routes: u32,
 }
 
 /// The hook sets ([`Config::hooks`]).
@@ -392,7 +416,13 @@ pub mod error {
     pub const EVENTS_LOST: u32 = 3;
     /// A syscall buffer could not be read (one read or write not classified).
     pub const READ_FAILED: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// A new route key found ROUTES full: its requests count under
+    /// `route::OVERFLOW` (one per request that hit it).
+    pub const ROUTES_FULL: u32 = 5;
+    /// A request could be added neither to its route's series nor to the
+    /// overflow route's (ROUTE_METRICS full, or no memory): not counted by route.
+    pub const ROUTE_METRICS_FULL: u32 = 6;
+    pub const COUNT: u32 = 7;
 
     /// The `kind` label of each counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -401,6 +431,8 @@ pub mod error {
         "tracked_map_full",
         "events_lost",
         "buffer_read_failed",
+        "routes_map_full",
+        "route_metrics_map_full",
     ];
 }
 
@@ -541,6 +573,8 @@ pub struct FailedEvent {
     pub cut: u8,
     /// [`cause`] the kernel knows (the master was aborting the worker).
     pub cause: u8,
+    /// [`crate::route`] key of its path (0 with routes off).
+    pub route: u64,
 }
 
 impl Record for FailedEvent {}
@@ -581,6 +615,8 @@ mod pod {
     unsafe impl aya::Pod for super::Proc {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::MetricKey {}
+    unsafe impl aya::Pod for super::RouteKey {}
+    unsafe impl aya::Pod for crate::route::RoutePath {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Aggregate {}
     unsafe impl aya::Pod for super::Event {}
@@ -674,9 +710,12 @@ mod tests {
         assert_eq!(size_of::<Proc>(), 16);
         assert_eq!(size_of::<ConnKey>(), 8);
         assert_eq!(size_of::<MetricKey>(), 8);
+        assert_eq!(size_of::<RouteKey>(), 16);
+        assert_eq!(size_of::<crate::route::RoutePath>(), 8 + crate::route::LINE);
+        assert_eq!(size_of::<crate::route::PathHash>(), 16 + 4 * 12);
         assert_eq!(size_of::<Event>(), 32);
-        assert_eq!(size_of::<crate::request::Conn>(), 72);
-        assert_eq!(size_of::<FailedEvent>(), 48);
+        assert_eq!(size_of::<crate::request::Conn>(), 80);
+        assert_eq!(size_of::<FailedEvent>(), 56);
         assert_eq!(size_of::<RecordEvent>(), RECORD_HEADER + RECORD_PIECE);
         assert_eq!(size_of::<Config>(), 8 * DURATION_SLOTS + 16 * 4 + 8);
         assert_eq!(

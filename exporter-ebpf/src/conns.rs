@@ -15,15 +15,21 @@ use exporter_ebpf::{
     framing::{CARRY, CHUNK_STEPS, HEADER_BOUND, SCRATCH, SIZE_LINE},
     http::HEAD_LEN,
     request::{
-        Conn, Env, Finished, NONE, SCAN_STEPS, Walk, Window, read_values, scan_line, scan_step,
-        stage,
+        Conn, Env, Finished, NONE, SCAN_STEPS, Walk, Window, phase, read_values, scan_line,
+        scan_step, stage,
     },
 };
 
 use crate::{
-    maps::{CONNS, count, count_error, kernel, now, offsets, pid_tgid, record},
-    queue,
+    maps::{CONNS, config, count, count_error, kernel, now, offsets, pid_tgid, record},
+    queue, routes,
 };
+
+/// Whether requests are counted by route too (`--no-routes` turns it off).
+#[inline(always)]
+fn routes_on() -> bool {
+    matches!(config(), Some(c) if c.routes != 0)
+}
 
 /// A header window of the response being written (one per CPU: programs do
 /// not nest on a CPU).
@@ -160,7 +166,7 @@ impl Io {
     /// map value with room for `3 * MAX` (pieces of a vector call land at
     /// variable offsets, each below `2 * MAX` as the verifier sees it).
     #[inline(always)]
-    fn copy<const MAX: usize>(&self, off: u64, dst: *mut u8, len: u64) -> bool {
+    pub fn copy<const MAX: usize>(&self, off: u64, dst: *mut u8, len: u64) -> bool {
         if len > MAX as u64 {
             return false;
         }
@@ -331,7 +337,7 @@ impl Env for KernelEnv {
 
     #[inline(always)]
     fn late(&mut self, conn: &Conn, n: u64) {
-        crate::maps::add_late_bytes(self.key.tgid, conn.status, conn.method, n);
+        crate::maps::add_late_bytes(self.key.tgid, conn, n);
     }
 
     #[inline(always)]
@@ -433,18 +439,25 @@ fn gone(n: i64) -> bool {
     matches!(n, EPIPE | ECONNABORTED | ECONNRESET | ENOTCONN | ETIMEDOUT)
 }
 
-/// A read on a connection that returned `n`.
+/// A read on a connection that returned `n`. Returns whether it began a
+/// request whose route is to be found ([`routed`], which the caller runs:
+/// called from here, its stack frame on top of this one's went past 6.1's
+/// limit of 512 bytes for a chain of calls).
 #[inline(never)]
-pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) {
+pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) -> bool {
+    let mut began = false;
     let done = if n > 0 {
         let mut head = [0u8; HEAD_LEN];
         let len = (n as u64).min(HEAD_LEN as u64);
         if !io.head(0, &mut head, len) {
             count_error(error::READ_FAILED);
-            return;
+            return false;
         }
         let (tid, _) = pid_tgid();
-        conn.on_read(now(), tid, n as u64, &head, len as usize)
+        let reading = conn.phase == phase::READING;
+        let done = conn.on_read(now(), tid, n as u64, &head, len as usize);
+        began = !reading && conn.phase == phase::READING && routes_on();
+        done
     } else if n == 0 {
         conn.on_eof()
     } else if n == EAGAIN {
@@ -457,6 +470,13 @@ pub fn on_read(tgid: u32, conn: &mut Conn, io: Io, n: i64) {
     if let Some(done) = done {
         record(tgid, &done);
     }
+    began
+}
+
+/// Sets the route of the request a read of `n` bytes began ([`on_read`]).
+#[inline(always)]
+pub fn routed(conn: &mut Conn, io: &Io, n: i64) {
+    conn.route = routes::of_read(io, n as u64);
 }
 
 /// No stage is left to a next program.

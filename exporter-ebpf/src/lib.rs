@@ -11,6 +11,8 @@
 //! - [`framing`]: where a response ends, from its headers and body framing.
 //! - [`request`]: the per-connection state machine that turns reads and writes
 //!   into finished requests.
+//! - [`route`]: a request path's route key (numeric, UUID and long hex
+//!   segments collapsed), computed a byte at a time.
 //! - [`errlog`]: recognising a log record that carries a Python traceback
 //!   (userspace reads its exception class).
 //! - [`tracepoint`]: the tracepoint argument offsets the programs read.
@@ -22,4 +24,5 @@ pub mod errlog;
 pub mod framing;
 pub mod http;
 pub mod request;
+pub mod route;
 pub mod tracepoint;

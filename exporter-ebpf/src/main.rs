@@ -5,7 +5,8 @@
 //! - `sockets`: client-socket I/O from the socket-layer tracepoints;
 //! - `syscalls`: the same from syscall tracepoints, where those are missing;
 //! - `conns`: the glue both run the shared request state machine through;
-//! - `queue`: time from TCP handshake to worker; `records`: traceback records.
+//! - `queue`: time from TCP handshake to worker; `records`: traceback records;
+//! - `routes`: a request's route key and the per-route series.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // The WATCHED counts' atomic add (see maps::count_watched).
 #![cfg_attr(
@@ -24,6 +25,8 @@ mod procs;
 mod queue;
 #[cfg(target_arch = "bpf")]
 mod records;
+#[cfg(target_arch = "bpf")]
+mod routes;
 #[cfg(target_arch = "bpf")]
 mod signals;
 #[cfg(target_arch = "bpf")]

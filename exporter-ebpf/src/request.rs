@@ -78,6 +78,9 @@ pub struct Conn {
     /// chunk and its CRLF (chunked); while headers are scanned, the
     /// `Content-Length` value seen so far.
     pub body_left: u64,
+    /// [`crate::route`] key of the request's path (set by the kernel after
+    /// the request's first read when routes are on; 0 otherwise).
+    pub route: u64,
     /// The thread that read the request (exception records are tied to it).
     pub tid: u32,
     /// [`http::RequestLine::hash`] of the request line's start.
@@ -115,6 +118,8 @@ pub struct Finished {
     pub tid: u32,
     pub target: u32,
     pub target_len: u8,
+    /// [`crate::route`] key.
+    pub route: u64,
 }
 
 impl Finished {
@@ -366,6 +371,7 @@ impl Conn {
             tid: self.tid,
             target: self.target,
             target_len: self.target_len,
+            route: self.route,
         }
     }
 
@@ -391,6 +397,7 @@ impl Conn {
         *self = Conn {
             sk: self.sk,
             last_write_ns: self.last_write_ns,
+            route: self.route,
             method: self.method,
             status: self.status,
             phase: phase::IDLE,
@@ -1015,6 +1022,7 @@ mod tests {
                 tid: 7,
                 target: http::line_hash(b"GET /ok", 7),
                 target_len: 7,
+                route: 0,
             }
         );
         assert!(!w.c.busy());

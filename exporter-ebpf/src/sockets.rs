@@ -83,7 +83,9 @@ fn socket_io(ctx: &RawTracePointContext, send: bool) {
         let next = conns::on_write(tgid, fd, conn, io, ret as i64);
         conns::continue_at(ctx, &conns::STAGES_RAW, next);
     } else {
-        conns::on_read(tgid, conn, io, ret as i64);
+        if conns::on_read(tgid, conn, io, ret as i64) {
+            conns::routed(conn, &io, ret as i64);
+        }
     }
 }
 

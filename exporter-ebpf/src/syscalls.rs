@@ -89,7 +89,9 @@ fn on_io(ctx: &TracePointContext, kind: u32, send: bool) -> u32 {
         let next = conns::on_write(tgid, fd, conn, io, n);
         conns::continue_at(ctx, &conns::STAGES_TRACEPOINT, next);
     } else {
-        conns::on_read(tgid, conn, io, n);
+        if conns::on_read(tgid, conn, io, n) {
+            conns::routed(conn, &io, n);
+        }
     }
     0
 }

@@ -123,6 +123,28 @@ pub struct Options {
     #[arg(long, help_heading = "Kernel hooks")]
     pub no_exception_classes: bool,
 
+    /// A route template for the per-route families, e.g. `/users/{id}` or
+    /// `/files/{name}/raw` (a `{...}` segment matches any one segment).
+    /// Repeatable; tried in order, before the automatic rule (numeric, UUID
+    /// and long hex segments become `{id}`).
+    #[arg(long = "route", value_name = "TEMPLATE", help_heading = "Routes")]
+    pub routes: Vec<String>,
+
+    /// A file of route templates, one per line (blank lines and lines
+    /// starting with `#` ignored), tried after the `--route` ones.
+    #[arg(long, value_name = "PATH", help_heading = "Routes")]
+    pub routes_file: Option<PathBuf>,
+
+    /// Distinct routes at most; requests of further ones count under
+    /// `route="other"` (and in gunicorn_http_route_overflow_requests_total).
+    #[arg(long, value_name = "N", default_value_t = 200, help_heading = "Routes")]
+    pub max_routes: usize,
+
+    /// Do not count requests by route: no gunicorn_http_* families, and the
+    /// kernel neither hashes paths nor keeps per-route series.
+    #[arg(long, help_heading = "Routes")]
+    pub no_routes: bool,
+
     /// Diagnostics: attach a program that does nothing to each of the same
     /// tracepoints instead of the real ones. No request or lifecycle metric
     /// moves; what the host pays then is the floor of tracing itself here
@@ -226,6 +248,10 @@ Examples:
 
   Keep the exposition small under --max-requests churn:
     gunicorn-ebpf-exporter --pid 1234 --worker-series live
+
+  Count requests by route, naming two templates (other paths: numeric,
+  UUID and long hex segments become {id}):
+    gunicorn-ebpf-exporter --pid 1234 --route '/users/{name}' --route '/files/{path}/raw'
 
   Publish to Redis every 5 s, and serve every host's series from one place:
     gunicorn-ebpf-exporter --pid 1234 --redis-url redis://redis.internal:6379/0
@@ -412,6 +438,8 @@ mod tests {
             "Series:",
             "Kernel hooks:",
             "Logs and hook commands:",
+            "Routes:",
+            "Redis:",
             "Examples:",
             "Environment:",
             "Exit status:",

@@ -129,10 +129,20 @@ fn run(options: Options) -> anyhow::Result<()> {
     let probed = capabilities::probe(Some(&btf), options.hooks)?;
     drop(btf);
     preflight::check_layout(probed.hooks)?;
+    let routes = if options.no_routes {
+        None
+    } else {
+        Some(scrape::routes::Rules::load(
+            &options.routes,
+            options.routes_file.as_deref(),
+            options.max_routes,
+        )?)
+    };
     let programs = kernel::Programs {
         rw_family: options.io_syscalls == IoSyscalls::All,
         exception_classes: !options.no_exception_classes,
         empty: options.empty_programs,
+        routes: !options.no_routes,
     };
     if options.empty_programs {
         log::warn!(
@@ -238,6 +248,7 @@ fn run(options: Options) -> anyhow::Result<()> {
             per_master: options.worker_series == WorkerSeries::None,
         },
         action_counts,
+        routes,
     )?))?;
     registry.register(Box::new(scrape::resources::Resources::new(published)?))?;
     let redis_errors = match &redis {

@@ -8,13 +8,14 @@ itself; Gunicorn never sees it. A streamed body that raises is iterated by
 Gunicorn, which logs "Error handling request" and cuts the connection.
 
 Routes (GET): the same as flask_app.py, with /error/db raising
-django.db.utils.OperationalError (sqlite: no such table).
+django.db.utils.OperationalError (sqlite: no such table), and its templated
+routes (users, orders, files, boom) too.
 """
 
 import os
 
 from django.db import connection
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import path
 
@@ -102,7 +103,32 @@ def stream_error(request):
     return StreamingHttpResponse(failures.stream_chunks(), content_type="text/plain")
 
 
+def user(request, user_id):
+    if user_id >= 900:
+        raise Http404("no such user")
+    if request.method == "POST":
+        request.body
+        return HttpResponse(f"created {user_id}", status=201, content_type="text/plain")
+    return HttpResponse(f"user {user_id}", content_type="text/plain")
+
+
+def order(request, user_id, order):
+    return HttpResponse(f"order {order} of {user_id}", content_type="text/plain")
+
+
+def file(request, name):
+    return HttpResponse(f"file {name}", content_type="text/plain")
+
+
+def boom(request, n):
+    raise RuntimeError(f"boom {n}")
+
+
 urlpatterns = [
+    path("users/<int:user_id>", user),
+    path("users/<int:user_id>/orders/<uuid:order>", order),
+    path("files/<str:name>", file),
+    path("boom/<int:n>", boom),
     path("page", page),
     path("unavailable", unavailable),
     path("error/multiline", error_multiline),

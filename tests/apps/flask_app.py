@@ -16,11 +16,17 @@ Routes (GET):
     /error/db          sqlite3.OperationalError (a missing table) -> 500
     /stream/error      200, one chunk, then failures.StreamInterrupted
     anything else      404
+
+Templated routes (the routes tests):
+    GET, POST /users/<int:id>                 200 (POST 201); 404 for ids >= 900
+    GET /users/<int:id>/orders/<uuid:order>   200
+    GET /files/<name>                         200
+    GET /boom/<int:id>                        RuntimeError -> 500
 """
 
 import sqlite3
 
-from flask import Flask, Response, render_template
+from flask import Flask, Response, abort, render_template, request
 
 import failures
 
@@ -69,3 +75,28 @@ def error_db():
 @app.get("/stream/error")
 def stream_error():
     return Response(failures.stream_chunks(), mimetype="text/plain")
+
+
+@app.route("/users/<int:user_id>", methods=["GET", "POST"])
+def user(user_id):
+    if user_id >= 900:
+        abort(404)
+    if request.method == "POST":
+        request.get_data()
+        return Response(f"created {user_id}", status=201, mimetype="text/plain")
+    return Response(f"user {user_id}", mimetype="text/plain")
+
+
+@app.get("/users/<int:user_id>/orders/<uuid:order>")
+def order(user_id, order):
+    return Response(f"order {order} of {user_id}", mimetype="text/plain")
+
+
+@app.get("/files/<name>")
+def file(name):
+    return Response(f"file {name}", mimetype="text/plain")
+
+
+@app.get("/boom/<int:n>")
+def boom(n):
+    raise RuntimeError(f"boom {n}")

@@ -745,6 +745,9 @@ impl MeasuredExporter {
                 .arg(format!("redis://127.0.0.1:{port}/0"))
                 .args(["--redis-interval", "1s"]);
         }
+        if variant.is_no_routes() {
+            cmd.arg("--no-routes");
+        }
         let mut proc = BackgroundProcess::spawn(
             "gunicorn-ebpf-exporter",
             cmd,

@@ -194,6 +194,8 @@ pub struct Programs {
     pub exception_classes: bool,
     /// Attach the empty programs in place of every program (the cost floor).
     pub empty: bool,
+    /// Count requests by route too.
+    pub routes: bool,
 }
 
 pub struct Kernel {
@@ -298,7 +300,7 @@ impl Kernel {
                     } else {
                         hooks::SYSCALLS
                     },
-                    _pad: 0,
+                    routes: programs.routes as u32,
                 },
                 0,
             )
@@ -339,6 +341,8 @@ impl Kernel {
         kernel.reader = Some(MapReader::new(
             &kernel.conns,
             &kernel.metrics,
+            take(&mut kernel.ebpf, map::ROUTES)?,
+            take(&mut kernel.ebpf, map::ROUTE_METRICS)?,
             take(&mut kernel.ebpf, map::ERRORS)?,
             take(&mut kernel.ebpf, map::STATS)?,
             take(&mut kernel.ebpf, map::QUEUE)?,

@@ -6,8 +6,9 @@ use std::os::fd::AsFd as _;
 
 use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use exporter_ebpf::{
-    abi::{Aggregate, ConnKey, MetricKey, Queue, error, map, stat},
+    abi::{Aggregate, ConnKey, MetricKey, Queue, RouteKey, error, map, stat},
     request::Conn,
+    route::RoutePath,
 };
 
 use super::KernelError;
@@ -15,6 +16,8 @@ use super::KernelError;
 pub struct MapReader {
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
+    routes: HashMap<MapData, u64, RoutePath>,
+    route_metrics: PerCpuHashMap<MapData, RouteKey, Aggregate>,
     errors: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     queue: PerCpuArray<MapData, Queue>,
@@ -40,6 +43,8 @@ impl MapReader {
     pub(super) fn new(
         conns: &HashMap<MapData, ConnKey, Conn>,
         metrics: &PerCpuHashMap<MapData, MetricKey, Aggregate>,
+        routes: HashMap<MapData, u64, RoutePath>,
+        route_metrics: PerCpuHashMap<MapData, RouteKey, Aggregate>,
         errors: PerCpuArray<MapData, u64>,
         stats: PerCpuArray<MapData, u64>,
         queue: PerCpuArray<MapData, Queue>,
@@ -50,6 +55,8 @@ impl MapReader {
                 .map_err(|e| typed(map::CONNS, e))?,
             metrics: PerCpuHashMap::try_from(Map::PerCpuHashMap(dup(map::METRICS, metrics.map())?))
                 .map_err(|e| typed(map::METRICS, e))?,
+            routes,
+            route_metrics,
             errors,
             stats,
             queue,
@@ -77,6 +84,28 @@ impl MapReader {
                 Ok((key, total))
             })
             .collect()
+    }
+
+    /// Every route series, its per-CPU values summed.
+    pub fn route_metrics(&self) -> Result<Vec<(RouteKey, Aggregate)>, MapError> {
+        self.route_metrics
+            .iter()
+            .map(|entry| {
+                let (key, per_cpu) = entry?;
+                let mut total = Aggregate::default();
+                per_cpu.iter().for_each(|v| total.merge(v));
+                Ok((key, total))
+            })
+            .collect()
+    }
+
+    /// The first path the kernel saw with route key `key`, if it kept one.
+    pub fn route_path(&self, key: u64) -> Result<Option<RoutePath>, MapError> {
+        match self.routes.get(&key, 0) {
+            Ok(path) => Ok(Some(path)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A per-CPU counter of `abi::stat`, summed.

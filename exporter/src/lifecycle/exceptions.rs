@@ -48,7 +48,13 @@ pub struct Failure {
     pub end_ns: u64,
     pub target: u32,
     pub target_len: u8,
+    /// `exporter_ebpf::route` key of its path (the `endpoint` label).
+    pub route: u64,
 }
+
+/// A failed-requests series: (worker, or master for the exited ones,
+/// method, error_type, route key).
+pub type FailureKey = (u32, u8, String, u64);
 
 /// A record with a traceback, waiting for its request.
 #[derive(Clone, Debug)]
@@ -75,7 +81,7 @@ pub struct Exceptions {
     pending: VecDeque<Pending>,
     classes: BTreeSet<String>,
     /// (tgid, method, error_type) -> failed requests.
-    counts: BTreeMap<(u32, u8, String), u64>,
+    counts: BTreeMap<FailureKey, u64>,
 }
 
 impl Exceptions {
@@ -136,7 +142,10 @@ impl Exceptions {
                 None => "aborted".to_string(),
             },
         };
-        *self.counts.entry((f.tgid, f.method, kind)).or_default() += 1;
+        *self
+            .counts
+            .entry((f.tgid, f.method, kind, f.route))
+            .or_default() += 1;
     }
 
     /// The class of the record that belongs to failed request `f`, if one
@@ -187,20 +196,21 @@ impl Exceptions {
             .retain(|&(_, ts), _| now_ns.saturating_sub(ts) < RECORD_TTL_NS);
     }
 
-    /// Stops following worker `tgid`; returns its counts, by (method, error_type).
-    pub fn retire(&mut self, tgid: u32) -> Vec<((u8, String), u64)> {
+    /// Stops following worker `tgid`; returns its counts, by (method,
+    /// error_type, route key).
+    pub fn retire(&mut self, tgid: u32) -> Vec<((u8, String, u64), u64)> {
         self.pending.retain(|p| p.tgid != tgid);
         let mut taken = Vec::new();
-        self.counts.retain(|(pid, method, kind), n| {
+        self.counts.retain(|(pid, method, kind, route), n| {
             if *pid == tgid {
-                taken.push(((*method, kind.clone()), *n));
+                taken.push(((*method, kind.clone(), *route), *n));
             }
             *pid != tgid
         });
         taken
     }
 
-    pub fn counts(&self) -> impl Iterator<Item = (&(u32, u8, String), &u64)> {
+    pub fn counts(&self) -> impl Iterator<Item = (&FailureKey, &u64)> {
         self.counts.iter()
     }
 }
@@ -236,7 +246,9 @@ mod tests {
     }
 
     fn kinds(e: &Exceptions) -> Vec<(String, u64)> {
-        e.counts().map(|((_, _, k), n)| (k.clone(), *n)).collect()
+        e.counts()
+            .map(|((_, _, k, _), n)| (k.clone(), *n))
+            .collect()
     }
 
     #[test]
@@ -323,14 +335,14 @@ mod tests {
         assert_eq!(e.counts().count(), MAX_CLASSES + 1);
         assert_eq!(
             e.counts()
-                .find(|((_, _, c), _)| c == OTHER)
+                .find(|((_, _, c, _), _)| c == OTHER)
                 .map(|(_, n)| *n),
             Some(5)
         );
         e.logged(10, 11, 1_000, &record("/x", "Late"));
         e.prune(1_000 + RECORD_TTL_NS);
         e.failed(&failure(11, b"/x", 500, 900, 2_000));
-        assert!(e.counts().any(|((_, _, c), _)| c == "http_5xx"));
+        assert!(e.counts().any(|((_, _, c, _), _)| c == "http_5xx"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use inotify::WatchDescriptor;
 use super::{
     Change, Lifecycle, Occurrence,
     actions::Actions,
-    exceptions::{Exceptions, Failure},
+    exceptions::{Exceptions, Failure, FailureKey},
     heartbeats::Heartbeats,
     sig,
     workers::{Worker, Workers},
@@ -70,8 +70,8 @@ pub struct State {
     /// The series of workers whose own series ended, per master
     /// (`MetricKey::tgid` is the master's pid).
     exited: BTreeMap<MetricKey, Aggregate>,
-    /// Their failed requests, by (master, method, error_type).
-    exited_failures: BTreeMap<(u32, u8, String), u64>,
+    /// Their failed requests, by (master, method, error_type, route key).
+    exited_failures: BTreeMap<FailureKey, u64>,
     /// Workers whose heartbeat file was not found yet.
     heartbeat_missing: BTreeSet<u32>,
     /// Kernel series folded into `exited`, to remove after the next publish.
@@ -169,6 +169,7 @@ impl State {
             end_ns: ev.header.ts_ns,
             target: ev.target,
             target_len: ev.target_len,
+            route: ev.route,
         });
     }
 
@@ -414,6 +415,7 @@ impl State {
                     end_ns: done.end_ns,
                     target: done.target,
                     target_len: done.target_len,
+                    route: done.route,
                 });
             }
         }
@@ -546,10 +548,10 @@ impl State {
                 .merge(&aggregate);
         }
         for (pid, master) in master_of {
-            for ((method, kind), n) in self.exceptions.retire(pid) {
+            for ((method, kind, route), n) in self.exceptions.retire(pid) {
                 *self
                     .exited_failures
-                    .entry((master, method, kind))
+                    .entry((master, method, kind, route))
                     .or_default() += n;
             }
         }

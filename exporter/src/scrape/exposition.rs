@@ -14,6 +14,12 @@ pub mod name {
     pub const REQUEST_SIZE: &str = "gunicorn_worker_request_size_bytes";
     pub const RESPONSE_SIZE: &str = "gunicorn_worker_response_size_bytes";
     pub const FAILED: &str = "gunicorn_worker_failed_requests_total";
+    // Per route, every worker's requests summed (routes.rs).
+    pub const HTTP_REQUESTS: &str = "gunicorn_http_requests_total";
+    pub const HTTP_DURATION: &str = "gunicorn_http_request_duration_seconds";
+    pub const HTTP_REQUEST_SIZE: &str = "gunicorn_http_request_size_bytes";
+    pub const HTTP_RESPONSE_SIZE: &str = "gunicorn_http_response_size_bytes";
+    pub const ROUTE_OVERFLOW: &str = "gunicorn_http_route_overflow_requests_total";
     pub const WORKERS: &str = "gunicorn_workers";
     pub const WORKER_STATE: &str = "gunicorn_worker_state";
     pub const BUSY: &str = "gunicorn_worker_busy";

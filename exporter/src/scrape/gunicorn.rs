@@ -27,6 +27,7 @@ use crate::{
     lifecycle::{Hook, Reason, WorkerState, actions, heartbeats, sig},
     scrape::{
         exposition::{self, HistogramRow, Labels, counter, gauge, histogram, name},
+        routes,
         view::{Fixed, Published, View},
     },
 };
@@ -43,10 +44,38 @@ pub struct GunicornMetrics {
     /// in neither: the sum can only undercount for a moment, and reporting
     /// the running maximum keeps the counter monotonic without overstating.
     busy_reported: Mutex<BTreeMap<u32, u64>>,
+    /// The route each kernel route key was given (None: `--no-routes`).
+    /// Held only while a scrape names the route series.
+    routes: Option<Mutex<routes::Names>>,
 }
 
 /// (name, help, variable labels) of every family, for the registry's descs.
-const FAMILIES: [exposition::Family; 25] = [
+const FAMILIES: [exposition::Family; 30] = [
+    (
+        name::HTTP_REQUESTS,
+        "Completed HTTP responses of every worker, by route, method and status code.",
+        &["route", "method", "status"],
+    ),
+    (
+        name::HTTP_DURATION,
+        "Request duration of every worker's answered requests, by route, method and status class.",
+        &["route", "method", "status_class"],
+    ),
+    (
+        name::HTTP_REQUEST_SIZE,
+        "Bytes read from the client per request, every worker's, by route and method.",
+        &["route", "method"],
+    ),
+    (
+        name::HTTP_RESPONSE_SIZE,
+        "Bytes written to the client per request, every worker's, by route and method.",
+        &["route", "method"],
+    ),
+    (
+        name::ROUTE_OVERFLOW,
+        "Completed responses counted under route=\"other\": beyond --max-routes distinct routes, the kernel's table of paths full, or a request target that is not a path.",
+        &[],
+    ),
     (
         name::REQUESTS,
         "Completed HTTP responses, by method and status code.",
@@ -69,8 +98,8 @@ const FAMILIES: [exposition::Family; 25] = [
     ),
     (
         name::FAILED,
-        "Failed requests, by error_type: the Python exception class of an app exception gunicorn answered with a 500, http_5xx (any other 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died).",
-        &["worker_id", "pid", "method", "error_type"],
+        "Failed requests, by error_type: the Python exception class of an app exception gunicorn answered with a 500, http_5xx (any other 5xx response), aborted (read, never answered: the client went away), worker_timeout (in flight when the master aborted the worker), worker_crash, worker_killed (in flight when the worker died); endpoint: the request's route (as gunicorn_http_requests_total's route label, bounded by --max-routes).",
+        &["worker_id", "pid", "method", "error_type", "endpoint"],
     ),
     (
         name::WORKER_STATE,
@@ -176,6 +205,7 @@ impl GunicornMetrics {
         maps: MapReader,
         fixed: Fixed,
         actions: actions::Counts,
+        routes: Option<routes::Rules>,
     ) -> prometheus::Result<GunicornMetrics> {
         let descs = exposition::descs(&FAMILIES)?;
         Ok(GunicornMetrics {
@@ -186,6 +216,7 @@ impl GunicornMetrics {
             descs,
             collect_errors: AtomicU64::new(0),
             busy_reported: Mutex::default(),
+            routes: routes.map(|r| Mutex::new(routes::Names::new(r))),
         })
     }
 
@@ -313,29 +344,32 @@ impl GunicornMetrics {
             (labels, a.count as f64)
         });
 
-        let mut failed: BTreeMap<(Owner, u8, &str), u64> = BTreeMap::new();
+        let mut failed: BTreeMap<(Owner, u8, &str, Option<String>), u64> = BTreeMap::new();
         let live = view
             .failures
             .iter()
-            .map(|((pid, m, kind), n)| (self.owner_of(view, *pid), *m, kind, n));
+            .map(|((pid, m, kind, route), n)| (self.owner_of(view, *pid), *m, kind, *route, n));
         let exited = view
             .exited_failures
             .iter()
-            .map(|((master, m, kind), n)| (self.folded(*master), *m, kind, n));
-        for (who, m, kind, n) in live.chain(exited) {
-            *failed.entry((who, m, kind.as_str())).or_default() += n;
+            .map(|((master, m, kind, route), n)| (self.folded(*master), *m, kind, *route, n));
+        for (who, m, kind, route, n) in live.chain(exited) {
+            *failed
+                .entry((who, m, kind.as_str(), self.endpoint(route)))
+                .or_default() += n;
         }
-        let failed = failed.into_iter().map(|((who, m, kind), n)| {
-            (
-                with(
-                    owner(view, who),
-                    &[
-                        ("method", method::name(m).into()),
-                        ("error_type", kind.into()),
-                    ],
-                ),
-                n as f64,
-            )
+        let failed = failed.into_iter().map(|((who, m, kind, endpoint), n)| {
+            let mut labels = with(
+                owner(view, who),
+                &[
+                    ("method", method::name(m).into()),
+                    ("error_type", kind.into()),
+                ],
+            );
+            if let Some(endpoint) = endpoint {
+                labels.push(("endpoint", endpoint));
+            }
+            (labels, n as f64)
         });
 
         let by_class =
@@ -391,6 +425,129 @@ impl GunicornMetrics {
                 sizes(true),
             ),
             counter(name::FAILED, Self::help(name::FAILED), failed),
+        ]
+    }
+
+    /// The `endpoint` label of a failed request with route key `route`: its
+    /// route (None with `--no-routes`: no label).
+    fn endpoint(&self, route: u64) -> Option<String> {
+        let names = self.routes.as_ref()?;
+        let mut names = names.lock().unwrap_or_else(|p| p.into_inner());
+        Some(routes::label(names.name(route, || self.route_path(route))))
+    }
+
+    /// The first path the kernel kept for route key `key`, and whether it
+    /// may be cut.
+    fn route_path(&self, key: u64) -> Option<(String, bool)> {
+        let path = self.or_count("the routes map", self.maps.route_path(key), None)?;
+        Some((
+            String::from_utf8_lossy(path.path()).into_owned(),
+            path.cut != 0,
+        ))
+    }
+
+    /// Requests, durations and sizes by route, every worker's summed.
+    fn route_families(&self, buckets: &DurationBuckets) -> Vec<MetricFamily> {
+        let Some(names) = &self.routes else {
+            return Vec::new();
+        };
+        let kernel = self.or_count(
+            "the route metrics map",
+            self.maps.route_metrics(),
+            Vec::new(),
+        );
+        let series = {
+            let mut names = names.lock().unwrap_or_else(|p| p.into_inner());
+            routes::series_by_route(&mut names, kernel, |key| self.route_path(key))
+        };
+        let answered = || {
+            series
+                .iter()
+                .filter(|((_, _, status), _)| *status != ABORTED)
+        };
+        let requests = answered().map(|((route, m, status), a)| {
+            (
+                vec![
+                    ("route", route.clone()),
+                    ("method", method::name(*m).into()),
+                    ("status", status.to_string()),
+                ],
+                a.count as f64,
+            )
+        });
+        let overflow: u64 = answered()
+            .filter(|((route, _, _), _)| route == routes::OTHER)
+            .map(|(_, a)| a.count)
+            .sum();
+        let by_class = merged(
+            answered().map(|((route, m, status), a)| ((route.clone(), *m, class(*status)), *a)),
+        );
+        let durations = by_class.iter().map(|((route, m, c), a)| HistogramRow {
+            labels: vec![
+                ("route", route.clone()),
+                ("method", method::name(*m).into()),
+                ("status_class", c.clone()),
+            ],
+            bounds: &buckets.seconds,
+            counts: &a.duration[..buckets.slots],
+            sum: a.duration_sum_ns as f64 / 1e9,
+        });
+        let size_slots = used_slots(&SIZE_BOUNDS);
+        let size_bounds: Vec<f64> = SIZE_BOUNDS[..size_slots - 1]
+            .iter()
+            .map(|&b| b as f64)
+            .collect();
+        let by_method = merged(
+            series
+                .iter()
+                .map(|((route, m, _), a)| ((route.clone(), *m), *a)),
+        );
+        let size_bounds = &size_bounds;
+        let sizes = |response: bool| {
+            by_method.iter().map(move |((route, m), a)| HistogramRow {
+                labels: vec![
+                    ("route", route.clone()),
+                    ("method", method::name(*m).into()),
+                ],
+                bounds: size_bounds,
+                counts: if response {
+                    &a.resp_size[..size_slots]
+                } else {
+                    &a.req_size[..size_slots]
+                },
+                sum: if response {
+                    a.resp_bytes_sum
+                } else {
+                    a.req_bytes_sum
+                } as f64,
+            })
+        };
+        vec![
+            counter(
+                name::HTTP_REQUESTS,
+                Self::help(name::HTTP_REQUESTS),
+                requests,
+            ),
+            histogram(
+                name::HTTP_DURATION,
+                Self::help(name::HTTP_DURATION),
+                durations,
+            ),
+            histogram(
+                name::HTTP_REQUEST_SIZE,
+                Self::help(name::HTTP_REQUEST_SIZE),
+                sizes(false),
+            ),
+            histogram(
+                name::HTTP_RESPONSE_SIZE,
+                Self::help(name::HTTP_RESPONSE_SIZE),
+                sizes(true),
+            ),
+            counter(
+                name::ROUTE_OVERFLOW,
+                Self::help(name::ROUTE_OVERFLOW),
+                [(vec![], overflow as f64)],
+            ),
         ]
     }
 
@@ -640,6 +797,7 @@ impl Collector for GunicornMetrics {
         );
         let buckets = DurationBuckets::of(&self.fixed.bounds);
         let mut families = self.request_families(&view, &series, &buckets);
+        families.extend(self.route_families(&buckets));
         let conns = self.maps.connections();
         families.extend(self.worker_families(&view, &series, &conns));
         families.extend(self.connection_families(&buckets, &conns));

@@ -4,6 +4,7 @@
 pub mod exposition;
 pub mod gunicorn;
 pub mod resources;
+pub mod routes;
 pub mod server;
 pub mod view;
 pub mod web_config;

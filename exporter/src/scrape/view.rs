@@ -11,7 +11,7 @@ use std::{
 use exporter_ebpf::abi::{Aggregate, DURATION_SLOTS, MetricKey};
 
 use crate::{
-    lifecycle::{Hook, Reason, workers::Workers},
+    lifecycle::{Hook, Reason, exceptions::FailureKey, workers::Workers},
     startup::capabilities,
 };
 
@@ -38,14 +38,14 @@ pub struct View {
     pub workers: Workers,
     pub masters: Vec<MasterView>,
     pub counts: Counts,
-    /// Failed requests by (worker, method, error_type).
-    pub failures: BTreeMap<(u32, u8, String), u64>,
+    /// Failed requests by (worker, method, error_type, route key).
+    pub failures: BTreeMap<FailureKey, u64>,
     /// Requests that workers' deaths ended, finished in userspace.
     pub swept: BTreeMap<MetricKey, Aggregate>,
     /// Series of workers whose own series ended, per master (`tgid`).
     pub exited: BTreeMap<MetricKey, Aggregate>,
-    /// Their failed requests, by (master, method, error_type).
-    pub exited_failures: BTreeMap<(u32, u8, String), u64>,
+    /// Their failed requests, by (master, method, error_type, route key).
+    pub exited_failures: BTreeMap<FailureKey, u64>,
     /// (worker, descriptor) of each heartbeat file known.
     pub heartbeat_fds: Vec<(u32, u32)>,
 }

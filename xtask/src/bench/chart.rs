@@ -34,6 +34,7 @@ fn color(v: Variant) -> RGBColor {
         Variant::EbpfSockets => RGBColor(0x2b, 0x8a, 0x3e),
         Variant::EbpfRedis => RGBColor(0x0c, 0x85, 0x99),
         Variant::EmptySockets => RGBColor(0x8c, 0xe9, 0x9a),
+        Variant::EbpfSocketsNoroutes => RGBColor(0x0c, 0xa6, 0x78),
         Variant::EbpfSyscalls => RGBColor(0x5f, 0x3d, 0xc4),
         Variant::EmptySyscalls => RGBColor(0xb1, 0x97, 0xfc),
         Variant::Statsd => RGBColor(0xe6, 0x77, 0x00),

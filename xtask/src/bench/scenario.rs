@@ -123,6 +123,9 @@ pub enum Variant {
     /// The socket hooks with the exporter publishing to Redis
     /// (`--redis-url`, `--redis-interval 1s`).
     EbpfRedis,
+    /// The same with `--no-routes`: what counting requests by route costs
+    /// is the difference from `ebpf-sockets`.
+    EbpfSocketsNoroutes,
     /// Gunicorn 27 with gunicorn-ebpf-exporter attached, `--hooks syscalls`.
     EbpfSyscalls,
     /// The same hooks running programs that do nothing (`--empty-programs`):
@@ -140,10 +143,11 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Plain27,
         Variant::EbpfSockets,
         Variant::EbpfRedis,
+        Variant::EbpfSocketsNoroutes,
         Variant::EmptySockets,
         Variant::EbpfSyscalls,
         Variant::EmptySyscalls,
@@ -162,6 +166,7 @@ impl Variant {
             Variant::EbpfSockets => "+ gunicorn-ebpf-exporter, socket hooks",
             Variant::EbpfRedis => "+ gunicorn-ebpf-exporter, socket hooks, publishing to Redis",
             Variant::EmptySockets => "+ empty programs, socket hooks (floor)",
+            Variant::EbpfSocketsNoroutes => "+ gunicorn-ebpf-exporter --no-routes, socket hooks",
             Variant::EbpfSyscalls => "+ gunicorn-ebpf-exporter, syscall hooks",
             Variant::EmptySyscalls => "+ empty programs, syscall hooks (floor)",
             Variant::Statsd => "+ statsd (--statsd-host)",
@@ -179,6 +184,7 @@ impl Variant {
             Variant::EbpfSockets => "ebpf-sockets",
             Variant::EbpfRedis => "ebpf-redis",
             Variant::EmptySockets => "empty-sockets",
+            Variant::EbpfSocketsNoroutes => "ebpf-sockets-noroutes",
             Variant::EbpfSyscalls => "ebpf-syscalls",
             Variant::EmptySyscalls => "empty-syscalls",
             Variant::Statsd => "statsd",
@@ -211,7 +217,10 @@ impl Variant {
     /// (real or empty programs).
     pub fn hooks(self) -> Option<&'static str> {
         match self {
-            Variant::EbpfSockets | Variant::EbpfRedis | Variant::EmptySockets => Some("sockets"),
+            Variant::EbpfSockets
+            | Variant::EbpfRedis
+            | Variant::EmptySockets
+            | Variant::EbpfSocketsNoroutes => Some("sockets"),
             Variant::EbpfSyscalls | Variant::EmptySyscalls => Some("syscalls"),
             _ => None,
         }
@@ -225,6 +234,11 @@ impl Variant {
     /// The exporter with `--empty-programs`.
     pub fn is_empty_programs(self) -> bool {
         matches!(self, Variant::EmptySockets | Variant::EmptySyscalls)
+    }
+
+    /// The exporter with `--no-routes`.
+    pub fn is_no_routes(self) -> bool {
+        self == Variant::EbpfSocketsNoroutes
     }
 
     /// The empty-programs configuration on the same hooks as a real one.
