@@ -65,6 +65,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs at the start of each of the runtime's blocking threads (scrape
+/// gathers, Redis snapshots, bcrypt): they run niced below the thread that
+/// drains the lifecycle ring buffer, so on a busy host scrapes wait rather
+/// than delay events. A worker that lives a second must still be seen
+/// booting: its heartbeat file is looked up when its fork is handled.
+fn yield_to_events() {
+    // SAFETY: plain syscall; `who` 0 with PRIO_PROCESS is the calling thread
+    // on Linux. Lowering one's own priority needs no privilege.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) } != 0 {
+        log::debug!(
+            "cannot lower a blocking thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Duration bucket bounds in seconds -> the kernel's padded nanoseconds.
 fn duration_bounds_ns(seconds: &[f64]) -> anyhow::Result<[u64; DURATION_SLOTS]> {
     if let Some(bad) = seconds.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
@@ -183,6 +199,7 @@ fn run(options: Options) -> anyhow::Result<()> {
         .context("the scrape's map handles were already taken")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(yield_to_events)
         .build()?;
     // The heartbeat watch's stream registers with the runtime's reactor.
     let _runtime = runtime.enter();

@@ -27,6 +27,9 @@ struct File {
     ino: u64,
     /// Watched until its first touch.
     watch: Option<WatchDescriptor>,
+    /// The file itself, opened through /proc: its mtime stays readable
+    /// after the worker and its master closed it.
+    opened: Option<std::fs::File>,
 }
 
 pub struct Heartbeats {
@@ -67,8 +70,11 @@ impl Heartbeats {
             .flat_map(|&sibling| heartbeat_files(sibling))
             .map(|f| f.ino)
             .collect();
-        let (fd, ino) = heartbeat_fd(pid, &theirs)?;
+        let found = heartbeat_fd(pid, &theirs);
+        log::debug!("worker {pid}: heartbeat file {found:?} (older siblings {older:?} hold {theirs:?})");
+        let (fd, ino) = found?;
         let path = fd_path(pid, fd);
+        let opened = std::fs::File::open(&path).ok();
         if let Beat::At(_) = beat(&path) {
             self.files.insert(
                 pid,
@@ -76,6 +82,7 @@ impl Heartbeats {
                     fd,
                     ino,
                     watch: None,
+                    opened,
                 },
             );
             return Some(true);
@@ -90,7 +97,15 @@ impl Heartbeats {
                 None
             }
         };
-        self.files.insert(pid, File { fd, ino, watch });
+        self.files.insert(
+            pid,
+            File {
+                fd,
+                ino,
+                watch,
+                opened,
+            },
+        );
         // A touch between the first look and the watch is seen now.
         Some(matches!(beat(&path), Beat::At(_)))
     }
@@ -104,6 +119,25 @@ impl Heartbeats {
             .find(|(_, f)| f.watch.as_ref() == Some(wd))?;
         file.watch = None;
         Some(pid)
+    }
+
+    /// Whether worker `pid` touched its file while its watch's event has
+    /// not been read yet (it is being handled as dead: its post_worker_init
+    /// must come first, as it happened). The watch is then done with.
+    pub fn touched_unseen(&mut self, pid: u32) -> bool {
+        let Some(file) = self.files.get_mut(&pid) else {
+            return false;
+        };
+        let touched = file.watch.is_some()
+            && file
+                .opened
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .is_some_and(|m| matches!(mtime_beat(&m), Beat::At(_)));
+        if touched && let Some(wd) = file.watch.take() {
+            let _ = self.watches.remove(wd);
+        }
+        touched
     }
 
     /// Worker `pid`'s heartbeat file, once found.
@@ -150,9 +184,10 @@ fn fd_path(pid: u32, fd: u32) -> PathBuf {
 /// The mtime of the file at `path`: a monotonic time once the worker
 /// touched it (values up to now on the monotonic clock), wall-clock before.
 fn beat(path: &std::path::Path) -> Beat {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Beat::Never;
-    };
+    std::fs::metadata(path).map_or(Beat::Never, |meta| mtime_beat(&meta))
+}
+
+fn mtime_beat(meta: &std::fs::Metadata) -> Beat {
     let (Ok(secs), Ok(nanos)) = (
         u64::try_from(meta.mtime()),
         u64::try_from(meta.mtime_nsec()),
@@ -294,6 +329,42 @@ mod tests {
             assert_eq!(hb.watch(pids[i], &pids[..i]), Some(false));
             assert_eq!(hb.files[&pids[i]].ino, ino(file), "worker {i}");
         }
+    }
+
+    /// A worker touched its file, then died, and the death is handled before
+    /// the watch's event is read: the touch is still seen, once.
+    #[test]
+    fn a_touch_queued_behind_the_death_is_seen_once() {
+        use std::os::fd::AsRawFd;
+        let _one = FILES.lock().unwrap();
+        let file = worker_tmp("queued");
+        let mut inotify = inotify::Inotify::init().unwrap();
+        let mut hb = Heartbeats::new(inotify.watches());
+        let me = std::process::id();
+        assert_eq!(hb.watch(me, &[]), Some(false));
+        assert!(!hb.touched_unseen(me), "not touched yet");
+        let t = monotonic_ns() / 1_000_000_000;
+        let times = [libc::timespec {
+            tv_sec: t as i64,
+            tv_nsec: 0,
+        }; 2];
+        // SAFETY: a valid fd and two timespecs.
+        assert_eq!(
+            unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) },
+            0
+        );
+        drop(file);
+        assert!(
+            hb.touched_unseen(me),
+            "seen through the exporter's own descriptor"
+        );
+        let mut buf = [0u8; 1024];
+        let events: Vec<_> = inotify.read_events_blocking(&mut buf).unwrap().collect();
+        assert!(
+            events.iter().all(|e| hb.touched(&e.wd).is_none()),
+            "{events:?}"
+        );
+        assert!(!hb.touched_unseen(me), "once");
     }
 
     /// A real unlinked file touched through /proc, as Gunicorn does.

@@ -193,6 +193,13 @@ impl State {
             Event::Record(piece) => return self.exceptions.piece(piece),
             _ => {}
         }
+        // A first touch whose inotify event is still queued behind this
+        // exit: post_worker_init first, as it happened.
+        if let Event::Exited { pid, .. } = ev
+            && self.heartbeats.touched_unseen(*pid)
+        {
+            self.booted(*pid);
+        }
         let outcome = self.lifecycle.on(ev);
         for change in outcome.changes {
             self.apply(change, ev);
@@ -304,8 +311,10 @@ impl State {
             self.retire(vec![old]);
         }
         self.workers.set_master(pid, master);
-        self.follow_writes(pid);
+        // The heartbeat file first: a worker may live less than a second, and
+        // attaching its uprobe takes a while.
         self.find_heartbeat(pid);
+        self.follow_writes(pid);
         if let Some(w) = self.workers.get(pid) {
             log::debug!("worker {pid} spawned ({})", w.id());
         }
@@ -350,9 +359,11 @@ impl State {
 
     /// With the socket hooks, a uprobe follows the worker's log writes.
     fn follow_writes(&mut self, pid: u32) {
+        let started = std::time::Instant::now();
         if let Err(e) = self.kernel.watch_writes(pid) {
             log::warn!("worker {pid}: exception classes not followed: {e}");
         }
+        log::debug!("worker {pid}: write uprobe in {:?}", started.elapsed());
     }
 
     /// With the syscall hooks, a worker that reads and writes its clients
