@@ -25,6 +25,7 @@ const HTTP_REQUESTS: &str = "gunicorn_http_requests_total";
 const HTTP_DURATION: &str = "gunicorn_http_request_duration_seconds";
 const HTTP_REQUEST_SIZE: &str = "gunicorn_http_request_size_bytes";
 const OVERFLOW: &str = "gunicorn_http_route_overflow_requests_total";
+const FAILED: &str = "gunicorn_worker_failed_requests_total";
 
 /// The templates given to the exporter, and used here on the access log.
 const TEMPLATES: &[&str] = &[
@@ -218,6 +219,20 @@ fn requests_by_route_match_the_access_log(stack: &Stack) {
     );
     assert_eq!(m.sum_all(REQUESTS), n, "the per-worker family is unchanged");
     assert_eq!(m.sum_all(OVERFLOW), 0.0, "no route over the cap here");
+    // The failed-requests counter's `endpoint` is the route: its failures by
+    // endpoint are the access log's 5xx by route.
+    let mut failed = m.group_by(FAILED, &["endpoint"]);
+    failed.retain(|_, v| *v != 0.0);
+    let mut fives: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+    for (k, v) in truth.iter().filter(|(k, _)| k[2].starts_with('5')) {
+        *fives.entry(vec![k[0].clone()]).or_insert(0.0) += v;
+    }
+    let (same, table) = compare_table(&["endpoint"], "exporter", &failed, "access log 5xx", &fives);
+    assert!(
+        same,
+        "{FAILED} by endpoint:\n{table}\n{}",
+        story(&g, &e, Some(&m))
+    );
     check::assert_no_kernel_errors(&g, &e, &m);
 }
 

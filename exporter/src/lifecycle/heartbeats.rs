@@ -71,7 +71,9 @@ impl Heartbeats {
             .map(|f| f.ino)
             .collect();
         let found = heartbeat_fd(pid, &theirs);
-        log::debug!("worker {pid}: heartbeat file {found:?} (older siblings {older:?} hold {theirs:?})");
+        log::debug!(
+            "worker {pid}: heartbeat file {found:?} (older siblings {older:?} hold {theirs:?})"
+        );
         let (fd, ino) = found?;
         let path = fd_path(pid, fd);
         let opened = std::fs::File::open(&path).ok();
