@@ -395,19 +395,9 @@ impl GunicornMetrics {
         let by_method = merged(series.iter().map(|((who, m, _), a)| ((*who, *m), *a)));
         let size_bounds = &size_bounds;
         let sizes = |response: bool| {
-            by_method.iter().map(move |((who, m), a)| HistogramRow {
-                labels: with(owner(view, *who), &[("method", method::name(*m).into())]),
-                bounds: size_bounds,
-                counts: if response {
-                    &a.resp_size[..size_slots]
-                } else {
-                    &a.req_size[..size_slots]
-                },
-                sum: if response {
-                    a.resp_bytes_sum
-                } else {
-                    a.req_bytes_sum
-                } as f64,
+            by_method.iter().map(move |((who, m), a)| {
+                let labels = with(owner(view, *who), &[("method", method::name(*m).into())]);
+                size_row(labels, a, response, size_bounds)
             })
         };
 
@@ -504,22 +494,12 @@ impl GunicornMetrics {
         );
         let size_bounds = &size_bounds;
         let sizes = |response: bool| {
-            by_method.iter().map(move |((route, m), a)| HistogramRow {
-                labels: vec![
+            by_method.iter().map(move |((route, m), a)| {
+                let labels = vec![
                     ("route", route.clone()),
                     ("method", method::name(*m).into()),
-                ],
-                bounds: size_bounds,
-                counts: if response {
-                    &a.resp_size[..size_slots]
-                } else {
-                    &a.req_size[..size_slots]
-                },
-                sum: if response {
-                    a.resp_bytes_sum
-                } else {
-                    a.req_bytes_sum
-                } as f64,
+                ];
+                size_row(labels, a, response, size_bounds)
             })
         };
         vec![
@@ -807,5 +787,27 @@ impl Collector for GunicornMetrics {
             .into_iter()
             .filter(|f| !f.get_metric().is_empty())
             .collect()
+    }
+}
+
+/// The request (or response) size histogram of `a` under `labels`, over the
+/// slots `bounds` use (and +Inf).
+fn size_row<'a>(
+    labels: Labels,
+    a: &'a Aggregate,
+    response: bool,
+    bounds: &'a [f64],
+) -> HistogramRow<'a> {
+    let slots = bounds.len() + 1;
+    let (counts, sum) = if response {
+        (&a.resp_size[..slots], a.resp_bytes_sum)
+    } else {
+        (&a.req_size[..slots], a.req_bytes_sum)
+    };
+    HistogramRow {
+        labels,
+        bounds,
+        counts,
+        sum: sum as f64,
     }
 }
