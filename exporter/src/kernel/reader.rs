@@ -75,28 +75,12 @@ impl MapReader {
 
     /// Every series, its per-CPU values summed.
     pub fn metrics(&self) -> Result<Vec<(MetricKey, Aggregate)>, MapError> {
-        self.metrics
-            .iter()
-            .map(|entry| {
-                let (key, per_cpu) = entry?;
-                let mut total = Aggregate::default();
-                per_cpu.iter().for_each(|v| total.merge(v));
-                Ok((key, total))
-            })
-            .collect()
+        summed(&self.metrics)
     }
 
     /// Every route series, its per-CPU values summed.
     pub fn route_metrics(&self) -> Result<Vec<(RouteKey, Aggregate)>, MapError> {
-        self.route_metrics
-            .iter()
-            .map(|entry| {
-                let (key, per_cpu) = entry?;
-                let mut total = Aggregate::default();
-                per_cpu.iter().for_each(|v| total.merge(v));
-                Ok((key, total))
-            })
-            .collect()
+        summed(&self.route_metrics)
     }
 
     /// The first path the kernel saw with route key `key`, if it kept one.
@@ -133,4 +117,18 @@ impl MapReader {
         }
         Ok(out)
     }
+}
+
+/// Every entry of a per-CPU map of aggregates, its CPUs' values merged.
+fn summed<K: aya::Pod>(
+    map: &PerCpuHashMap<MapData, K, Aggregate>,
+) -> Result<Vec<(K, Aggregate)>, MapError> {
+    map.iter()
+        .map(|entry| {
+            let (key, per_cpu) = entry?;
+            let mut total = Aggregate::default();
+            per_cpu.iter().for_each(|v| total.merge(v));
+            Ok((key, total))
+        })
+        .collect()
 }
