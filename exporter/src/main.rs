@@ -65,11 +65,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs at the start of each of the runtime's blocking threads (scrape
-/// gathers, Redis snapshots, bcrypt): they run niced below the thread that
-/// drains the lifecycle ring buffer, so on a busy host scrapes wait rather
-/// than delay events. A worker that lives a second must still be seen
-/// booting: its heartbeat file is looked up when its fork is handled.
+/// Runs at the start of each of the main runtime's blocking threads (scrape
+/// gathers, Redis snapshots, bcrypt): they run niced below the event thread,
+/// so on a busy host scrapes wait rather than delay events. A worker that
+/// lives a second must still be seen booting: its heartbeat file is looked
+/// up when its fork is handled.
 fn yield_to_events() {
     // SAFETY: plain syscall; `who` 0 with PRIO_PROCESS is the calling thread
     // on Linux. Lowering one's own priority needs no privilege.
@@ -201,12 +201,21 @@ fn run(options: Options) -> anyhow::Result<()> {
         .enable_all()
         .on_thread_start(yield_to_events)
         .build()?;
-    // The heartbeat watch's stream registers with the runtime's reactor.
     let _runtime = runtime.enter();
+    // Lifecycle events are read on a thread of their own, with its own
+    // runtime: however many scrapes the main thread serves, a worker's fork
+    // is handled while the worker still holds its heartbeat file.
+    let events_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let inotify = inotify::Inotify::init().context("creating an inotify instance")?;
-    let beats = inotify
-        .into_event_stream(vec![0u8; 4096])
-        .context("watching heartbeat files")?;
+    let beats = {
+        // The heartbeat watch's stream registers with that runtime's reactor.
+        let _events = events_runtime.enter();
+        inotify
+            .into_event_stream(vec![0u8; 4096])
+            .context("watching heartbeat files")?
+    };
     let master_pid = master.info.pid;
     let published = Published::default();
     let action_counts = actions.counts();
@@ -254,6 +263,9 @@ fn run(options: Options) -> anyhow::Result<()> {
         .and_then(|keep| privileges::keep_only(&keep))
         .context("dropping the capabilities only start-up needed")?;
     log::info!("capabilities kept: {}", privileges::names(&kept));
+    state
+        .start_background()
+        .context("starting the uprobe thread")?;
     let state = Arc::new(Mutex::new(state));
     let registry = prometheus::Registry::new();
     registry.register(Box::new(GunicornMetrics::new(
@@ -274,6 +286,23 @@ fn run(options: Options) -> anyhow::Result<()> {
     };
     let registry = Arc::new(registry);
 
+    // Spawned after the capabilities were dropped, as the uprobe thread: a
+    // thread inherits its creator's.
+    let (events_done, events_stopped) = tokio::sync::oneshot::channel();
+    let events_state = state.clone();
+    std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || {
+            let result = events_runtime.block_on(async move {
+                tokio::select! {
+                    result = events::ring(ring, events_state.clone()) => result.context("reading kernel events"),
+                    result = events::heartbeats(beats, events_state) => result.context("watching heartbeat files"),
+                }
+            });
+            let _ = events_done.send(result);
+        })
+        .context("starting the event thread")?;
+
     runtime.block_on(async move {
         tokio::spawn(action_runner);
         tokio::spawn(refresh_every_second(state.clone()));
@@ -284,8 +313,7 @@ fn run(options: Options) -> anyhow::Result<()> {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             result = scrape::server::serve(listener, registry, web) => result.context("serving /metrics"),
-            result = events::ring(ring, state.clone()) => result.context("reading kernel events"),
-            result = events::heartbeats(beats, state) => result.context("watching heartbeat files"),
+            result = events_stopped => result.unwrap_or_else(|_| Err(anyhow!("the event thread panicked"))),
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = terminate.recv() => Ok(()),
         }

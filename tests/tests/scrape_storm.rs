@@ -72,8 +72,6 @@ impl Scrapers {
 }
 
 #[test]
-#[ignore = "open bug: a worker that lives less than the exporter's event lag under 50 scrapers \
-            (a TTIN's worker that the next HUP stops) misses its post_worker_init; see README Limits"]
 fn hooks_exact_under_fifty_concurrent_scrapers() {
     let mut rig = Rig::start(Gunicorn::builder(Version::V27, "sync").workers(2).start());
     let master = rig.g.master_pid();

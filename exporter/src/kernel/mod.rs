@@ -3,18 +3,16 @@
 //! typed access to its maps.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     os::unix::ffi::OsStrExt as _,
     path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuHashMap, ProgramArray, RingBuf},
-    programs::{
-        Program, ProgramError, RawTracePoint, TracePoint, UProbe,
-        uprobe::{UProbeLinkId, UProbeScope},
-    },
+    programs::{Program, ProgramError, RawTracePoint, TracePoint},
 };
 use exporter_ebpf::{
     abi::{
@@ -26,11 +24,13 @@ use thiserror::Error;
 
 mod reader;
 mod watched;
+mod write_probes;
 
 pub use reader::MapReader;
 
 use crate::startup::capabilities::{self, Hooks};
 use watched::Watched;
+use write_probes::WriteProbes;
 
 // The programs take syscall arguments from x86-64 `struct pt_regs` offsets
 // (exporter_ebpf::tracepoint::PT_REGS_*); another architecture needs its own.
@@ -220,11 +220,16 @@ pub struct Kernel {
     attached: Vec<&'static str>,
     rw_attached: bool,
     /// Per-worker uprobes on the C library's write() (socket hooks).
-    write_probes: BTreeMap<u32, UProbeLinkId>,
+    write_probes: WriteProbes,
     /// What the kernel knows the masters listen on.
     listeners: Listeners,
     /// Owns the programs and their links: dropping it detaches everything.
-    ebpf: Ebpf,
+    /// Shared with the write probes' thread.
+    ebpf: Arc<Mutex<Ebpf>>,
+}
+
+fn lock(ebpf: &Mutex<Ebpf>) -> MutexGuard<'_, Ebpf> {
+    ebpf.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Loads the write stages of the hook set and puts them in its program array.
@@ -334,19 +339,26 @@ impl Kernel {
             hooks,
             attached: Vec::new(),
             rw_attached: false,
-            write_probes: BTreeMap::new(),
+            write_probes: WriteProbes::new(if programs.empty {
+                EMPTY_UPROBE
+            } else {
+                LIBC_WRITE
+            }),
             listeners: Listeners::default(),
-            ebpf,
+            ebpf: Arc::new(Mutex::new(ebpf)),
         };
-        kernel.reader = Some(MapReader::new(
+        let mut ebpf = lock(&kernel.ebpf);
+        let reader = MapReader::new(
             &kernel.conns,
             &kernel.metrics,
-            take(&mut kernel.ebpf, map::ROUTES)?,
-            take(&mut kernel.ebpf, map::ROUTE_METRICS)?,
-            take(&mut kernel.ebpf, map::ERRORS)?,
-            take(&mut kernel.ebpf, map::STATS)?,
-            take(&mut kernel.ebpf, map::QUEUE)?,
-        )?);
+            take(&mut ebpf, map::ROUTES)?,
+            take(&mut ebpf, map::ROUTE_METRICS)?,
+            take(&mut ebpf, map::ERRORS)?,
+            take(&mut ebpf, map::STATS)?,
+            take(&mut ebpf, map::QUEUE)?,
+        )?;
+        drop(ebpf);
+        kernel.reader = Some(reader);
         // The listeners before any I/O is seen: a connection first seen
         // without them would be taken for one the worker made itself.
         kernel.set_listeners(listeners);
@@ -384,8 +396,8 @@ impl Kernel {
             (true, Point::Raw(_)) => EMPTY_RAW,
         };
         let error = |source| KernelError::Program { name, source };
-        let program = self
-            .ebpf
+        let mut ebpf = lock(&self.ebpf);
+        let program = ebpf
             .program_mut(name)
             .ok_or(KernelError::MissingProgram(name))?;
         match point {
@@ -429,52 +441,23 @@ impl Kernel {
     }
 
     /// With the socket hooks, follows worker `pid`'s write() calls (its
-    /// error-log records) with a uprobe on its C library.
-    pub fn watch_writes(&mut self, pid: u32) -> Result<(), String> {
-        if self.hooks != Hooks::Sockets
-            || !self.programs.exception_classes
-            || self.write_probes.contains_key(&pid)
-        {
-            return Ok(());
+    /// error-log records) with a uprobe on its C library, soon (see
+    /// [`write_probes`]).
+    pub fn watch_writes(&mut self, pid: u32) {
+        if self.hooks == Hooks::Sockets && self.programs.exception_classes {
+            self.write_probes.follow(&self.ebpf, pid);
         }
-        let library =
-            libc_of(pid).ok_or_else(|| format!("no C library mapped in process {pid}"))?;
-        let name = if self.programs.empty {
-            EMPTY_UPROBE
-        } else {
-            LIBC_WRITE
-        };
-        let program: &mut UProbe = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("program {name} is missing"))?
-            .try_into()
-            .map_err(|e: ProgramError| e.to_string())?;
-        if program.fd().is_err() {
-            program.load().map_err(|e| e.to_string())?;
-        }
-        let scope =
-            UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).ok_or("pid 0 has no uprobes")?);
-        let link = program
-            .attach("write", &library, scope)
-            .map_err(|e| format!("uprobe on write() in {}: {e}", library.display()))?;
-        self.write_probes.insert(pid, link);
-        Ok(())
     }
 
     /// Stops following a dead worker's writes.
     pub fn unwatch_writes(&mut self, pid: u32) {
-        let Some(link) = self.write_probes.remove(&pid) else {
-            return;
-        };
-        let name = if self.programs.empty {
-            EMPTY_UPROBE
-        } else {
-            LIBC_WRITE
-        };
-        if let Some(Ok(program)) = self.ebpf.program_mut(name).map(<&mut UProbe>::try_from) {
-            let _ = program.detach(link);
-        }
+        self.write_probes.forget(&self.ebpf, pid);
+    }
+
+    /// Starts attaching and detaching the write uprobes, once start-up has
+    /// dropped the capabilities it alone needed.
+    pub fn start_write_probes(&mut self) -> std::io::Result<()> {
+        self.write_probes.start(self.ebpf.clone())
     }
 
     /// The ring buffer of events (taken once, by the event loop).

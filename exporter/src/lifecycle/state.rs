@@ -113,6 +113,12 @@ impl State {
         }
     }
 
+    /// Starts the kernel's background work (see `kernel::write_probes`):
+    /// after start-up dropped its capabilities.
+    pub fn start_background(&mut self) -> std::io::Result<()> {
+        self.kernel.start_write_probes()
+    }
+
     pub fn workers_alive(&self) -> usize {
         self.workers.alive().count()
     }
@@ -311,8 +317,7 @@ impl State {
             self.retire(vec![old]);
         }
         self.workers.set_master(pid, master);
-        // The heartbeat file first: a worker may live less than a second, and
-        // attaching its uprobe takes a while.
+        // The heartbeat file first: a worker may live less than a second.
         self.find_heartbeat(pid);
         self.follow_writes(pid);
         if let Some(w) = self.workers.get(pid) {
@@ -359,11 +364,7 @@ impl State {
 
     /// With the socket hooks, a uprobe follows the worker's log writes.
     fn follow_writes(&mut self, pid: u32) {
-        let started = std::time::Instant::now();
-        if let Err(e) = self.kernel.watch_writes(pid) {
-            log::warn!("worker {pid}: exception classes not followed: {e}");
-        }
-        log::debug!("worker {pid}: write uprobe in {:?}", started.elapsed());
+        self.kernel.watch_writes(pid);
     }
 
     /// With the syscall hooks, a worker that reads and writes its clients

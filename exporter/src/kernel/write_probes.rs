@@ -1,0 +1,220 @@
+//! Per-worker uprobes on the C library's write() (socket hooks: they read
+//! the workers' error-log records). Adding or removing a uprobe write-locks
+//! the kernel's fork path (`dup_mmap_sem`), which waits for an RCU grace
+//! period: a hundred milliseconds or more on a busy host. So they are done on
+//! a thread of their own, in the order asked, and the event thread never
+//! waits for them: a worker that lives less than a second is still seen
+//! booting (its heartbeat file is looked up while it holds it).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, Sender, channel},
+    },
+    time::Instant,
+};
+
+use aya::{
+    Ebpf,
+    programs::{
+        UProbe,
+        uprobe::{UProbeLink, UProbeLinkId, UProbeScope},
+    },
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Follow(u32),
+    Forget(u32),
+}
+
+pub struct WriteProbes {
+    stage: Stage,
+}
+
+enum Stage {
+    /// Start-up attaches inline: the workers found running are followed
+    /// before the metrics are served.
+    StartUp(Links),
+    Running(Sender<Request>),
+    /// The threads could not be started (start-up then stops).
+    Stopped,
+}
+
+impl WriteProbes {
+    /// Probes with `program`.
+    pub fn new(program: &'static str) -> WriteProbes {
+        WriteProbes {
+            stage: Stage::StartUp(Links {
+                program,
+                ids: BTreeMap::new(),
+            }),
+        }
+    }
+
+    pub fn follow(&mut self, ebpf: &Mutex<Ebpf>, pid: u32) {
+        match &mut self.stage {
+            Stage::StartUp(links) => links.follow(ebpf, pid),
+            Stage::Running(requests) => drop(requests.send(Request::Follow(pid))),
+            Stage::Stopped => {}
+        }
+    }
+
+    pub fn forget(&mut self, ebpf: &Mutex<Ebpf>, pid: u32) {
+        match &mut self.stage {
+            Stage::StartUp(links) => drop(links.forget(ebpf, pid)),
+            Stage::Running(requests) => drop(requests.send(Request::Forget(pid))),
+            Stage::Stopped => {}
+        }
+    }
+
+    /// From now on, attaches and detaches on threads of their own. Call it
+    /// once start-up has dropped the capabilities it alone needed: a thread
+    /// keeps those of the thread that created it.
+    pub fn start(&mut self, ebpf: Arc<Mutex<Ebpf>>) -> std::io::Result<()> {
+        let Stage::StartUp(links) = std::mem::replace(&mut self.stage, Stage::Stopped) else {
+            return Ok(());
+        };
+        let (requests, queue) = channel();
+        let (unlinked, dropper) = channel::<UProbeLink>();
+        std::thread::Builder::new()
+            .name("uprobe-detach".into())
+            .spawn(move || dropper.into_iter().for_each(drop))?;
+        std::thread::Builder::new()
+            .name("uprobe-attach".into())
+            .spawn(move || serve(links, &queue, &ebpf, &unlinked))?;
+        self.stage = Stage::Running(requests);
+        Ok(())
+    }
+}
+
+/// The uprobes attached, by worker.
+struct Links {
+    program: &'static str,
+    ids: BTreeMap<u32, UProbeLinkId>,
+}
+
+impl Links {
+    fn follow(&mut self, ebpf: &Mutex<Ebpf>, pid: u32) {
+        if self.ids.contains_key(&pid) {
+            return;
+        }
+        let started = Instant::now();
+        match attach(ebpf, self.program, pid) {
+            Ok(id) => {
+                self.ids.insert(pid, id);
+            }
+            Err(e) => log::warn!("worker {pid}: exception classes not followed: {e}"),
+        }
+        log::debug!("worker {pid}: write uprobe in {:?}", started.elapsed());
+    }
+
+    /// The worker's link, out of the program: dropping it detaches.
+    fn forget(&mut self, ebpf: &Mutex<Ebpf>, pid: u32) -> Option<UProbeLink> {
+        let id = self.ids.remove(&pid)?;
+        with_program(ebpf, self.program, |p| {
+            p.take_link(id).map_err(|e| e.to_string())
+        })
+        .map_err(|e| log::debug!("worker {pid}: its write uprobe: {e}"))
+        .ok()
+    }
+}
+
+/// Attaches and unlinks in the order asked; hands each unlinked probe to
+/// the other thread, whose drop waits for the kernel.
+fn serve(
+    mut links: Links,
+    queue: &Receiver<Request>,
+    ebpf: &Mutex<Ebpf>,
+    unlinked: &Sender<UProbeLink>,
+) {
+    while let Ok(first) = queue.recv() {
+        let batch: Vec<Request> = std::iter::once(first).chain(queue.try_iter()).collect();
+        for request in worth_doing(&batch) {
+            match request {
+                Request::Follow(pid) => links.follow(ebpf, pid),
+                Request::Forget(pid) => {
+                    if let Some(link) = links.forget(ebpf, pid) {
+                        let _ = unlinked.send(link);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The requests of a batch worth doing: a worker that died before its
+/// uprobe was attached needs neither the attach nor the detach.
+fn worth_doing(batch: &[Request]) -> Vec<Request> {
+    let forgotten: BTreeSet<u32> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Request::Forget(pid) => Some(*pid),
+            Request::Follow(_) => None,
+        })
+        .collect();
+    let followed: BTreeSet<u32> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Request::Follow(pid) => Some(*pid),
+            Request::Forget(_) => None,
+        })
+        .collect();
+    let short_lived = |pid: &u32| forgotten.contains(pid) && followed.contains(pid);
+    batch
+        .iter()
+        .copied()
+        .filter(|r| match r {
+            Request::Follow(pid) | Request::Forget(pid) => !short_lived(pid),
+        })
+        .collect()
+}
+
+fn with_program<T>(
+    ebpf: &Mutex<Ebpf>,
+    name: &'static str,
+    f: impl FnOnce(&mut UProbe) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut ebpf = ebpf.lock().unwrap_or_else(|p| p.into_inner());
+    let program: &mut UProbe = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is missing"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    f(program)
+}
+
+fn attach(ebpf: &Mutex<Ebpf>, name: &'static str, pid: u32) -> Result<UProbeLinkId, String> {
+    let library =
+        super::libc_of(pid).ok_or_else(|| format!("no C library mapped in process {pid}"))?;
+    let scope =
+        UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).ok_or("pid 0 has no uprobes")?);
+    with_program(ebpf, name, |program| {
+        if program.fd().is_err() {
+            program.load().map_err(|e| e.to_string())?;
+        }
+        program
+            .attach("write", &library, scope)
+            .map_err(|e| format!("uprobe on write() in {}: {e}", library.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Request::*, *};
+
+    #[test]
+    fn a_worker_gone_before_its_attach_needs_neither() {
+        assert_eq!(
+            worth_doing(&[Follow(1), Follow(2), Forget(1), Forget(3)]),
+            vec![Follow(2), Forget(3)]
+        );
+    }
+
+    #[test]
+    fn the_order_asked_is_kept() {
+        let batch = [Forget(4), Follow(5), Follow(6)];
+        assert_eq!(worth_doing(&batch), batch.to_vec());
+    }
+}
