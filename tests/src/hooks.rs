@@ -538,6 +538,35 @@ impl Rig {
         self.check();
     }
 
+    /// TTIN to `master`, which then runs `workers`: one more worker forked
+    /// and booted, every hook and count checked.
+    pub fn scale_up(&mut self, master: u32, workers: usize) {
+        let m = self.begin("TTIN");
+        send_signal(master, libc::SIGTTIN);
+        self.settle(&m, &with_respawn(&[("nworkers_changed", 1)]), workers);
+        self.expect_signals("ttin", 1);
+        self.check();
+    }
+
+    /// TTOU to `master`, which then runs `workers`: its oldest worker
+    /// stopped, every hook and count checked.
+    pub fn scale_down(&mut self, master: u32, workers: usize) {
+        let m = self.begin("TTOU");
+        send_signal(master, libc::SIGTTOU);
+        self.settle(
+            &m,
+            &[
+                ("nworkers_changed", 1),
+                ("worker_exit", 1),
+                ("child_exit", 1),
+            ],
+            workers,
+        );
+        self.expect_signals("ttou", 1);
+        self.expect_restarts("scale_down", 1);
+        self.check();
+    }
+
     /// The next [`check`](Rig::check) expects `n` more restarts for `reason`.
     pub fn expect_restarts(&mut self, reason: &str, n: u32) {
         *self.restarts.entry(reason.to_string()).or_insert(0.0) += n as f64;
