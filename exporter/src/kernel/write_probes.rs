@@ -1,10 +1,11 @@
 //! Per-worker uprobes on the C library's write() (socket hooks: they read
 //! the workers' error-log records). Adding or removing a uprobe write-locks
 //! the kernel's fork path (`dup_mmap_sem`), which waits for an RCU grace
-//! period: a hundred milliseconds or more on a busy host. So they are done on
-//! a thread of their own, in the order asked, and the event thread never
-//! waits for them: a worker that lives less than a second is still seen
-//! booting (its heartbeat file is looked up while it holds it).
+//! period: a hundred milliseconds or more on a busy host. So, once start-up
+//! is over, one thread attaches and unlinks them in the order asked and
+//! another drops the unlinked ones, and the event thread never waits for
+//! them: a worker that lives less than a second is still seen booting (its
+//! heartbeat file is looked up while it holds it).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
