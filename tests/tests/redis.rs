@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use integration_tests::{
     Exporter, Gunicorn, LoadConfig, LoadGen, RedisServer, Version,
     check::{self, REQUESTS},
-    http::Request,
+    http::{self, Request},
     ports,
     prom::{Metrics, describe_labels},
     wait,
@@ -265,6 +265,14 @@ fn aggregate_recovers_from_a_restart_and_a_wipe() {
         }
     });
     r.unwrap_or_else(|err| panic!("{err}\n{}", full_story(&g, &e, &agg, &redis)));
+    // The aggregate has nothing to serve meanwhile: 503, try later, and why.
+    let (status, body) = http::get(agg.addr(), "/metrics", SETTLE)
+        .unwrap_or_else(|err| panic!("{err}\n{}", full_story(&g, &e, &agg, &redis)));
+    assert!(
+        status == 503 && body.contains("reading Redis failed"),
+        "the aggregate with Redis down answered {status}: {body}\n{}",
+        full_story(&g, &e, &agg, &redis)
+    );
     // Requests go on, and are counted locally, while Redis is down.
     more(&l, &redis);
     redis.restart();

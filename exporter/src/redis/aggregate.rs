@@ -25,7 +25,7 @@ use super::{
 use crate::{
     cli::LogFormat,
     scrape::{
-        server::{self, Rendered, Source},
+        server::{self, NoExposition, Rendered, Source},
         web_config::{self, WebConfig},
     },
 };
@@ -119,7 +119,7 @@ struct Fleet {
 impl Source for Fleet {
     fn render(self: Arc<Self>) -> Rendered {
         Box::pin(async move {
-            let snapshots = self.read().await?;
+            let snapshots = self.read().await.map_err(NoExposition::Unavailable)?;
             let own = String::from_utf8_lossy(&server::encode(&self.own)?).into_owned();
             Ok(self.merge(snapshots, &own).into_bytes())
         })

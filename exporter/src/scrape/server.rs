@@ -35,7 +35,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// What /metrics serves: a body in the text format, or why there is none.
-pub type Rendered = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+pub type Rendered = Pin<Box<dyn Future<Output = Result<Vec<u8>, NoExposition>> + Send>>;
+
+/// Why /metrics has no body.
+#[derive(Debug, thiserror::Error)]
+pub enum NoExposition {
+    /// The exporter failed to render it (500).
+    #[error("{0}")]
+    Failed(String),
+    /// What it is rendered from cannot be read now, e.g. the aggregate's
+    /// Redis (503: try again later).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<String> for NoExposition {
+    fn from(reason: String) -> NoExposition {
+        NoExposition::Failed(reason)
+    }
+}
 
 /// Where the exposition comes from: the exporter's registry, or the
 /// aggregate's merge of what Redis holds.
@@ -50,6 +68,7 @@ impl Source for Registry {
             tokio::task::spawn_blocking(move || encode(&self))
                 .await
                 .map_err(|e| format!("collecting failed: {e}"))?
+                .map_err(NoExposition::Failed)
         })
     }
 }
@@ -167,7 +186,10 @@ fn plain_http_answer() -> String {
 }
 
 /// The exposition, a few at a time.
-async fn exposition(source: Arc<dyn Source>, gathers: Arc<Semaphore>) -> Result<Vec<u8>, String> {
+async fn exposition(
+    source: Arc<dyn Source>,
+    gathers: Arc<Semaphore>,
+) -> Result<Vec<u8>, NoExposition> {
     let _turn = gathers.acquire_owned().await.map_err(|e| e.to_string())?;
     source.render().await
 }
@@ -214,7 +236,13 @@ async fn respond(
     Ok(match req.uri().path() {
         "/metrics" => match exposition(registry, gathers).await {
             Ok(body) => reply(StatusCode::OK, TextEncoder::new().format_type(), body),
-            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n").into_bytes()),
+            Err(e) => {
+                let status = match e {
+                    NoExposition::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    NoExposition::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                reply(status, "text/plain", format!("{e}\n").into_bytes())
+            }
         },
         "/" => reply(
             StatusCode::OK,
