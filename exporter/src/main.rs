@@ -8,6 +8,7 @@
 //!   `lifecycle` hook mapping) -> published view, logs and user actions.
 
 mod cli;
+mod discovery;
 mod events;
 mod kernel;
 mod lifecycle;
@@ -28,7 +29,8 @@ use anyhow::{Context as _, anyhow};
 use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
 use crate::{
-    cli::{IoSyscalls, Options, WorkerSeries},
+    cli::{IoSyscalls, Options, Target, WorkerSeries},
+    discovery::identity::{EnvLabel, Identity, Matcher},
     kernel::Kernel,
     lifecycle::{
         actions::Actions,
@@ -112,10 +114,10 @@ fn run(options: Options) -> anyhow::Result<()> {
         Actions::new(&options.on, options.on_concurrency, options.on_timeout())?;
     preflight::check_privileges()?;
 
-    let pid = match (&options.pid, &options.pidfile) {
-        (Some(pid), _) => *pid,
-        (None, Some(path)) => target::read_pidfile(path)?,
-        (None, None) => unreachable!("clap requires --pid or --pidfile"),
+    let pid = match options.target() {
+        Target::Pid(pid) => pid,
+        Target::Pidfile(path) => target::read_pidfile(path)?,
+        Target::Discover { matcher, labels } => return discover(matcher, labels),
     };
     let master = target::resolve(pid)?;
     let identity = Identity::of(&master.info, started);
@@ -290,6 +292,26 @@ fn run(options: Options) -> anyhow::Result<()> {
             _ = terminate.recv() => Ok(()),
         }
     })
+}
+
+/// Discovery mode, first milestone: finds the masters running now and logs
+/// who each is, then stops: watching several masters at once (their own
+/// labels on every series) is not built yet.
+fn discover(matcher: &Matcher, labels: &[EnvLabel]) -> anyhow::Result<()> {
+    let (masters, starting) =
+        discovery::scan::masters(&discovery::scan::snapshot(), matcher, std::process::id());
+    for pid in masters {
+        let Some(id) = Identity::read(pid, labels) else {
+            continue;
+        };
+        log::info!("found gunicorn master {pid}: {}", id.describe());
+    }
+    for pid in starting {
+        log::info!("gunicorn {pid} has no worker yet: not a master so far");
+    }
+    Err(anyhow!(
+        "watching every gunicorn on the host is not implemented yet: give one master with --pid or --pidfile"
+    ))
 }
 
 /// Liveness, pidfile re-attach and series expiry, in their own task: scrapes
