@@ -8,6 +8,8 @@
 //!   `lifecycle` hook mapping) -> published view, logs and user actions.
 
 mod cli;
+#[cfg(test)]
+mod deploy;
 mod discovery;
 mod events;
 mod kernel;
@@ -62,6 +64,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            // Like a bad command line: the unit does not restart it.
+            if e.is::<DiscoveryNotBuilt>() {
+                return ExitCode::from(2);
+            }
             ExitCode::FAILURE
         }
     }
@@ -309,10 +315,14 @@ fn discover(matcher: &Matcher, labels: &[EnvLabel]) -> anyhow::Result<()> {
     for pid in starting {
         log::info!("gunicorn {pid} has no worker yet: not a master so far");
     }
-    Err(anyhow!(
-        "watching every gunicorn on the host is not implemented yet: give one master with --pid or --pidfile"
-    ))
+    Err(DiscoveryNotBuilt.into())
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "watching every gunicorn on the host is not implemented yet: give one master with --pid or --pidfile"
+)]
+struct DiscoveryNotBuilt;
 
 /// Liveness, pidfile re-attach and series expiry, in their own task: scrapes
 /// only read what this and the event loops publish.
