@@ -32,9 +32,11 @@ pub static WATCHED: Array<u64> = Array::with_max_entries(WATCH_SLOTS, BPF_F_MMAP
 #[map]
 pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(65536, 0);
 /// Not preallocated: memory follows the series in use, not max_entries x CPUs.
+/// Sized for a node of 64 masters and 1,024 workers with 16 (method, status)
+/// series each; beyond, a request is counted as `metrics_map_full`.
 #[map]
 pub static METRICS: PerCpuHashMap<MetricKey, Aggregate> =
-    PerCpuHashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+    PerCpuHashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// The failed request being sent to userspace (kept off the stack).

@@ -119,6 +119,12 @@ fn run(options: Options) -> anyhow::Result<()> {
     let (actions, action_runner) =
         Actions::new(&options.on, options.on_concurrency, options.on_timeout())?;
     preflight::check_privileges()?;
+    let open_files = preflight::raise_open_files();
+    if open_files < 4096 {
+        log::warn!(
+            "at most {open_files} open files: workers beyond about that many are not followed for exception classes"
+        );
+    }
 
     let pid = match options.target() {
         Target::Pid(pid) => pid,
