@@ -57,11 +57,11 @@ pub struct Options {
     pub match_: Option<Matcher>,
 
     /// With discovery: copy variable VAR of each master's environment into
-    /// label LABEL (by default VAR in lower case), e.g. POD_NAME, or
-    /// namespace=POD_NAMESPACE. Repeatable.
+    /// label LABEL; without `LABEL=` the label is VAR in lower case. E.g.
+    /// POD_NAME, or namespace=POD_NAMESPACE. Repeatable.
     #[arg(
         long,
-        value_name = "[LABEL=]VAR",
+        value_name = "LABEL=VAR",
         conflicts_with = "target",
         help_heading = "Target"
     )]

@@ -32,7 +32,7 @@ use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
 use crate::{
     cli::{IoSyscalls, Options, Target, WorkerSeries},
-    discovery::identity::{EnvLabel, Identity, Matcher},
+    discovery::identity::{EnvLabel, Matcher},
     kernel::Kernel,
     lifecycle::{
         actions::Actions,
@@ -313,7 +313,7 @@ fn discover(matcher: &Matcher, labels: &[EnvLabel]) -> anyhow::Result<()> {
     let (masters, starting) =
         discovery::scan::masters(&discovery::scan::snapshot(), matcher, std::process::id());
     for pid in masters {
-        let Some(id) = Identity::read(pid, labels) else {
+        let Some(id) = discovery::identity::Identity::read(pid, labels) else {
             continue;
         };
         log::info!("found gunicorn master {pid}: {}", id.describe());
