@@ -32,7 +32,7 @@ use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
 use crate::{
     cli::{IoSyscalls, Options, Target, WorkerSeries},
-    discovery::identity::{EnvLabel, Matcher},
+    discovery::identity::Matcher,
     kernel::Kernel,
     lifecycle::{
         actions::Actions,
@@ -64,10 +64,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            // Like a bad command line: the unit does not restart it.
-            if e.is::<DiscoveryNotBuilt>() {
-                return ExitCode::from(2);
-            }
             ExitCode::FAILURE
         }
     }
@@ -126,16 +122,20 @@ fn run(options: Options) -> anyhow::Result<()> {
         );
     }
 
-    let pid = match options.target() {
-        Target::Pid(pid) => pid,
-        Target::Pidfile(path) => target::read_pidfile(path)?,
-        Target::Discover { matcher, labels } => return discover(matcher, labels),
+    // One master (today's labels), or every master found now (discovery).
+    let (masters, discovery) = match options.target() {
+        Target::Pid(pid) => (vec![one_master(pid)?], None),
+        Target::Pidfile(path) => (vec![one_master(target::read_pidfile(path)?)?], None),
+        Target::Discover { matcher, labels } => (discover(matcher), Some(labels.to_vec())),
     };
-    let master = target::resolve(pid)?;
-    let identity = Identity::of(&master.info, started);
-    if let Some(notice) = &master.notice {
-        log::warn!("{notice}");
-    }
+    let identity = match (&discovery, masters.first()) {
+        (None, Some(master)) => Identity::of(master, started),
+        _ => Identity::node(started),
+    };
+    let identity_labels = discovery
+        .as_deref()
+        .map(discovery::identity::Identity::label_names)
+        .unwrap_or_default();
 
     let addr = SocketAddr::new(options.bind, options.port);
     let listener = std::net::TcpListener::bind(addr).with_context(|| {
@@ -179,7 +179,7 @@ fn run(options: Options) -> anyhow::Result<()> {
             "--empty-programs: the hooks run a program that does nothing; request and lifecycle metrics stay at zero"
         );
     }
-    let listeners = kernel::Listeners::of([master.info.pid]);
+    let listeners = kernel::Listeners::of(masters.iter().map(|m| m.pid).collect::<Vec<_>>());
     // An unsupported kernel is one line naming the feature, not a chain under "attaching".
     let (kernel, probed) = match Kernel::load(bounds, offsets, probed, programs, &listeners) {
         Err(kernel::KernelError::Unsupported(unsupported)) => return Err(unsupported.into()),
@@ -221,7 +221,7 @@ fn run(options: Options) -> anyhow::Result<()> {
     let beats = inotify
         .into_event_stream(vec![0u8; 4096])
         .context("watching heartbeat files")?;
-    let master_pid = master.info.pid;
+    let master_pids: Vec<u32> = masters.iter().map(|m| m.pid).collect();
     let published = Published::default();
     let action_counts = actions.counts();
     let mut state = State::new(
@@ -236,22 +236,33 @@ fn run(options: Options) -> anyhow::Result<()> {
             },
             pidfile: options.pidfile.clone(),
             rw_on_demand: options.io_syscalls == IoSyscalls::Auto,
+            discovery,
         },
         actions,
         published.clone(),
     );
-    state
-        .attach(master.info)
-        .context("tracking the master and its workers")?;
+    for master in masters {
+        let pid = master.pid;
+        state
+            .attach(master)
+            .with_context(|| format!("tracking gunicorn master {pid} and its workers"))?;
+    }
     state.end_batch();
     let scheme = match &web {
         Some(web) if web.tls() => "https",
         _ => "http",
     };
-    log::info!(
-        "attached to gunicorn master {master_pid} ({} workers, {hooked} hooks); serving {scheme}://{addr}/metrics",
-        state.workers_alive()
-    );
+    match &master_pids[..] {
+        [master_pid] if identity_labels.is_empty() => log::info!(
+            "attached to gunicorn master {master_pid} ({} workers, {hooked} hooks); serving {scheme}://{addr}/metrics",
+            state.workers_alive()
+        ),
+        _ => log::info!(
+            "discovery: attached to {} gunicorn masters {master_pids:?} ({} workers, {hooked} hooks); serving {scheme}://{addr}/metrics",
+            master_pids.len(),
+            state.workers_alive()
+        ),
+    }
     if let Some(web) = &web {
         log::info!("metrics endpoint: {}", web.describe());
     }
@@ -261,7 +272,7 @@ fn run(options: Options) -> anyhow::Result<()> {
     let later = privileges::Later {
         uprobes: sockets && programs.exception_classes && probed.has(capabilities::cap::UPROBES),
         tracepoints: !sockets && options.io_syscalls == IoSyscalls::Auto,
-        enters_netns: privileges::other_netns(master_pid),
+        enters_netns: master_pids.iter().any(|&pid| privileges::other_netns(pid)),
     };
     let permitted = caps::read(None, caps::CapSet::Permitted)?;
     let kept = privileges::to_keep(later, &permitted, || maps.stat(0).is_ok())
@@ -277,11 +288,15 @@ fn run(options: Options) -> anyhow::Result<()> {
             bounds,
             kernel: probed,
             per_master: options.worker_series == WorkerSeries::None,
+            identity_labels: identity_labels.clone(),
         },
         action_counts,
         routes,
     )?))?;
-    registry.register(Box::new(scrape::resources::Resources::new(published)?))?;
+    registry.register(Box::new(scrape::resources::Resources::new(
+        published,
+        identity_labels,
+    )?))?;
     let redis_errors = match &redis {
         Some(_) => Some(publish::Errors::register(&registry)?),
         None => None,
@@ -306,29 +321,29 @@ fn run(options: Options) -> anyhow::Result<()> {
     })
 }
 
-/// Discovery mode, first milestone: finds the masters running now and logs
-/// who each is, then stops: watching several masters at once (their own
-/// labels on every series) is not built yet.
-fn discover(matcher: &Matcher, labels: &[EnvLabel]) -> anyhow::Result<()> {
+/// The master `pid` names (a worker's pid is resolved to its master).
+fn one_master(pid: u32) -> anyhow::Result<procs::ProcInfo> {
+    let master = target::resolve(pid)?;
+    if let Some(notice) = &master.notice {
+        log::warn!("{notice}");
+    }
+    Ok(master.info)
+}
+
+/// Discovery mode: the masters running now, from one scan of /proc.
+fn discover(matcher: &Matcher) -> Vec<procs::ProcInfo> {
     let (masters, starting) =
         discovery::scan::masters(&discovery::scan::snapshot(), matcher, std::process::id());
-    for pid in masters {
-        let Some(id) = discovery::identity::Identity::read(pid, labels) else {
-            continue;
-        };
-        log::info!("found gunicorn master {pid}: {}", id.describe());
-    }
     for pid in starting {
         log::info!("gunicorn {pid} has no worker yet: not a master so far");
     }
-    Err(DiscoveryNotBuilt.into())
+    if masters.is_empty() {
+        log::warn!(
+            "discovery: no gunicorn master running; masters started later are not seen yet (see the README's Kubernetes section)"
+        );
+    }
+    masters.into_iter().filter_map(procs::info).collect()
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "watching every gunicorn on the host is not implemented yet: give one master with --pid or --pidfile"
-)]
-struct DiscoveryNotBuilt;
 
 /// Liveness, pidfile re-attach and series expiry, in their own task: scrapes
 /// only read what this and the event loops publish.

@@ -508,6 +508,37 @@ impl Identity {
         out
     }
 
+    /// The identity label names, in the order [`Identity::labels`] gives
+    /// them: fixed at start, so every master has the same.
+    pub fn label_names(wanted: &[EnvLabel]) -> Vec<String> {
+        ["app", "master_pid", "ns_pid", "container_id", "pod_uid"]
+            .into_iter()
+            .map(String::from)
+            .chain(wanted.iter().map(|w| w.label.clone()))
+            .collect()
+    }
+
+    /// Its labels: every name of [`Identity::label_names`], empty where it
+    /// has no value.
+    pub fn labels(&self, wanted: &[EnvLabel]) -> Vec<(String, String)> {
+        let or_empty = |v: &Option<String>| v.clone().unwrap_or_default();
+        let values = [
+            self.app.clone(),
+            self.master_pid.to_string(),
+            self.ns_pid.map_or_else(String::new, |p| p.to_string()),
+            or_empty(&self.container.id),
+            or_empty(&self.container.pod_uid),
+        ]
+        .into_iter()
+        .chain(wanted.iter().map(|w| {
+            self.env
+                .iter()
+                .find(|(label, _)| *label == w.label)
+                .map_or_else(String::new, |(_, v)| v.clone())
+        }));
+        Self::label_names(wanted).into_iter().zip(values).collect()
+    }
+
     /// Reads master `pid`'s identity from /proc (None if it is gone). A
     /// file it cannot read (its environ, without CAP_SYS_PTRACE) leaves
     /// those labels out.
@@ -885,5 +916,59 @@ mod tests {
             "{shown}"
         );
         assert_eq!(Identity::read(u32::MAX - 1, &[]), None);
+    }
+
+    /// Every master carries every identity label, empty where it has none,
+    /// in one order.
+    #[test]
+    fn labels_are_the_same_names_for_every_master() {
+        let wanted: Vec<EnvLabel> = ["POD_NAME", "namespace=POD_NAMESPACE"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let host = Identity {
+            app: "shop.wsgi:application".into(),
+            master_pid: 4242,
+            ..Identity::default()
+        };
+        let pod = Identity {
+            app: "api".into(),
+            master_pid: 77,
+            ns_pid: Some(1),
+            container: Container {
+                id: Some("ab".repeat(32)),
+                pod_uid: Some("0f0e".into()),
+            },
+            env: vec![("pod_name".into(), "api-7d9".into())],
+        };
+        let names = Identity::label_names(&wanted);
+        assert_eq!(
+            names,
+            [
+                "app",
+                "master_pid",
+                "ns_pid",
+                "container_id",
+                "pod_uid",
+                "pod_name",
+                "namespace"
+            ]
+        );
+        let values = |id: &Identity| -> Vec<String> {
+            let labels = id.labels(&wanted);
+            assert_eq!(
+                labels.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                names.iter().collect::<Vec<_>>()
+            );
+            labels.into_iter().map(|(_, v)| v).collect()
+        };
+        assert_eq!(
+            values(&host),
+            ["shop.wsgi:application", "4242", "", "", "", "", ""]
+        );
+        assert_eq!(
+            values(&pod),
+            ["api", "77", "1", &"ab".repeat(32), "0f0e", "api-7d9", ""]
+        );
     }
 }

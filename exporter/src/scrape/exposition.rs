@@ -64,19 +64,46 @@ pub mod name {
 /// A family a collector declares: name, help text, label names.
 pub type Family = (&'static str, &'static str, &'static [&'static str]);
 
-/// The descriptors a collector registers for its `families`.
-pub fn descs(families: &[Family]) -> prometheus::Result<Vec<Desc>> {
+/// The descriptors of `families`, the label names `extra` added to each
+/// but those named in `without` (discovery's identity labels, which the
+/// node-wide families do not carry).
+pub fn descs_with(
+    families: &[Family],
+    extra: &[String],
+    without: &[&str],
+) -> prometheus::Result<Vec<Desc>> {
     families
         .iter()
         .map(|(name, help, labels)| {
+            let mut labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+            if !without.contains(name) {
+                labels.extend(extra.iter().cloned());
+            }
             Desc::new(
                 name.to_string(),
                 help.to_string(),
-                labels.iter().map(|l| l.to_string()).collect(),
+                labels,
                 Default::default(),
             )
         })
         .collect()
+}
+
+/// Appends `pairs` to every series of `families`: a discovered master's
+/// identity labels.
+pub fn add_labels(families: &mut [MetricFamily], pairs: &[(String, String)]) {
+    for family in families {
+        for metric in family.mut_metric() {
+            let mut labels = metric.take_label();
+            labels.extend(pairs.iter().map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(name.clone());
+                pair.set_value(value.clone());
+                pair
+            }));
+            metric.set_label(labels);
+        }
+    }
 }
 
 /// The help text `families` declares for `name`.
