@@ -8,7 +8,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use exporter_ebpf::{
@@ -56,6 +56,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// its reaping.
 #[map]
 pub static DEAD: HashMap<u32, [u32; 2]> = HashMap::with_max_entries(4096, 0);
+/// Discovery's candidates (see `abi::map::CANDIDATES`).
+#[map]
+pub static CANDIDATES: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 pub fn pid_tgid() -> (u32, u32) {

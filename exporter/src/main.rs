@@ -32,7 +32,7 @@ use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
 use crate::{
     cli::{IoSyscalls, Options, Target, WorkerSeries},
-    discovery::identity::Matcher,
+    discovery::{Discovery, identity::Matcher},
     kernel::Kernel,
     lifecycle::{
         actions::Actions,
@@ -122,19 +122,26 @@ fn run(options: Options) -> anyhow::Result<()> {
         );
     }
 
-    // One master (today's labels), or every master found now (discovery).
-    let (masters, discovery) = match options.target() {
-        Target::Pid(pid) => (vec![one_master(pid)?], None),
-        Target::Pidfile(path) => (vec![one_master(target::read_pidfile(path)?)?], None),
-        Target::Discover { matcher, labels } => (discover(matcher), Some(labels.to_vec())),
+    // One master (today's labels), or discovery: every master, found once
+    // the programs are attached (so none starts unseen in between).
+    let (pinned, discovery) = match options.target() {
+        Target::Pid(pid) => (Some(one_master(pid)?), None),
+        Target::Pidfile(path) => (Some(one_master(target::read_pidfile(path)?)?), None),
+        Target::Discover { matcher, labels } => (
+            None,
+            Some(Discovery {
+                matcher: matcher.clone(),
+                labels: labels.to_vec(),
+            }),
+        ),
     };
-    let identity = match (&discovery, masters.first()) {
-        (None, Some(master)) => Identity::of(master, started),
-        _ => Identity::node(started),
+    let identity = match &pinned {
+        Some(master) => Identity::of(master, started),
+        None => Identity::node(started),
     };
     let identity_labels = discovery
-        .as_deref()
-        .map(discovery::identity::Identity::label_names)
+        .as_ref()
+        .map(|d| discovery::identity::Identity::label_names(&d.labels))
         .unwrap_or_default();
 
     let addr = SocketAddr::new(options.bind, options.port);
@@ -173,13 +180,14 @@ fn run(options: Options) -> anyhow::Result<()> {
         exception_classes: !options.no_exception_classes,
         empty: options.empty_programs,
         routes: !options.no_routes,
+        discover: discovery.is_some(),
     };
     if options.empty_programs {
         log::warn!(
             "--empty-programs: the hooks run a program that does nothing; request and lifecycle metrics stay at zero"
         );
     }
-    let listeners = kernel::Listeners::of(masters.iter().map(|m| m.pid).collect::<Vec<_>>());
+    let listeners = kernel::Listeners::of(pinned.iter().map(|m| m.pid).collect::<Vec<_>>());
     // An unsupported kernel is one line naming the feature, not a chain under "attaching".
     let (kernel, probed) = match Kernel::load(bounds, offsets, probed, programs, &listeners) {
         Err(kernel::KernelError::Unsupported(unsupported)) => return Err(unsupported.into()),
@@ -221,6 +229,11 @@ fn run(options: Options) -> anyhow::Result<()> {
     let beats = inotify
         .into_event_stream(vec![0u8; 4096])
         .context("watching heartbeat files")?;
+    let (masters, starting) = match (pinned, &discovery) {
+        (Some(master), _) => (vec![master], Vec::new()),
+        (None, Some(d)) => discover(&d.matcher),
+        (None, None) => unreachable!("a target or discovery"),
+    };
     let master_pids: Vec<u32> = masters.iter().map(|m| m.pid).collect();
     let published = Published::default();
     let action_counts = actions.counts();
@@ -241,6 +254,7 @@ fn run(options: Options) -> anyhow::Result<()> {
         actions,
         published.clone(),
     );
+    state.add_candidates(&starting);
     for master in masters {
         let pid = master.pid;
         state
@@ -330,19 +344,21 @@ fn one_master(pid: u32) -> anyhow::Result<procs::ProcInfo> {
     Ok(master.info)
 }
 
-/// Discovery mode: the masters running now, from one scan of /proc.
-fn discover(matcher: &Matcher) -> Vec<procs::ProcInfo> {
+/// Discovery mode: the masters running now, from one scan of /proc, and
+/// the gunicorn processes with no worker yet (followed to their first fork).
+fn discover(matcher: &Matcher) -> (Vec<procs::ProcInfo>, Vec<u32>) {
     let (masters, starting) =
         discovery::scan::masters(&discovery::scan::snapshot(), matcher, std::process::id());
-    for pid in starting {
-        log::info!("gunicorn {pid} has no worker yet: not a master so far");
+    for pid in &starting {
+        log::info!("gunicorn {pid} has no worker yet: followed to its first fork");
     }
     if masters.is_empty() {
-        log::warn!(
-            "discovery: no gunicorn master running; masters started later are not seen yet (see the README's Kubernetes section)"
-        );
+        log::info!("discovery: no gunicorn master running yet");
     }
-    masters.into_iter().filter_map(procs::info).collect()
+    (
+        masters.into_iter().filter_map(procs::info).collect(),
+        starting,
+    )
 }
 
 /// Liveness, pidfile re-attach and series expiry, in their own task: scrapes

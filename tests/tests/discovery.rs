@@ -2,12 +2,15 @@
 //! exporter watches every Gunicorn master on the host at once. What this
 //! proves, with three host Gunicorns (23 sync, 27 gthread, 27 gevent) and one
 //! in its own PID and network namespaces inside a cgroup shaped like a
-//! kubelet pod's, all running before the exporter:
+//! kubelet pod's, all running before the exporter, and one more (27 sync)
+//! started after it:
 //! - each master is found once, with the right identity labels (the pod's
 //!   with its container id, pod uid, pid in its namespace and a label copied
 //!   from its environment), on every series; their workers, a
 //!   `gunicorn --check-config` and a plain Python process (each with a child
 //!   of its own command line, as a master has workers) are not;
+//! - the master started later is found from the kernel (its exec, then its
+//!   first fork), with its labels;
 //! - each master's request counts equal its own access log exactly;
 //! - a SIGKILL of one master's worker shows in that master's restarts and
 //!   hooks only: the others' hooks and counts do not move;
@@ -479,16 +482,33 @@ fn watches_every_master_apart() {
         );
     }
 
+    // A master started after the exporter: seen from the kernel.
+    let late = Gunicorn::builder(Version::V27, "sync").start();
+    let late_pid = late.master_pid().to_string();
+    wait::until("the later master's gunicorn_up", COUNT_TIMEOUT, || {
+        let m = e.scrape();
+        let up: Vec<_> = m
+            .get("gunicorn_up")
+            .filter(|s| s.labels.get("master_pid") == Some(&late_pid))
+            .map(|s| (s.labels.get("app").cloned(), s.value))
+            .collect();
+        match &up[..] {
+            [(Some(app), v)] if app == "app:app" && *v == 1.0 => Ok(()),
+            _ => Err(format!("{up:?}")),
+        }
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}\n{}", e.story(), late.story()));
+
     // Each master's requests, counted apart (sent side by side).
     std::thread::scope(|s| {
-        for (g, ok) in hosts.iter().zip([5, 7, 9]) {
+        for (g, ok) in hosts.iter().chain([&late]).zip([5, 7, 9, 5]) {
             s.spawn(move || host_requests(g, ok));
         }
         let statuses = pod.requests(&["/ok", "/ok", "/ok", "/ok", "/missing"]);
         assert_eq!(statuses, BTreeMap::from([(200, 4), (404, 1)]));
     });
-    let host_refs: Vec<&Gunicorn> = hosts.iter().collect();
-    counts_equal_access_logs(&e, &host_refs, &[8, 10, 12], &pod);
+    let host_refs: Vec<&Gunicorn> = hosts.iter().chain([&late]).collect();
+    counts_equal_access_logs(&e, &host_refs, &[8, 10, 12, 8], &pod);
 
     // SIGKILL of a gthread worker: its master's restarts and hooks only.
     const HOOKS: &str = "gunicorn_hook_events_total";
@@ -500,7 +520,13 @@ fn watches_every_master_apart() {
             of_master(&m, RESTARTS, pid, &["reason"]),
         )
     };
-    let others: Vec<u32> = [hosts[0].master_pid(), hosts[2].master_pid(), pod.master].into();
+    let others: Vec<u32> = [
+        hosts[0].master_pid(),
+        hosts[2].master_pid(),
+        late.master_pid(),
+        pod.master,
+    ]
+    .into();
     let others_before: Vec<_> = others.iter().map(|&pid| before(pid)).collect();
     let gthread = &hosts[1];
     let victim = gthread.worker_pids()[0];
@@ -537,12 +563,12 @@ fn watches_every_master_apart() {
     })
     .unwrap_or_else(|err| panic!("{err}\n{}", gthread.story()));
     std::thread::scope(|s| {
-        for g in &hosts {
+        for &g in &host_refs {
             s.spawn(move || host_requests(g, 2));
         }
         pod.requests(&["/ok"]);
     });
-    counts_equal_access_logs(&e, &host_refs, &[13, 15, 17], &pod);
+    counts_equal_access_logs(&e, &host_refs, &[13, 15, 17, 13], &pod);
     let m = e.scrape();
     for (pid, (hooks, restarts)) in others.iter().zip(&others_before) {
         assert_eq!(
@@ -557,6 +583,7 @@ fn watches_every_master_apart() {
     }
 
     // A master that exits: its series for the grace (up 0), then none.
+    drop(host_refs);
     let mut hosts = hosts;
     let gone = hosts.remove(0);
     let gone_pid = gone.master_pid();

@@ -33,3 +33,11 @@
 
 pub mod identity;
 pub mod scan;
+
+/// What discovery mode watches: masters `matcher` accepts, labelled with
+/// `labels` from their environments.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    pub matcher: identity::Matcher,
+    pub labels: Vec<identity::EnvLabel>,
+}

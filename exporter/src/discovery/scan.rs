@@ -50,6 +50,23 @@ pub fn masters(rows: &[Row], matcher: &Matcher, exclude: u32) -> (Vec<u32>, Vec<
     (found, candidates)
 }
 
+/// What process `pid` is now, from its own, its parent's and its children's
+/// command lines (None if it is gone).
+pub fn classify_one(pid: u32, matcher: &Matcher) -> Option<Verdict> {
+    let me = crate::procs::info(pid)?;
+    let facts = Facts {
+        parent: crate::procs::info(me.ppid)
+            .map(|p| p.cmdline)
+            .unwrap_or_default(),
+        children: crate::procs::children(pid)
+            .into_iter()
+            .map(|c| c.cmdline)
+            .collect(),
+        cmdline: me.cmdline,
+    };
+    Some(identity::classify(&facts, matcher))
+}
+
 /// A snapshot of the host's processes (threads and vanished ones left out).
 pub fn snapshot() -> Vec<Row> {
     let Ok(all) = all_processes() else {

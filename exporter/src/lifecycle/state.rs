@@ -21,7 +21,11 @@ use super::{
     workers::{Worker, Workers},
 };
 use crate::{
-    discovery::identity::{EnvLabel, Identity},
+    discovery::{
+        Discovery,
+        identity::{Identity, Verdict},
+        scan,
+    },
     events::Event,
     kernel::{Kernel, Listeners},
     logging, procs,
@@ -49,9 +53,9 @@ pub struct Settings {
     pub pidfile: Option<PathBuf>,
     /// Attach the read/write family when a worker is seen to need it.
     pub rw_on_demand: bool,
-    /// Discovery mode (every master, with identity labels): the
-    /// --label-from-env labels. None with --pid/--pidfile.
-    pub discovery: Option<Vec<EnvLabel>>,
+    /// Discovery mode (every master, with identity labels). None with
+    /// --pid/--pidfile.
+    pub discovery: Option<Discovery>,
 }
 
 /// A worker death whose in-flight requests are still to be finished.
@@ -159,7 +163,8 @@ impl State {
 
     /// A master to watch from now on, with its identity in discovery mode.
     fn watched(&self, pid: u32, start_ticks: u64) -> WatchedMaster {
-        let labels = self.settings.discovery.as_ref().map(|wanted| {
+        let labels = self.settings.discovery.as_ref().map(|d| {
+            let wanted = &d.labels;
             let identity = Identity::read(pid, wanted).unwrap_or_else(|| Identity {
                 master_pid: pid,
                 ..Identity::default()
@@ -195,6 +200,39 @@ impl State {
         });
     }
 
+    /// Discovery: candidate `pid` (an untracked `python*` or `gunicorn*`
+    /// exec, or a gunicorn with no worker at start) forked its first child:
+    /// a master now is attached; one still without a worker (a child that
+    /// is no worker, or not in /proc yet) is followed to its next fork.
+    fn on_candidate(&mut self, pid: u32) {
+        let Some(discovery) = &self.settings.discovery else {
+            return;
+        };
+        if self.masters.contains_key(&pid) {
+            return;
+        }
+        match scan::classify_one(pid, &discovery.matcher) {
+            Some(Verdict::Master) => {
+                let Some(info) = procs::info(pid) else {
+                    return;
+                };
+                match self.attach(info) {
+                    Ok(()) => log::info!("gunicorn master {pid} started: attached"),
+                    Err(e) => log::warn!("attaching to gunicorn master {pid} failed: {e}"),
+                }
+            }
+            Some(Verdict::Candidate) => self.kernel.add_candidate(pid),
+            _ => {}
+        }
+    }
+
+    /// Discovery: gunicorn processes found at start with no worker yet.
+    pub fn add_candidates(&mut self, pids: &[u32]) {
+        for &pid in pids {
+            self.kernel.add_candidate(pid);
+        }
+    }
+
     /// A worker's heartbeat file was touched for the first time.
     pub fn on_heartbeat(&mut self, wd: &WatchDescriptor) {
         if let Some(pid) = self.heartbeats.touched(wd) {
@@ -213,6 +251,7 @@ impl State {
         match ev {
             Event::Failed(failed) => return self.on_failed(failed),
             Event::Record(piece) => return self.exceptions.piece(piece),
+            Event::CandidateForked { pid, .. } => return self.on_candidate(*pid),
             _ => {}
         }
         // A first touch whose inotify event is still queued behind this
