@@ -14,6 +14,9 @@
 //! - each master's request counts equal its own access log exactly;
 //! - a SIGKILL of one master's worker shows in that master's restarts and
 //!   hooks only: the others' hooks and counts do not move;
+//! - a USR2 of another master: the new master it starts is followed under
+//!   its own master_pid (its post_fork and post_worker_init as its markers
+//!   say), and the others' hooks do not move;
 //! - a master that exits keeps its series for --series-grace (gunicorn_up 0),
 //!   then they are gone; the others stay.
 
@@ -578,6 +581,74 @@ fn watches_every_master_apart() {
             ),
             (hooks, restarts),
             "master {pid}'s hooks or restarts moved\n{}",
+            m.text
+        );
+    }
+
+    // USR2 of the gevent master: the new master under its own labels.
+    let m = e.scrape();
+    let others: Vec<u32> = [
+        hosts[0].master_pid(),
+        hosts[1].master_pid(),
+        late.master_pid(),
+        pod.master,
+    ]
+    .into();
+    let others_before: Vec<_> = others
+        .iter()
+        .map(|&pid| of_master(&m, HOOKS, pid, &["hook"]))
+        .collect();
+    let gevent = &hosts[2];
+    let old = gevent.master_pid();
+    // SAFETY: plain kill(2) of a master this test started.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGUSR2) }, 0);
+    let new_master = wait::until("the new master's on_starting marker", COUNT_TIMEOUT, || {
+        gevent
+            .markers()
+            .iter()
+            .find(|mk| mk.hook == "on_starting" && mk.pid != old)
+            .map(|mk| mk.pid)
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", gevent.story()));
+    let new_text = new_master.to_string();
+    wait::until(
+        "the new master's workers, under its labels",
+        COUNT_TIMEOUT,
+        || {
+            let markers = gevent.markers();
+            let marked = |hook: &str| {
+                markers
+                    .iter()
+                    .filter(|mk| mk.hook == hook && mk.worker_pid.is_some())
+                    .filter(|mk| integration_tests::fixtures::ppid_of(mk.pid) == Some(new_master))
+                    .count() as f64
+            };
+            let m = e.scrape();
+            let hooks = of_master(&m, HOOKS, new_master, &["hook"]);
+            let got = |hook: &str| hooks.get(&vec![hook.to_string()]).copied().unwrap_or(0.0);
+            let up = m
+                .get("gunicorn_up")
+                .find(|s| s.labels.get("master_pid") == Some(&new_text))
+                .map(|s| (s.labels.get("app").cloned(), s.value));
+            let want = (marked("post_fork"), marked("post_worker_init"));
+            if up == Some((Some("app:app".into()), 1.0))
+                && want == (2.0, 2.0)
+                && (got("post_fork"), got("post_worker_init")) == want
+            {
+                Ok(())
+            } else {
+                Err(format!("up {up:?}, hooks {hooks:?}, markers {want:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err}\n{}\n{}", e.story(), gevent.story()));
+    let m = e.scrape();
+    for (pid, hooks) in others.iter().zip(&others_before) {
+        assert_eq!(
+            &of_master(&m, HOOKS, *pid, &["hook"]),
+            hooks,
+            "master {pid}'s hooks moved with another's USR2\n{}",
             m.text
         );
     }
