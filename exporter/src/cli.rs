@@ -38,9 +38,9 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
 
     /// Watch every Gunicorn master on the host (the default without --pid
-    /// or --pidfile): those running and those started later. Every series
-    /// then carries the labels app and master_pid, and container_id, pod_uid
-    /// for a master in a container.
+    /// or --pidfile): those running and those started later. Every series of
+    /// a master then carries the labels app, master_pid, ns_pid,
+    /// container_id and pod_uid (empty where it has none); node-wide ones none.
     #[arg(long, conflicts_with = "target", help_heading = "Target")]
     pub all: bool,
 
@@ -252,7 +252,9 @@ pub enum LogFormat {
 const DESCRIPTION: &str = "\
 Exact per-worker request metrics of a running Gunicorn, from the kernel.
 
-Attaches eBPF programs to a running Gunicorn master and its workers and serves \
+Attaches eBPF programs to a running Gunicorn master and its workers (or, without \
+--pid and --pidfile, to every Gunicorn master on the host, those started later \
+included, each series labelled with its master's identity) and serves \
 Prometheus metrics: requests by worker, method and status, their durations and \
 sizes, failures by exception class, Gunicorn's hooks as the kernel sees them \
 (post_fork, worker_exit, worker_abort, child_exit, ...), restarts by reason, busy \
@@ -268,6 +270,9 @@ const AFTER_LONG_HELP: &str = "\
 Examples:
   Watch the master named in Gunicorn's pidfile; metrics on port 9091:
     gunicorn-ebpf-exporter --pidfile /run/gunicorn/app.pid
+
+  Watch every Gunicorn on a Kubernetes node, with the pod's name as a label:
+    gunicorn-ebpf-exporter --all --label-from-env pod=POD_NAME
 
   Serve on localhost only, with TLS and basic auth:
     gunicorn-ebpf-exporter --pid 1234 --bind 127.0.0.1 \\

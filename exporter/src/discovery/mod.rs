@@ -5,31 +5,36 @@
 //!   from its environment), plus the one read of /proc that feeds them;
 //! - `scan`: the masters running now, from one snapshot of /proc.
 //!
-//! Where it stands: `main` runs the scan in discovery mode (no --pid or
-//! --pidfile), logs each master's identity and exits 2. What comes next:
-//! - the state for several masters: `lifecycle::state` already keys masters
-//!   by pid (for USR2) and the kernel's TRACKED map records each worker's
-//!   master, so several attach as they are; what assumes one Gunicorn is the
-//!   userspace `Counts` (hooks, restarts, master signals: key them by master;
-//!   the occurrences carry it) and the kernel's global counters (the QUEUE
-//!   histogram, STATS connections and unframed: key them by master in the
-//!   kernel, or they stay per node). Each master's `Identity` goes in
-//!   `WatchedMaster` and the published `MasterView`; a USR2 master takes its
-//!   parent's `app`;
-//! - the scrape: in discovery mode every family's label names gain `app`,
-//!   `master_pid`, `ns_pid`, `container_id`, `pod_uid` and the
-//!   `--label-from-env` labels (known at start, so the descs are fixed);
-//!   empty values where absent. With --pid/--pidfile nothing changes;
+//! How it runs (without --pid or --pidfile, or with --all):
+//! - `main` loads and attaches the programs with `Config.discover` set, then
+//!   scans /proc once: every master found is attached (`State::attach`, the
+//!   same as one --pid master), and the gunicorns with no worker yet are put
+//!   in the kernel's CANDIDATES map;
 //! - masters started later: `sched_process_exec` of an untracked process
-//!   whose comm starts with `python` or `gunicorn` (a shebang script's comm
-//!   is its own name) sent to userspace (only in discovery mode, a CONFIG
-//!   flag), which keeps the candidates ([`scan::masters`]'s second list) in a
-//!   small kernel map whose forks `task_newtask` reports, and classifies
-//!   again on a candidate's first fork; a master's exit ends its watch after
-//!   --series-grace.
-//! - listeners: LISTEN_PORTS is keyed by port alone, so pods listening on
-//!   the same port in their own network namespaces share an entry (their
-//!   workers are still told apart by pid).
+//!   whose comm starts with `python` or `gunicorn` puts it in CANDIDATES (an
+//!   LRU map: those that never fork age out); `task_newtask` reports a
+//!   candidate's first fork (`CANDIDATE_FORK`) and forgets it; `State`
+//!   classifies it again ([`scan::classify_one`]): a master is attached, a
+//!   candidate still without a worker goes back in the map;
+//! - each `WatchedMaster` keeps its identity labels; the published view
+//!   carries them (`View::discovered`) and the collectors build each
+//!   master's families from its part of the view (`View::of_master`) with
+//!   its labels appended; counts of hooks, restarts and signals are kept per
+//!   master. With --pid/--pidfile none of this changes a label;
+//! - a master that exits is forgotten after --series-grace (its counts and
+//!   its exited workers' series with it).
+//!
+//! Still open:
+//! - the kernel's global counters (the QUEUE histogram, STATS connections
+//!   and unframed) and the per-route maps are per node: keying them by
+//!   master in the kernel would give them identity labels too;
+//! - LISTEN_PORTS is keyed by port alone, so pods listening on the same
+//!   port in their own network namespaces share an entry (their workers are
+//!   still told apart by pid);
+//! - a later master whose comm is neither `python*` nor `gunicorn*` (a
+//!   custom `BaseApplication` script run directly) is not seen; --match
+//!   finds it at start only. A later master's first workers are adopted at
+//!   its first fork, so their `post_fork` is not counted.
 
 pub mod identity;
 pub mod scan;
