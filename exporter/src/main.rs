@@ -286,7 +286,9 @@ fn run(options: Options) -> anyhow::Result<()> {
     let later = privileges::Later {
         uprobes: sockets && programs.exception_classes && probed.has(capabilities::cap::UPROBES),
         tracepoints: !sockets && options.io_syscalls == IoSyscalls::Auto,
-        enters_netns: master_pids.iter().any(|&pid| privileges::other_netns(pid)),
+        // In discovery mode a pod in its own network namespace may start later.
+        enters_netns: !identity_labels.is_empty()
+            || master_pids.iter().any(|&pid| privileges::other_netns(pid)),
     };
     let permitted = caps::read(None, caps::CapSet::Permitted)?;
     let kept = privileges::to_keep(later, &permitted, || maps.stat(0).is_ok())

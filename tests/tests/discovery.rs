@@ -11,7 +11,8 @@
 //!   of its own command line, as a master has workers) are not;
 //! - the master started later is found from the kernel (its exec, then its
 //!   first fork), with its labels;
-//! - each master's request counts equal its own access log exactly;
+//! - each master's request counts equal its own access log exactly, and its
+//!   listen backlog is read in its own network namespace;
 //! - a SIGKILL of one master's worker shows in that master's restarts and
 //!   hooks only: the others' hooks and counts do not move;
 //! - a USR2 of another master: the new master it starts is followed under
@@ -452,6 +453,23 @@ fn watches_every_master_apart() {
         "{}",
         m.text
     );
+    // Each master's listen backlog, read in its own network namespace (the
+    // pod's 127.0.0.1:8000 is not the host's).
+    let listeners = |pid: u32| -> Vec<String> {
+        of_master(&m, "gunicorn_listen_backlog_limit", pid, &["listener"])
+            .into_keys()
+            .flatten()
+            .collect()
+    };
+    for g in &hosts {
+        assert_eq!(
+            listeners(g.master_pid()),
+            [g.addr().to_string()],
+            "{}",
+            m.text
+        );
+    }
+    assert_eq!(listeners(pod.master), ["127.0.0.1:8000"], "{}", m.text);
     // Every family of a master carries its labels; the node-wide ones none.
     for s in &m.samples {
         let node_wide = s.name.starts_with("gunicorn_exporter_")
