@@ -269,4 +269,29 @@ mod tests {
         );
         assert!(out.contains("# TYPE g gauge\ng 2\n"), "{out}");
     }
+
+    /// A discovered master's labels go after each series' own, and only the
+    /// families not node-wide declare them.
+    #[test]
+    fn identity_labels_appended() {
+        let mut families = vec![counter(
+            "a_total",
+            "A.",
+            [(vec![("hook", "x".into())], 1.0)],
+        )];
+        add_labels(
+            &mut families,
+            &[("app".into(), "shop".into()), ("ns_pid".into(), "".into())],
+        );
+        let names: Vec<(&str, &str)> = families[0].get_metric()[0]
+            .get_label()
+            .iter()
+            .map(|l| (l.name(), l.value()))
+            .collect();
+        assert_eq!(names, [("hook", "x"), ("app", "shop"), ("ns_pid", "")]);
+        let families: [Family; 2] = [("a_total", "A.", &["hook"]), ("b_total", "B.", &[])];
+        let descs = descs_with(&families, &["app".into()], &["b_total"]).unwrap();
+        assert_eq!(descs[0].variable_labels, ["hook", "app"]);
+        assert!(descs[1].variable_labels.is_empty());
+    }
 }

@@ -177,3 +177,94 @@ impl Published {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn key(tgid: u32) -> MetricKey {
+        MetricKey {
+            tgid,
+            status: 200,
+            method: 1,
+            _pad: 0,
+        }
+    }
+
+    /// A master's part of the view holds its workers and their series, its
+    /// exited series, counts and failures, and nothing of another master's.
+    #[test]
+    fn a_master_sees_only_its_own() {
+        let mut view = View::default();
+        for (worker, master) in [(11, 1), (12, 1), (21, 2)] {
+            view.workers.spawned(worker, 0, None);
+            view.workers.set_master(worker, master);
+        }
+        view.workers.exited(12, Instant::now());
+        view.masters = vec![
+            MasterView {
+                pid: 1,
+                start_ticks: None,
+            },
+            MasterView {
+                pid: 2,
+                start_ticks: None,
+            },
+        ];
+        for master in [1, 2] {
+            let counts = view.counts.entry(master).or_default();
+            counts.hooks.insert(Hook::PostFork, u64::from(master));
+            view.exited.insert(key(master), Aggregate::default());
+            view.exited_failures
+                .insert((master, 1, "boom".into(), 0), 1);
+            view.discovered.insert(
+                master,
+                Discovered {
+                    labels: vec![("master_pid".into(), master.to_string())],
+                },
+            );
+        }
+        for worker in [11, 12, 21] {
+            view.swept.insert(key(worker), Aggregate::default());
+            view.failures.insert((worker, 1, "boom".into(), 0), 1);
+            view.heartbeat_fds.push((worker, 3));
+        }
+
+        let one = view.of_master(1);
+        let pids = |w: &Workers| {
+            [11, 12, 21]
+                .into_iter()
+                .filter(|p| w.get(*p).is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            pids(&one.workers),
+            [11, 12],
+            "the dead one within its grace too"
+        );
+        assert_eq!(one.masters.iter().map(|m| m.pid).collect::<Vec<_>>(), [1]);
+        assert_eq!(one.counts().hooks.get(&Hook::PostFork), Some(&1));
+        assert_eq!(
+            one.swept.keys().map(|k| k.tgid).collect::<Vec<_>>(),
+            [11, 12]
+        );
+        assert_eq!(one.exited.keys().map(|k| k.tgid).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            one.failures.keys().map(|k| k.0).collect::<Vec<_>>(),
+            [11, 12]
+        );
+        assert_eq!(
+            one.exited_failures.keys().map(|k| k.0).collect::<Vec<_>>(),
+            [1]
+        );
+        assert_eq!(one.heartbeat_fds, [(11, 3), (12, 3)]);
+        assert_eq!(one.discovered.keys().collect::<Vec<_>>(), [&1]);
+        // The whole view's counts are every master's summed (--pid after a USR2).
+        assert_eq!(view.counts().hooks.get(&Hook::PostFork), Some(&3));
+        // A master gone (not alive): its part has no master, so gunicorn_up 0.
+        view.masters.retain(|m| m.pid != 2);
+        assert!(!view.of_master(2).up() && view.of_master(1).up());
+    }
+}
