@@ -46,7 +46,8 @@ pub struct Options {
 
     /// With discovery: only masters whose command line (or process title)
     /// matches REGEX; also finds masters of custom BaseApplication scripts,
-    /// which do not run the gunicorn command.
+    /// which do not run the gunicorn command (those started later only when
+    /// run by a program named python*).
     #[arg(
         long = "match",
         value_name = "REGEX",

@@ -34,7 +34,12 @@
 //! - a later master whose comm is neither `python*` nor `gunicorn*` (a
 //!   custom `BaseApplication` script run directly) is not seen; --match
 //!   finds it at start only. A later master's first workers are adopted at
-//!   its first fork, so their `post_fork` is not counted.
+//!   its first fork, so their `post_fork` is not counted;
+//! - a later `gunicorn --daemon`: the exec'd process forks the daemon and
+//!   exits, and is taken for a master (its child has its command line); the
+//!   daemon, tracked as its worker, is never classified. Making a
+//!   candidate's children candidates (and re-tracking a "worker" that turns
+//!   out to be a master) would follow it.
 
 pub mod identity;
 pub mod scan;
