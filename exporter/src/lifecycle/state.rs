@@ -142,6 +142,10 @@ impl State {
     fn track(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
         let pid = master.pid;
         self.kernel.track(pid, Proc::master(pid))?;
+        // Discovery: a dead master's pid, reused within its grace, starts afresh.
+        if self.settings.discovery.is_some() && self.masters.get(&pid).is_some_and(|m| !m.alive) {
+            self.forget_counts(pid);
+        }
         let watched = self.watched(pid, master.start_ticks);
         self.masters.insert(pid, watched);
         self.lifecycle.adopt_master(pid);
@@ -208,7 +212,8 @@ impl State {
         let Some(discovery) = &self.settings.discovery else {
             return;
         };
-        if self.masters.contains_key(&pid) {
+        // (A dead master's pid within its grace may be reused by this one.)
+        if self.masters.get(&pid).is_some_and(|m| m.alive) {
             return;
         }
         match scan::classify_one(pid, &discovery.matcher) {
@@ -564,12 +569,17 @@ impl State {
         for pid in gone {
             self.masters.remove(&pid);
             if discovery {
-                self.counts.remove(&pid);
-                self.exited.retain(|k, _| k.tgid != pid);
-                self.exited_failures.retain(|k, _| k.0 != pid);
+                self.forget_counts(pid);
                 log::info!("gunicorn master {pid}: its series end (--series-grace passed)");
             }
         }
+    }
+
+    /// Discovery: drops what was counted for master `pid`.
+    fn forget_counts(&mut self, pid: u32) {
+        self.counts.remove(&pid);
+        self.exited.retain(|k, _| k.tgid != pid);
+        self.exited_failures.retain(|k, _| k.0 != pid);
     }
 
     /// Tells the kernel the masters' listeners.
