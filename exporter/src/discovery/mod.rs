@@ -14,7 +14,7 @@
 //!   whose comm starts with `python` or `gunicorn` puts it in CANDIDATES (an
 //!   LRU map: those that never fork age out); `task_newtask` reports a
 //!   candidate's first fork (`CANDIDATE_FORK`) and forgets it; `State`
-//!   classifies it again ([`scan::classify_one`]): a master is attached, a
+//!   classifies it again ([`scan::classify_forked`]): a master is attached, a
 //!   candidate still without a worker goes back in the map;
 //! - each `WatchedMaster` keeps its identity labels; the published view
 //!   carries them (`View::discovered`) and the collectors build each

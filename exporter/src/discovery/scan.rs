@@ -50,17 +50,18 @@ pub fn masters(rows: &[Row], matcher: &Matcher, exclude: u32) -> (Vec<u32>, Vec<
     (found, candidates)
 }
 
-/// What process `pid` is now, from its own, its parent's and its children's
-/// command lines (None if it is gone).
-pub fn classify_one(pid: u32, matcher: &Matcher) -> Option<Verdict> {
+/// What process `pid` is now that it forked `child`, from its own, its
+/// parent's and that child's command lines (None if it is gone). Reads
+/// three processes, not the whole of /proc: it runs at each candidate's fork.
+pub fn classify_forked(pid: u32, child: u32, matcher: &Matcher) -> Option<Verdict> {
     let me = crate::procs::info(pid)?;
     let facts = Facts {
         parent: crate::procs::info(me.ppid)
             .map(|p| p.cmdline)
             .unwrap_or_default(),
-        children: crate::procs::children(pid)
-            .into_iter()
+        children: crate::procs::info(child)
             .map(|c| c.cmdline)
+            .into_iter()
             .collect(),
         cmdline: me.cmdline,
     };

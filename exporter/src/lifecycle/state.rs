@@ -205,10 +205,10 @@ impl State {
     }
 
     /// Discovery: candidate `pid` (an untracked `python*` or `gunicorn*`
-    /// exec, or a gunicorn with no worker at start) forked its first child:
-    /// a master now is attached; one still without a worker (a child that
-    /// is no worker, or not in /proc yet) is followed to its next fork.
-    fn on_candidate(&mut self, pid: u32) {
+    /// exec, or a gunicorn with no worker at start) forked `child`: a master
+    /// now is attached; one still without a worker (a child that is no
+    /// worker, or gone already) is followed to its next fork.
+    fn on_candidate(&mut self, pid: u32, child: u32) {
         let Some(discovery) = &self.settings.discovery else {
             return;
         };
@@ -216,7 +216,7 @@ impl State {
         if self.masters.get(&pid).is_some_and(|m| m.alive) {
             return;
         }
-        match scan::classify_one(pid, &discovery.matcher) {
+        match scan::classify_forked(pid, child, &discovery.matcher) {
             Some(Verdict::Master) => {
                 let Some(info) = procs::info(pid) else {
                     return;
@@ -256,7 +256,7 @@ impl State {
         match ev {
             Event::Failed(failed) => return self.on_failed(failed),
             Event::Record(piece) => return self.exceptions.piece(piece),
-            Event::CandidateForked { pid, .. } => return self.on_candidate(*pid),
+            Event::CandidateForked { pid, child } => return self.on_candidate(*pid, *child),
             _ => {}
         }
         // A first touch whose inotify event is still queued behind this
