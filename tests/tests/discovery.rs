@@ -10,7 +10,8 @@
 //!   `gunicorn --check-config` and a plain Python process (each with a child
 //!   of its own command line, as a master has workers) are not;
 //! - the master started later is found from the kernel (its exec, then its
-//!   first fork), with its labels;
+//!   first fork), with its labels; a `gunicorn --check-config` and a plain
+//!   Python started later, each forking too, are not;
 //! - each master's request counts equal its own access log exactly, and its
 //!   listen backlog is read in its own network namespace;
 //! - a SIGKILL of one master's worker shows in that master's restarts and
@@ -519,6 +520,16 @@ fn watches_every_master_apart() {
         }
     })
     .unwrap_or_else(|err| panic!("{err}\n{}\n{}", e.story(), late.story()));
+    let (late_check, late_check_child) = python_forking(
+        &venv,
+        &["gunicorn", "--check-config", "forking_import:app"],
+        "a later gunicorn --check-config",
+    );
+    let (late_plain, late_plain_child) = python_forking(
+        &venv,
+        &["python", "forking_import.py"],
+        "a later plain python",
+    );
 
     // Each master's requests, counted apart (sent side by side).
     std::thread::scope(|s| {
@@ -530,6 +541,23 @@ fn watches_every_master_apart() {
     });
     let host_refs: Vec<&Gunicorn> = hosts.iter().chain([&late]).collect();
     counts_equal_access_logs(&e, &host_refs, &[8, 10, 12, 8], &pod);
+
+    // By now the later forks were long handled: neither is a master.
+    let found = found_masters(&e.stderr());
+    let m = e.scrape();
+    for (pid, what) in [
+        (late_check.pid(), "a later gunicorn --check-config"),
+        (late_check_child, "its child"),
+        (late_plain.pid(), "a later plain python"),
+        (late_plain_child, "its child"),
+    ] {
+        assert!(
+            !found.contains_key(&pid) && !has_master(&m, pid),
+            "{what} ({pid}) taken for a master\n{}\n{}",
+            e.story(),
+            m.text
+        );
+    }
 
     // SIGKILL of a gthread worker: its master's restarts and hooks only.
     const HOOKS: &str = "gunicorn_hook_events_total";

@@ -227,7 +227,7 @@ impl State {
                 }
             }
             Some(Verdict::Candidate) => self.kernel.add_candidate(pid),
-            _ => {}
+            verdict => log::debug!("process {pid} forked {child}: {verdict:?}, not a master"),
         }
     }
 
