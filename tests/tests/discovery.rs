@@ -356,6 +356,11 @@ fn counts_equal_access_logs(
     .unwrap_or_else(|err| panic!("{err}\n{}", e.story()));
 }
 
+/// One exporter in discovery mode over four masters running before it and
+/// one started after it: each found once with its labels, counted apart and
+/// exactly, undisturbed by another's SIGKILLed worker or USR2, and an exited
+/// one's series gone after the grace (see the module's list). One test, in
+/// phases, so the five Gunicorns start once.
 #[test]
 fn watches_every_master_apart() {
     // One after the other: a child dies with the thread that started it
