@@ -33,6 +33,11 @@ pub mod map {
     pub const DEAD: &str = "DEAD";
     /// Worker tgid -> its [`super::Heartbeat`] file, written by userspace.
     pub const HEARTBEATS: &str = "HEARTBEATS";
+    /// Discovery: tgid -> 0 for an untracked process that may become a
+    /// Gunicorn master (a `python*` or `gunicorn*` exec, or a gunicorn with
+    /// no worker yet), whose first fork is reported (an LRU map: those that
+    /// never fork age out).
+    pub const CANDIDATES: &str = "CANDIDATES";
     /// The stages of a write (`request::stage`) the socket hooks' write
     /// program tail-calls, and the syscall hooks' ones.
     pub const STAGES_RAW: &str = "STAGES_RAW";
@@ -287,6 +292,10 @@ pub struct Config {
     pub hooks: u32,
     /// 1: requests are also counted by route (off with `--no-routes`).
     pub routes: u32,
+    /// 1: discovery mode, where candidates' execs and first forks are
+    /// followed (`map::CANDIDATES`).
+    pub discover: u32,
+    pub _pad: u32,
 }
 
 /// The hook sets ([`Config::hooks`]).
@@ -475,6 +484,9 @@ pub mod event {
     /// A piece of a log record with a Python traceback a worker thread
     /// wrote: a [`super::RecordEvent`].
     pub const RECORD: u32 = 14;
+    /// Discovery: a candidate (see `map::CANDIDATES`) forked its first
+    /// process. `pid`: the candidate; `other`: the child.
+    pub const CANDIDATE_FORK: u32 = 15;
 }
 
 /// A worker's heartbeat file: Gunicorn closes it just before it runs the
@@ -717,7 +729,7 @@ mod tests {
         assert_eq!(size_of::<crate::request::Conn>(), 80);
         assert_eq!(size_of::<FailedEvent>(), 56);
         assert_eq!(size_of::<RecordEvent>(), RECORD_HEADER + RECORD_PIECE);
-        assert_eq!(size_of::<Config>(), 8 * DURATION_SLOTS + 16 * 4 + 8);
+        assert_eq!(size_of::<Config>(), 8 * DURATION_SLOTS + 16 * 4 + 16);
         assert_eq!(
             size_of::<Aggregate>(),
             8 * (4 + DURATION_SLOTS + 2 * SIZE_SLOTS)

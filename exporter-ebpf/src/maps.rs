@@ -8,7 +8,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use exporter_ebpf::{
@@ -32,9 +32,11 @@ pub static WATCHED: Array<u64> = Array::with_max_entries(WATCH_SLOTS, BPF_F_MMAP
 #[map]
 pub static CONNS: HashMap<ConnKey, Conn> = HashMap::with_max_entries(65536, 0);
 /// Not preallocated: memory follows the series in use, not max_entries x CPUs.
+/// Sized for a node of 64 masters and 1,024 workers with 16 (method, status)
+/// series each; beyond, a request is counted as `metrics_map_full`.
 #[map]
 pub static METRICS: PerCpuHashMap<MetricKey, Aggregate> =
-    PerCpuHashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+    PerCpuHashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// The failed request being sent to userspace (kept off the stack).
@@ -54,6 +56,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// its reaping.
 #[map]
 pub static DEAD: HashMap<u32, [u32; 2]> = HashMap::with_max_entries(4096, 0);
+/// Discovery's candidates (see `abi::map::CANDIDATES`).
+#[map]
+pub static CANDIDATES: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 pub fn pid_tgid() -> (u32, u32) {

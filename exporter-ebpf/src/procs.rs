@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_get_current_task,
+    helpers::{bpf_get_current_comm, bpf_get_current_task},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -17,7 +17,8 @@ use exporter_ebpf::{
 use aya_ebpf::{macros::map, maps::HashMap};
 
 use crate::maps::{
-    DEAD, count_error, emit, field, file_of, kernel, offsets, pid_tgid, track, tracked, untrack,
+    CANDIDATES, DEAD, config, count_error, emit, field, file_of, kernel, offsets, pid_tgid, track,
+    tracked, untrack,
 };
 
 /// Written by userspace: each worker's heartbeat file, once found.
@@ -29,7 +30,8 @@ static HEARTBEATS: HashMap<u32, Heartbeat> = HashMap::with_max_entries(16384, 0)
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let (_, parent) = pid_tgid();
-    if !matches!(tracked(parent), Some(p) if p.role == role::MASTER) {
+    let master = matches!(tracked(parent), Some(p) if p.role == role::MASTER);
+    if !master && !discovering() {
         return 0;
     }
     let (flags, child) = (
@@ -40,9 +42,41 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let child = child as u32;
+    if !master {
+        // Discovery: a candidate's first fork, for userspace to classify
+        // it again now that it has a child.
+        // SAFETY: the value is not kept past the lookup.
+        if unsafe { CANDIDATES.get(&parent) }.is_some() {
+            let _ = CANDIDATES.remove(&parent);
+            emit(event::CANDIDATE_FORK, parent, child, 0, 0);
+        }
+        return 0;
+    }
     track(child, &Proc::worker(parent));
     emit(event::FORK, child, parent, 0, 0);
     0
+}
+
+/// Discovery mode (the exporter watches every master on the host).
+#[inline(always)]
+fn discovering() -> bool {
+    config().is_some_and(|c| c.discover != 0)
+}
+
+/// Discovery: an untracked process exec'd a `python*` or `gunicorn*`
+/// program (a shebang script's comm is its own name): a candidate, whose
+/// first fork is reported.
+#[inline(always)]
+fn candidate_exec(tgid: u32) {
+    if !discovering() {
+        return;
+    }
+    let Ok(comm) = bpf_get_current_comm() else {
+        return;
+    };
+    if comm.starts_with(b"python") || comm.starts_with(b"gunicorn") {
+        let _ = CANDIDATES.insert(&tgid, &0, 0);
+    }
 }
 
 /// A tracked process that execs is no longer a worker: on USR2 the master's
@@ -50,7 +84,10 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
-    let Some(old) = tracked(tgid) else { return 0 };
+    let Some(old) = tracked(tgid) else {
+        candidate_exec(tgid);
+        return 0;
+    };
     track(tgid, &Proc::master(tgid));
     emit(event::EXEC, tgid, old.master, 0, 0);
     0

@@ -6,6 +6,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::{CommandFactory as _, Parser, ValueEnum};
 
 use crate::{
+    discovery::identity::{EnvLabel, Matcher},
     redis::{aggregate::AggregateOptions, config::RedisArgs},
     startup::capabilities::Hooks,
 };
@@ -20,7 +21,7 @@ use crate::{
     after_long_help = AFTER_LONG_HELP,
     max_term_width = 100
 )]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "pidfile"])))]
+#[command(group(clap::ArgGroup::new("target").args(["pid", "pidfile"])))]
 // `gunicorn-ebpf-exporter --pid N ...` stays the form that attaches;
 // `gunicorn-ebpf-exporter aggregate ...` takes none of its options.
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -35,6 +36,37 @@ pub struct Options {
     /// Gunicorn's pidfile (its `--pid` setting), read at start.
     #[arg(long, value_name = "PATH", help_heading = "Target")]
     pub pidfile: Option<PathBuf>,
+
+    /// Watch every Gunicorn master on the host (the default without --pid
+    /// or --pidfile): those running and those started later. Every series of
+    /// a master then carries the labels app, master_pid, ns_pid,
+    /// container_id and pod_uid (empty where it has none); node-wide ones none.
+    #[arg(long, conflicts_with = "target", help_heading = "Target")]
+    pub all: bool,
+
+    /// With discovery: only masters whose command line (or process title)
+    /// matches REGEX; also finds masters of custom BaseApplication scripts,
+    /// which do not run the gunicorn command (those started later only when
+    /// run by a program named python*).
+    #[arg(
+        long = "match",
+        value_name = "REGEX",
+        conflicts_with = "target",
+        value_parser = matcher,
+        help_heading = "Target"
+    )]
+    pub match_: Option<Matcher>,
+
+    /// With discovery: copy variable VAR of each master's environment into
+    /// label LABEL; without `LABEL=` the label is VAR in lower case. E.g.
+    /// POD_NAME, or namespace=POD_NAMESPACE. Repeatable.
+    #[arg(
+        long,
+        value_name = "LABEL=VAR",
+        conflicts_with = "target",
+        help_heading = "Target"
+    )]
+    pub label_from_env: Vec<EnvLabel>,
 
     /// Address to serve /metrics on.
     #[arg(
@@ -221,7 +253,9 @@ pub enum LogFormat {
 const DESCRIPTION: &str = "\
 Exact per-worker request metrics of a running Gunicorn, from the kernel.
 
-Attaches eBPF programs to a running Gunicorn master and its workers and serves \
+Attaches eBPF programs to a running Gunicorn master and its workers (or, without \
+--pid and --pidfile, to every Gunicorn master on the host, those started later \
+included, each series labelled with its master's identity) and serves \
 Prometheus metrics: requests by worker, method and status, their durations and \
 sizes, failures by exception class, Gunicorn's hooks as the kernel sees them \
 (post_fork, worker_exit, worker_abort, child_exit, ...), restarts by reason, busy \
@@ -237,6 +271,9 @@ const AFTER_LONG_HELP: &str = "\
 Examples:
   Watch the master named in Gunicorn's pidfile; metrics on port 9091:
     gunicorn-ebpf-exporter --pidfile /run/gunicorn/app.pid
+
+  Watch every Gunicorn on a Kubernetes node, with the pod's name as a label:
+    gunicorn-ebpf-exporter --all --label-from-env pod=POD_NAME
 
   Serve on localhost only, with TLS and basic auth:
     gunicorn-ebpf-exporter --pid 1234 --bind 127.0.0.1 \\
@@ -371,6 +408,38 @@ impl Options {
     }
 }
 
+fn matcher(pattern: &str) -> Result<Matcher, regex::Error> {
+    Matcher::new(Some(pattern))
+}
+
+/// Which masters to watch.
+#[derive(Debug)]
+pub enum Target<'a> {
+    /// One master, from --pid or --pidfile (today's labels).
+    Pid(u32),
+    Pidfile(&'a std::path::Path),
+    /// Every master on the host (--all, or neither --pid nor --pidfile).
+    Discover {
+        matcher: &'a Matcher,
+        labels: &'a [EnvLabel],
+    },
+}
+
+impl Options {
+    pub fn target(&self) -> Target<'_> {
+        match (&self.pid, &self.pidfile, &self.match_) {
+            (Some(pid), _, _) => Target::Pid(*pid),
+            (None, Some(path), _) => Target::Pidfile(path),
+            (None, None, matcher) => Target::Discover {
+                matcher: matcher.as_ref().unwrap_or(&ANY),
+                labels: &self.label_from_env,
+            },
+        }
+    }
+}
+
+static ANY: Matcher = Matcher::ANY;
+
 /// Seconds as a Duration; too many (or `inf`) is the longest one.
 fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
@@ -381,8 +450,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pid_or_pidfile_is_required() {
-        assert!(Options::try_parse_from(["x"]).is_err());
+    fn one_master_or_discovery() {
+        assert!(matches!(
+            Options::try_parse_from(["x"]).unwrap().target(),
+            Target::Discover { .. }
+        ));
+        let o = Options::try_parse_from([
+            "x",
+            "--all",
+            "--match",
+            "shop",
+            "--label-from-env",
+            "POD_NAME",
+            "--label-from-env",
+            "namespace=POD_NAMESPACE",
+        ])
+        .unwrap();
+        let Target::Discover { labels, .. } = o.target() else {
+            panic!("{o:?}")
+        };
+        assert_eq!(
+            labels.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+            ["pod_name=POD_NAME", "namespace=POD_NAMESPACE"]
+        );
+        assert!(matches!(
+            Options::try_parse_from(["x", "--pidfile", "/p"])
+                .unwrap()
+                .target(),
+            Target::Pidfile(_)
+        ));
+        // Discovery's options do not go with one master.
+        for bad in [
+            &["x", "--pid", "1", "--all"][..],
+            &["x", "--pidfile", "/p", "--match", "a"],
+            &["x", "--pid", "1", "--label-from-env", "POD_NAME"],
+            &["x", "--match", "("],
+            &["x", "--label-from-env", "app=APP"],
+        ] {
+            assert!(Options::try_parse_from(bad).is_err(), "{bad:?}");
+        }
         assert!(Options::try_parse_from(["x", "--pid", "1", "--pidfile", "/p"]).is_err());
         let o = Options::try_parse_from(["x", "--pid", "42"]).unwrap();
         assert_eq!((o.pid, o.port, o.buckets.len()), (Some(42), 9091, 15));

@@ -8,6 +8,9 @@
 //!   `lifecycle` hook mapping) -> published view, logs and user actions.
 
 mod cli;
+#[cfg(test)]
+mod deploy;
+mod discovery;
 mod events;
 mod kernel;
 mod lifecycle;
@@ -28,7 +31,8 @@ use anyhow::{Context as _, anyhow};
 use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
 
 use crate::{
-    cli::{IoSyscalls, Options, WorkerSeries},
+    cli::{IoSyscalls, Options, Target, WorkerSeries},
+    discovery::{Discovery, identity::Matcher},
     kernel::Kernel,
     lifecycle::{
         actions::Actions,
@@ -111,17 +115,34 @@ fn run(options: Options) -> anyhow::Result<()> {
     let (actions, action_runner) =
         Actions::new(&options.on, options.on_concurrency, options.on_timeout())?;
     preflight::check_privileges()?;
-
-    let pid = match (&options.pid, &options.pidfile) {
-        (Some(pid), _) => *pid,
-        (None, Some(path)) => target::read_pidfile(path)?,
-        (None, None) => unreachable!("clap requires --pid or --pidfile"),
-    };
-    let master = target::resolve(pid)?;
-    let identity = Identity::of(&master.info, started);
-    if let Some(notice) = &master.notice {
-        log::warn!("{notice}");
+    let open_files = preflight::raise_open_files();
+    if open_files < 4096 {
+        log::warn!(
+            "at most {open_files} open files: workers beyond about that many are not followed for exception classes"
+        );
     }
+
+    // One master (today's labels), or discovery: every master, found once
+    // the programs are attached (so none starts unseen in between).
+    let (pinned, discovery) = match options.target() {
+        Target::Pid(pid) => (Some(one_master(pid)?), None),
+        Target::Pidfile(path) => (Some(one_master(target::read_pidfile(path)?)?), None),
+        Target::Discover { matcher, labels } => (
+            None,
+            Some(Discovery {
+                matcher: matcher.clone(),
+                labels: labels.to_vec(),
+            }),
+        ),
+    };
+    let identity = match &pinned {
+        Some(master) => Identity::of(master, started),
+        None => Identity::node(started),
+    };
+    let identity_labels = discovery
+        .as_ref()
+        .map(|d| discovery::identity::Identity::label_names(&d.labels))
+        .unwrap_or_default();
 
     let addr = SocketAddr::new(options.bind, options.port);
     let listener = std::net::TcpListener::bind(addr).with_context(|| {
@@ -159,13 +180,14 @@ fn run(options: Options) -> anyhow::Result<()> {
         exception_classes: !options.no_exception_classes,
         empty: options.empty_programs,
         routes: !options.no_routes,
+        discover: discovery.is_some(),
     };
     if options.empty_programs {
         log::warn!(
             "--empty-programs: the hooks run a program that does nothing; request and lifecycle metrics stay at zero"
         );
     }
-    let listeners = kernel::Listeners::of([master.info.pid]);
+    let listeners = kernel::Listeners::of(pinned.iter().map(|m| m.pid).collect::<Vec<_>>());
     // An unsupported kernel is one line naming the feature, not a chain under "attaching".
     let (kernel, probed) = match Kernel::load(bounds, offsets, probed, programs, &listeners) {
         Err(kernel::KernelError::Unsupported(unsupported)) => return Err(unsupported.into()),
@@ -216,7 +238,12 @@ fn run(options: Options) -> anyhow::Result<()> {
             .into_event_stream(vec![0u8; 4096])
             .context("watching heartbeat files")?
     };
-    let master_pid = master.info.pid;
+    let (masters, starting) = match (pinned, &discovery) {
+        (Some(master), _) => (vec![master], Vec::new()),
+        (None, Some(d)) => discover(&d.matcher),
+        (None, None) => unreachable!("a target or discovery"),
+    };
+    let master_pids: Vec<u32> = masters.iter().map(|m| m.pid).collect();
     let published = Published::default();
     let action_counts = actions.counts();
     let mut state = State::new(
@@ -231,22 +258,34 @@ fn run(options: Options) -> anyhow::Result<()> {
             },
             pidfile: options.pidfile.clone(),
             rw_on_demand: options.io_syscalls == IoSyscalls::Auto,
+            discovery,
         },
         actions,
         published.clone(),
     );
-    state
-        .attach(master.info)
-        .context("tracking the master and its workers")?;
+    state.add_candidates(&starting);
+    for master in masters {
+        let pid = master.pid;
+        state
+            .attach(master)
+            .with_context(|| format!("tracking gunicorn master {pid} and its workers"))?;
+    }
     state.end_batch();
     let scheme = match &web {
         Some(web) if web.tls() => "https",
         _ => "http",
     };
-    log::info!(
-        "attached to gunicorn master {master_pid} ({} workers, {hooked} hooks); serving {scheme}://{addr}/metrics",
-        state.workers_alive()
-    );
+    match &master_pids[..] {
+        [master_pid] if identity_labels.is_empty() => log::info!(
+            "attached to gunicorn master {master_pid} ({} workers, {hooked} hooks); serving {scheme}://{addr}/metrics",
+            state.workers_alive()
+        ),
+        _ => log::info!(
+            "discovery: attached to {} gunicorn masters {master_pids:?} ({} workers, {hooked} hooks); serving {scheme}://{addr}/metrics",
+            master_pids.len(),
+            state.workers_alive()
+        ),
+    }
     if let Some(web) = &web {
         log::info!("metrics endpoint: {}", web.describe());
     }
@@ -256,7 +295,9 @@ fn run(options: Options) -> anyhow::Result<()> {
     let later = privileges::Later {
         uprobes: sockets && programs.exception_classes && probed.has(capabilities::cap::UPROBES),
         tracepoints: !sockets && options.io_syscalls == IoSyscalls::Auto,
-        enters_netns: privileges::other_netns(master_pid),
+        // In discovery mode a pod in its own network namespace may start later.
+        enters_netns: !identity_labels.is_empty()
+            || master_pids.iter().any(|&pid| privileges::other_netns(pid)),
     };
     let permitted = caps::read(None, caps::CapSet::Permitted)?;
     let kept = privileges::to_keep(later, &permitted, || maps.stat(0).is_ok())
@@ -275,11 +316,15 @@ fn run(options: Options) -> anyhow::Result<()> {
             bounds,
             kernel: probed,
             per_master: options.worker_series == WorkerSeries::None,
+            identity_labels: identity_labels.clone(),
         },
         action_counts,
         routes,
     )?))?;
-    registry.register(Box::new(scrape::resources::Resources::new(published)?))?;
+    registry.register(Box::new(scrape::resources::Resources::new(
+        published,
+        identity_labels,
+    )?))?;
     let redis_errors = match &redis {
         Some(_) => Some(publish::Errors::register(&registry)?),
         None => None,
@@ -318,6 +363,32 @@ fn run(options: Options) -> anyhow::Result<()> {
             _ = terminate.recv() => Ok(()),
         }
     })
+}
+
+/// The master `pid` names (a worker's pid is resolved to its master).
+fn one_master(pid: u32) -> anyhow::Result<procs::ProcInfo> {
+    let master = target::resolve(pid)?;
+    if let Some(notice) = &master.notice {
+        log::warn!("{notice}");
+    }
+    Ok(master.info)
+}
+
+/// Discovery mode: the masters running now, from one scan of /proc, and
+/// the gunicorn processes with no worker yet (followed to their first fork).
+fn discover(matcher: &Matcher) -> (Vec<procs::ProcInfo>, Vec<u32>) {
+    let (masters, starting) =
+        discovery::scan::masters(&discovery::scan::snapshot(), matcher, std::process::id());
+    for pid in &starting {
+        log::info!("gunicorn {pid} has no worker yet: followed to its first fork");
+    }
+    if masters.is_empty() {
+        log::info!("discovery: no gunicorn master running yet");
+    }
+    (
+        masters.into_iter().filter_map(procs::info).collect(),
+        starting,
+    )
 }
 
 /// Liveness, pidfile re-attach and series expiry, in their own task: scrapes

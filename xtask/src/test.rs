@@ -35,6 +35,7 @@ const TEST_THREADS: &str = "6";
 /// input, hostile scrapes, the harness itself - run with the first set only).
 const HOOK_DEPENDENT: &[&str] = &[
     "attach",
+    "discovery",
     "durations",
     "fd_reuse",
     "framework_exceptions",

@@ -58,6 +58,8 @@ pub enum Event {
     Booted { pid: u32, master: u32 },
     /// The OOM killer chose `pid`.
     OomChosen { pid: u32 },
+    /// Discovery: untracked candidate `pid` forked `child`, its first.
+    CandidateForked { pid: u32, child: u32 },
     /// A failed request.
     Failed(FailedEvent),
     /// A piece of a log record with a traceback.
@@ -116,6 +118,10 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             master: h.other,
         },
         abi::event::OOM => Event::OomChosen { pid: h.pid },
+        abi::event::CANDIDATE_FORK => Event::CandidateForked {
+            pid: h.pid,
+            child: h.other,
+        },
         abi::event::FAILED => Event::Failed(FailedEvent::from_bytes(bytes).ok_or_else(short)?),
         abi::event::RECORD => Event::Record(Box::new(record(bytes).ok_or_else(short)?)),
         other => return Err(DecodeError::UnknownKind(other)),

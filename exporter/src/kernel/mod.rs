@@ -196,6 +196,8 @@ pub struct Programs {
     pub empty: bool,
     /// Count requests by route too.
     pub routes: bool,
+    /// Discovery: report candidates' first forks (masters started later).
+    pub discover: bool,
 }
 
 pub struct Kernel {
@@ -208,6 +210,7 @@ pub struct Kernel {
     tracked: HashMap<MapData, u32, Proc>,
     watched: Watched,
     heartbeats: HashMap<MapData, u32, Heartbeat>,
+    candidates: HashMap<MapData, u32, u32>,
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
     /// The scrape's own handles on the maps it reads, until taken.
@@ -306,6 +309,8 @@ impl Kernel {
                         hooks::SYSCALLS
                     },
                     routes: programs.routes as u32,
+                    discover: programs.discover as u32,
+                    _pad: 0,
                 },
                 0,
             )
@@ -329,6 +334,7 @@ impl Kernel {
                 _ => return Err(KernelError::MissingMap(map::WATCHED)),
             },
             heartbeats: take(&mut ebpf, map::HEARTBEATS)?,
+            candidates: take(&mut ebpf, map::CANDIDATES)?,
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,
             reader: None,
@@ -485,6 +491,14 @@ impl Kernel {
                 self.watched.remove(pid);
                 Err(e)
             }
+        }
+    }
+
+    /// Discovery: a process that may become a master; its first fork is
+    /// reported ([`crate::events::Event::CandidateForked`]).
+    pub fn add_candidate(&mut self, pid: u32) {
+        if let Err(e) = self.candidates.insert(pid, 0, 0) {
+            log::warn!("discovery: process {pid} not followed to its first fork: {e}");
         }
     }
 

@@ -351,6 +351,8 @@ impl Lifecycle {
                     w.oom = true;
                 }
             }
+            // Discovery's: no process the machine follows.
+            Event::CandidateForked { .. } => {}
             Event::Reaped {
                 master,
                 child,

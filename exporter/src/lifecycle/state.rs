@@ -21,10 +21,15 @@ use super::{
     workers::{Worker, Workers},
 };
 use crate::{
+    discovery::{
+        Discovery,
+        identity::{Identity, Verdict},
+        scan,
+    },
     events::Event,
     kernel::{Kernel, Listeners},
     logging, procs,
-    scrape::view::{Counts, MasterView, Published, View},
+    scrape::view::{Counts, Discovered, MasterView, Published, View},
     startup::target,
 };
 
@@ -33,6 +38,10 @@ use crate::{
 pub struct WatchedMaster {
     pub start_ticks: u64,
     pub alive: bool,
+    /// Discovery mode: its identity labels, read when it was found.
+    pub labels: Option<Vec<(String, String)>>,
+    /// When it was seen gone: discovery keeps its series for the grace.
+    pub exited: Option<Instant>,
 }
 
 /// Settings the state acts on.
@@ -44,6 +53,9 @@ pub struct Settings {
     pub pidfile: Option<PathBuf>,
     /// Attach the read/write family when a worker is seen to need it.
     pub rw_on_demand: bool,
+    /// Discovery mode (every master, with identity labels). None with
+    /// --pid/--pidfile.
+    pub discovery: Option<Discovery>,
 }
 
 /// A worker death whose in-flight requests are still to be finished.
@@ -58,7 +70,8 @@ pub struct State {
     kernel: Kernel,
     masters: BTreeMap<u32, WatchedMaster>,
     workers: Workers,
-    counts: Counts,
+    /// By master.
+    counts: BTreeMap<u32, Counts>,
     exceptions: Exceptions,
     heartbeats: Heartbeats,
     lifecycle: Lifecycle,
@@ -96,7 +109,7 @@ impl State {
             kernel,
             masters: BTreeMap::new(),
             workers: Workers::default(),
-            counts: Counts::default(),
+            counts: BTreeMap::new(),
             exceptions: Exceptions::default(),
             heartbeats,
             lifecycle: Lifecycle::default(),
@@ -135,13 +148,12 @@ impl State {
     fn track(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
         let pid = master.pid;
         self.kernel.track(pid, Proc::master(pid))?;
-        self.masters.insert(
-            pid,
-            WatchedMaster {
-                start_ticks: master.start_ticks,
-                alive: true,
-            },
-        );
+        // Discovery: a dead master's pid, reused within its grace, starts afresh.
+        if self.settings.discovery.is_some() && self.masters.get(&pid).is_some_and(|m| !m.alive) {
+            self.forget_counts(pid);
+        }
+        let watched = self.watched(pid, master.start_ticks);
+        self.masters.insert(pid, watched);
         self.lifecycle.adopt_master(pid);
         for child in procs::children(pid) {
             self.kernel.track(child.pid, Proc::worker(pid))?;
@@ -157,6 +169,25 @@ impl State {
             self.rw_if_needed(child.pid);
         }
         Ok(())
+    }
+
+    /// A master to watch from now on, with its identity in discovery mode.
+    fn watched(&self, pid: u32, start_ticks: u64) -> WatchedMaster {
+        let labels = self.settings.discovery.as_ref().map(|d| {
+            let wanted = &d.labels;
+            let identity = Identity::read(pid, wanted).unwrap_or_else(|| Identity {
+                master_pid: pid,
+                ..Identity::default()
+            });
+            log::info!("watching gunicorn master {pid}: {}", identity.describe());
+            identity.labels(wanted)
+        });
+        WatchedMaster {
+            start_ticks,
+            alive: true,
+            labels,
+            exited: None,
+        }
     }
 
     pub fn up(&self) -> bool {
@@ -179,6 +210,40 @@ impl State {
         });
     }
 
+    /// Discovery: candidate `pid` (an untracked `python*` or `gunicorn*`
+    /// exec, or a gunicorn with no worker at start) forked `child`: a master
+    /// now is attached; one still without a worker (a child that is no
+    /// worker, or gone already) is followed to its next fork.
+    fn on_candidate(&mut self, pid: u32, child: u32) {
+        let Some(discovery) = &self.settings.discovery else {
+            return;
+        };
+        // (A dead master's pid within its grace may be reused by this one.)
+        if self.masters.get(&pid).is_some_and(|m| m.alive) {
+            return;
+        }
+        match scan::classify_forked(pid, child, &discovery.matcher) {
+            Some(Verdict::Master) => {
+                let Some(info) = procs::info(pid) else {
+                    return;
+                };
+                match self.attach(info) {
+                    Ok(()) => log::info!("gunicorn master {pid} started: attached"),
+                    Err(e) => log::warn!("attaching to gunicorn master {pid} failed: {e}"),
+                }
+            }
+            Some(Verdict::Candidate) => self.kernel.add_candidate(pid),
+            verdict => log::debug!("process {pid} forked {child}: {verdict:?}, not a master"),
+        }
+    }
+
+    /// Discovery: gunicorn processes found at start with no worker yet.
+    pub fn add_candidates(&mut self, pids: &[u32]) {
+        for &pid in pids {
+            self.kernel.add_candidate(pid);
+        }
+    }
+
     /// A worker's heartbeat file was touched for the first time.
     pub fn on_heartbeat(&mut self, wd: &WatchDescriptor) {
         if let Some(pid) = self.heartbeats.touched(wd) {
@@ -197,6 +262,7 @@ impl State {
         match ev {
             Event::Failed(failed) => return self.on_failed(failed),
             Event::Record(piece) => return self.exceptions.piece(piece),
+            Event::CandidateForked { pid, child } => return self.on_candidate(*pid, *child),
             _ => {}
         }
         // A first touch whose inotify event is still queued behind this
@@ -211,7 +277,13 @@ impl State {
             self.apply(change, ev);
         }
         for occurrence in outcome.hooks {
-            *self.counts.hooks.entry(occurrence.hook).or_default() += 1;
+            *self
+                .counts
+                .entry(occurrence.master)
+                .or_default()
+                .hooks
+                .entry(occurrence.hook)
+                .or_default() += 1;
             logging::hook(&occurrence);
             self.actions.run(&occurrence);
         }
@@ -247,6 +319,14 @@ impl State {
                 })
                 .collect(),
             counts: self.counts.clone(),
+            discovered: self
+                .masters
+                .iter()
+                .filter_map(|(&pid, m)| {
+                    let labels = m.labels.clone()?;
+                    Some((pid, Discovered { labels }))
+                })
+                .collect(),
             failures: self
                 .exceptions
                 .counts()
@@ -269,7 +349,14 @@ impl State {
             }
             Change::WorkerState { pid, state } => self.workers.set_state(pid, state),
             Change::WorkerExited { pid, reason } => {
-                *self.counts.restarts.entry(reason).or_default() += 1;
+                let master = self.workers.master_of(pid).unwrap_or(0);
+                *self
+                    .counts
+                    .entry(master)
+                    .or_default()
+                    .restarts
+                    .entry(reason)
+                    .or_default() += 1;
                 // The kernel's time of death, if this event is the death.
                 let at = match *ev {
                     Event::Exited {
@@ -281,27 +368,25 @@ impl State {
             }
             Change::MasterStarted { pid } => {
                 let ticks = procs::info(pid).map_or(0, |p| p.start_ticks);
-                self.masters.insert(
-                    pid,
-                    WatchedMaster {
-                        start_ticks: ticks,
-                        alive: true,
-                    },
-                );
+                let watched = self.watched(pid, ticks);
+                self.masters.insert(pid, watched);
                 self.listeners_stale = true;
                 log::info!("gunicorn master {pid} started (re-exec); following it");
             }
             Change::MasterExited { pid } => {
                 if let Some(m) = self.masters.get_mut(&pid) {
                     m.alive = false;
+                    m.exited.get_or_insert_with(Instant::now);
                     log::warn!("gunicorn master {pid} exited");
                 }
             }
-            Change::MasterSignal { signal, .. } => {
+            Change::MasterSignal { pid, signal } => {
                 // A reload may bind new addresses before it forks new workers.
                 self.listeners_stale |= signal == sig::HUP;
                 *self
                     .counts
+                    .entry(pid)
+                    .or_default()
                     .master_signals
                     .entry(sig::name(signal))
                     .or_default() += 1;
@@ -450,11 +535,12 @@ impl State {
         for (pid, master) in self.masters.iter_mut().filter(|(_, m)| m.alive) {
             if !procs::alive(*pid, master.start_ticks) {
                 master.alive = false;
+                master.exited.get_or_insert_with(Instant::now);
                 self.kernel.untrack(*pid);
                 log::warn!("gunicorn master {pid} is gone");
             }
         }
-        self.masters.retain(|_, m| m.alive);
+        self.forget_masters();
         if !self.up() {
             self.reattach();
         }
@@ -465,9 +551,42 @@ impl State {
         self.exceptions.prune(procs::monotonic_ns());
     }
 
+    /// Forgets the dead masters: at once with --pid/--pidfile (their
+    /// workers' series fold into the next master's as before); in discovery
+    /// mode once --series-grace has passed, with their counts and the
+    /// series of their workers that ended.
+    fn forget_masters(&mut self) {
+        let now = Instant::now();
+        let grace = self.settings.grace;
+        let discovery = self.settings.discovery.is_some();
+        let gone: Vec<u32> = self
+            .masters
+            .iter()
+            .filter(|(_, m)| {
+                !m.alive && (!discovery || m.exited.is_none_or(|t| now.duration_since(t) >= grace))
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            self.masters.remove(&pid);
+            if discovery {
+                self.forget_counts(pid);
+                log::info!("gunicorn master {pid}: its series end (--series-grace passed)");
+            }
+        }
+    }
+
+    /// Discovery: drops what was counted for master `pid`.
+    fn forget_counts(&mut self, pid: u32) {
+        self.counts.remove(&pid);
+        self.exited.retain(|k, _| k.tgid != pid);
+        self.exited_failures.retain(|k, _| k.0 != pid);
+    }
+
     /// Tells the kernel the masters' listeners.
     fn refresh_listeners(&mut self) -> Listeners {
-        let found = Listeners::of(self.masters.keys().copied());
+        let alive = self.masters.iter().filter(|(_, m)| m.alive);
+        let found = Listeners::of(alive.map(|(pid, _)| *pid).collect::<Vec<_>>());
         self.kernel.set_listeners(&found);
         // None yet (a master found before it bound): again at its first fork.
         self.listeners_stale = found.ports.is_empty() && found.unix.is_empty();
@@ -549,8 +668,14 @@ impl State {
             }
             keep
         });
+        // In discovery mode a master already forgotten takes no more series.
+        let forgotten =
+            |m: &u32| self.settings.discovery.is_some() && !self.masters.contains_key(m);
         for (key, aggregate) in series {
             let master = master_of.get(&key.tgid).copied().unwrap_or(0);
+            if forgotten(&master) {
+                continue;
+            }
             self.exited
                 .entry(MetricKey {
                     tgid: master,
@@ -560,7 +685,11 @@ impl State {
                 .merge(&aggregate);
         }
         for (pid, master) in master_of {
-            for ((method, kind, route), n) in self.exceptions.retire(pid) {
+            let failures = self.exceptions.retire(pid);
+            if forgotten(&master) {
+                continue;
+            }
+            for ((method, kind, route), n) in failures {
                 *self
                     .exited_failures
                     .entry((master, method, kind, route))

@@ -133,6 +133,19 @@ impl Workers {
             .collect()
     }
 
+    /// The workers (alive, and dead within their grace) of master `master`.
+    pub fn of_master(&self, master: u32) -> Workers {
+        Workers {
+            next_age: self.next_age,
+            by_pid: self
+                .by_pid
+                .iter()
+                .filter(|(_, w)| w.master == master)
+                .map(|(pid, w)| (*pid, w.clone()))
+                .collect(),
+        }
+    }
+
     pub fn alive(&self) -> impl Iterator<Item = &Worker> {
         self.by_pid.values().filter(|w| w.exited.is_none())
     }

@@ -31,6 +31,18 @@ impl Identity {
         }
     }
 
+    /// This host and exporter in discovery mode, which watches every master:
+    /// app `all`, master 0 (each series carries its own master's labels).
+    pub fn node(started: SystemTime) -> Identity {
+        Identity {
+            host: hostname(),
+            app: "all".into(),
+            master_pid: 0,
+            master_start: 0,
+            exporter_start: super::publish::unix_ms(started),
+        }
+    }
+
     /// `host:app:master_pid:master_start:exporter_start`, the `instance`
     /// label and key suffix. Host and app never hold `:`, so the host is
     /// the part before the first one.

@@ -64,19 +64,46 @@ pub mod name {
 /// A family a collector declares: name, help text, label names.
 pub type Family = (&'static str, &'static str, &'static [&'static str]);
 
-/// The descriptors a collector registers for its `families`.
-pub fn descs(families: &[Family]) -> prometheus::Result<Vec<Desc>> {
+/// The descriptors of `families`, the label names `extra` added to each
+/// but those named in `without` (discovery's identity labels, which the
+/// node-wide families do not carry).
+pub fn descs_with(
+    families: &[Family],
+    extra: &[String],
+    without: &[&str],
+) -> prometheus::Result<Vec<Desc>> {
     families
         .iter()
         .map(|(name, help, labels)| {
+            let mut labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+            if !without.contains(name) {
+                labels.extend(extra.iter().cloned());
+            }
             Desc::new(
                 name.to_string(),
                 help.to_string(),
-                labels.iter().map(|l| l.to_string()).collect(),
+                labels,
                 Default::default(),
             )
         })
         .collect()
+}
+
+/// Appends `pairs` to every series of `families`: a discovered master's
+/// identity labels.
+pub fn add_labels(families: &mut [MetricFamily], pairs: &[(String, String)]) {
+    for family in families {
+        for metric in family.mut_metric() {
+            let mut labels = metric.take_label();
+            labels.extend(pairs.iter().map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(name.clone());
+                pair.set_value(value.clone());
+                pair
+            }));
+            metric.set_label(labels);
+        }
+    }
 }
 
 /// The help text `families` declares for `name`.
@@ -241,5 +268,30 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("# TYPE g gauge\ng 2\n"), "{out}");
+    }
+
+    /// A discovered master's labels go after each series' own, and only the
+    /// families not node-wide declare them.
+    #[test]
+    fn identity_labels_appended() {
+        let mut families = vec![counter(
+            "a_total",
+            "A.",
+            [(vec![("hook", "x".into())], 1.0)],
+        )];
+        add_labels(
+            &mut families,
+            &[("app".into(), "shop".into()), ("ns_pid".into(), "".into())],
+        );
+        let names: Vec<(&str, &str)> = families[0].get_metric()[0]
+            .get_label()
+            .iter()
+            .map(|l| (l.name(), l.value()))
+            .collect();
+        assert_eq!(names, [("hook", "x"), ("app", "shop"), ("ns_pid", "")]);
+        let families: [Family; 2] = [("a_total", "A.", &["hook"]), ("b_total", "B.", &[])];
+        let descs = descs_with(&families, &["app".into()], &["b_total"]).unwrap();
+        assert_eq!(descs[0].variable_labels, ["hook", "app"]);
+        assert!(descs[1].variable_labels.is_empty());
     }
 }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use exporter_ebpf::{
-    abi::{Aggregate, SIZE_BOUNDS, error, stat},
+    abi::{Aggregate, MetricKey, SIZE_BOUNDS, error, stat},
     buckets::used_slots,
     http::method,
     request::{ABORTED, Conn, phase::RESPONDING},
@@ -199,6 +199,25 @@ const FAMILIES: [exposition::Family; 30] = [
     ),
 ];
 
+/// The families the kernel (or the exporter) keeps for the whole node: in
+/// discovery mode they carry no master's identity labels.
+const NODE_WIDE: [&str; 14] = [
+    name::HTTP_REQUESTS,
+    name::HTTP_DURATION,
+    name::HTTP_REQUEST_SIZE,
+    name::HTTP_RESPONSE_SIZE,
+    name::ROUTE_OVERFLOW,
+    name::QUEUE,
+    name::CONNECTIONS,
+    name::HOOK_ACTIONS,
+    name::KERNEL_ERRORS,
+    name::COLLECT_ERRORS,
+    name::BUILD_INFO,
+    name::KERNEL_INFO,
+    name::KERNEL_CAPABILITY,
+    name::UNFRAMED,
+];
+
 impl GunicornMetrics {
     pub fn new(
         view: Published,
@@ -207,7 +226,7 @@ impl GunicornMetrics {
         actions: actions::Counts,
         routes: Option<routes::Rules>,
     ) -> prometheus::Result<GunicornMetrics> {
-        let descs = exposition::descs(&FAMILIES)?;
+        let descs = exposition::descs_with(&FAMILIES, &fixed.identity_labels, &NODE_WIDE)?;
         Ok(GunicornMetrics {
             view,
             maps,
@@ -621,12 +640,8 @@ impl GunicornMetrics {
         ]
     }
 
-    /// Queueing and connections.
-    fn connection_families(
-        &self,
-        buckets: &DurationBuckets,
-        conns: &[(u32, Conn)],
-    ) -> Vec<MetricFamily> {
+    /// Queueing and connections accepted (the kernel counts them for the node).
+    fn connection_families(&self, buckets: &DurationBuckets) -> Vec<MetricFamily> {
         let queue = self.or_count("the queue histogram", self.maps.queue(), Default::default());
         let accepted = self.or_count("the connection counter", self.maps.connections_taken(), 0);
         let queue_row = HistogramRow {
@@ -642,17 +657,12 @@ impl GunicornMetrics {
                 Self::help(name::CONNECTIONS),
                 [(vec![], accepted as f64)],
             ),
-            gauge(
-                name::CONNECTIONS_OPEN,
-                Self::help(name::CONNECTIONS_OPEN),
-                [(vec![], conns.len() as f64)],
-            ),
         ]
     }
 
-    /// Hooks, restarts, the master's signals and hook actions.
+    /// Hooks, restarts and the master's signals.
     fn lifecycle_families(&self, view: &View) -> Vec<MetricFamily> {
-        let counts = &view.counts;
+        let counts = &view.counts();
         let hooks = Hook::ALL.map(|h| {
             (
                 vec![("hook", h.name().to_string())],
@@ -671,6 +681,19 @@ impl GunicornMetrics {
         let signals = signals
             .into_iter()
             .map(|(s, n)| (vec![("signal", s)], n as f64));
+        vec![
+            counter(name::HOOKS, Self::help(name::HOOKS), hooks),
+            counter(name::RESTARTS, Self::help(name::RESTARTS), restarts),
+            counter(
+                name::MASTER_SIGNALS,
+                Self::help(name::MASTER_SIGNALS),
+                signals,
+            ),
+        ]
+    }
+
+    /// The exporter's own health, and its hook commands.
+    fn exporter_families(&self) -> Vec<MetricFamily> {
         let actions = self.actions.read().into_iter().map(|((hook, result), n)| {
             (
                 vec![
@@ -680,20 +703,6 @@ impl GunicornMetrics {
                 n as f64,
             )
         });
-        vec![
-            counter(name::HOOKS, Self::help(name::HOOKS), hooks),
-            counter(name::RESTARTS, Self::help(name::RESTARTS), restarts),
-            counter(
-                name::MASTER_SIGNALS,
-                Self::help(name::MASTER_SIGNALS),
-                signals,
-            ),
-            counter(name::HOOK_ACTIONS, Self::help(name::HOOK_ACTIONS), actions),
-        ]
-    }
-
-    /// The exporter's own health.
-    fn exporter_families(&self) -> Vec<MetricFamily> {
         let kernel_errors = self.or_count(
             "the error counters",
             self.maps.errors(),
@@ -702,6 +711,7 @@ impl GunicornMetrics {
         let unframed = self.or_count("the unframed counter", self.maps.stat(stat::UNFRAMED), 0);
         let info = &self.fixed.kernel;
         vec![
+            counter(name::HOOK_ACTIONS, Self::help(name::HOOK_ACTIONS), actions),
             counter(
                 name::KERNEL_ERRORS,
                 Self::help(name::KERNEL_ERRORS),
@@ -760,33 +770,69 @@ impl Collector for GunicornMetrics {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let view = self.view.latest();
-        // The kernel's series plus those finished in userspace, of the
-        // workers the view knows (one retired meanwhile is in `exited`; one
-        // announced late is registered by the next refresh), plus the
-        // retired workers' per master.
         let kernel = self.or_count("the metrics map", self.maps.metrics(), Vec::new());
-        let kernel = kernel
-            .into_iter()
-            .filter(|(k, _)| view.workers.get(k.tgid).is_some());
-        let workers = view.swept.iter().map(|(k, a)| (*k, *a)).chain(kernel);
-        let exited = view.exited.iter().map(|(k, a)| (*k, *a));
-        let series = merged(
-            workers
-                .map(|(k, a)| ((self.owner_of(&view, k.tgid), k.method, k.status), a))
-                .chain(exited.map(|(k, a)| ((self.folded(k.tgid), k.method, k.status), a))),
-        );
-        let buckets = DurationBuckets::of(&self.fixed.bounds);
-        let mut families = self.request_families(&view, &series, &buckets);
-        families.extend(self.route_families(&buckets));
         let conns = self.maps.connections();
-        families.extend(self.worker_families(&view, &series, &conns));
-        families.extend(self.connection_families(&buckets, &conns));
-        families.extend(self.lifecycle_families(&view));
+        let buckets = DurationBuckets::of(&self.fixed.bounds);
+        let mut families = self.route_families(&buckets);
+        families.extend(self.connection_families(&buckets));
         families.extend(self.exporter_families());
+        if self.fixed.identity_labels.is_empty() {
+            families.extend(self.master_families(&view, &kernel, &conns, &buckets));
+        } else {
+            // Discovery: each master's families from its part of the view,
+            // with its identity labels (the registry merges same names).
+            for (pid, discovered) in &view.discovered {
+                let mine = view.of_master(*pid);
+                let conns: Vec<(u32, Conn)> = conns
+                    .iter()
+                    .filter(|(worker, _)| mine.workers.get(*worker).is_some())
+                    .copied()
+                    .collect();
+                let mut more = self.master_families(&mine, &kernel, &conns, &buckets);
+                exposition::add_labels(&mut more, &discovered.labels);
+                families.extend(more);
+            }
+        }
         families
             .into_iter()
             .filter(|f| !f.get_metric().is_empty())
             .collect()
+    }
+}
+
+impl GunicornMetrics {
+    /// The families of the masters `view` holds (one, in discovery mode).
+    fn master_families(
+        &self,
+        view: &View,
+        kernel: &[(MetricKey, Aggregate)],
+        conns: &[(u32, Conn)],
+        buckets: &DurationBuckets,
+    ) -> Vec<MetricFamily> {
+        // The kernel's series plus those finished in userspace, of the
+        // workers the view knows (one retired meanwhile is in `exited`; one
+        // announced late is registered by the next refresh), plus the
+        // retired workers' per master.
+        let kernel = kernel
+            .iter()
+            .filter(|(k, _)| view.workers.get(k.tgid).is_some())
+            .copied();
+        let workers = view.swept.iter().map(|(k, a)| (*k, *a)).chain(kernel);
+        let exited = view.exited.iter().map(|(k, a)| (*k, *a));
+        let series = merged(
+            workers
+                .map(|(k, a)| ((self.owner_of(view, k.tgid), k.method, k.status), a))
+                .chain(exited.map(|(k, a)| ((self.folded(k.tgid), k.method, k.status), a))),
+        );
+        let mut families = self.request_families(view, &series, buckets);
+        families.extend(self.worker_families(view, &series, conns));
+        families.push(gauge(
+            name::CONNECTIONS_OPEN,
+            Self::help(name::CONNECTIONS_OPEN),
+            [(vec![], conns.len() as f64)],
+        ));
+        families.extend(self.lifecycle_families(view));
+        families
     }
 }
 

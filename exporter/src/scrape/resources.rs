@@ -20,7 +20,7 @@ use crate::{
     listeners,
     scrape::{
         exposition::{self, Labels, counter, gauge, name},
-        view::Published,
+        view::{Published, View},
     },
 };
 
@@ -230,8 +230,8 @@ struct Remembered {
 struct Memory {
     /// By (pid, start ticks): a reused pid starts afresh.
     procs: HashMap<(u32, u64), Remembered>,
-    /// The listener inodes a worker was last seen holding.
-    served: BTreeSet<u64>,
+    /// The listener inodes a worker was last seen holding, by (first) master.
+    served: BTreeMap<u32, BTreeSet<u64>>,
     /// Problems already logged (each is logged once).
     logged: BTreeSet<String>,
 }
@@ -246,6 +246,8 @@ struct Target {
 
 pub struct Resources {
     view: Published,
+    /// Discovery's identity label names (empty with --pid/--pidfile).
+    identity_labels: Vec<String>,
     descs: Vec<Desc>,
     memory: Mutex<Memory>,
     page_size: u64,
@@ -259,10 +261,11 @@ fn open_fds(pid: u32) -> Option<u64> {
 }
 
 impl Resources {
-    pub fn new(view: Published) -> prometheus::Result<Resources> {
-        let descs = exposition::descs(&FAMILIES)?;
+    pub fn new(view: Published, identity_labels: Vec<String>) -> prometheus::Result<Resources> {
+        let descs = exposition::descs_with(&FAMILIES, &identity_labels, &[])?;
         Ok(Resources {
             view,
+            identity_labels,
             descs,
             memory: Mutex::default(),
             page_size: procfs::page_size(),
@@ -354,13 +357,16 @@ impl Resources {
         let served =
             match listeners::served_by_workers(&candidates, workers, listeners::fd_socket_inode) {
                 Some(served) => {
-                    memory.served = served.clone();
+                    memory.served.insert(first, served.clone());
                     served
                 }
                 // No worker to ask: what workers held last, or else everything.
                 None => {
-                    let before: BTreeSet<u64> =
-                        memory.served.intersection(&listening).copied().collect();
+                    let before: BTreeSet<u64> = memory
+                        .served
+                        .get(&first)
+                        .map(|s| s.intersection(&listening).copied().collect())
+                        .unwrap_or_default();
                     if before.is_empty() { listening } else { before }
                 }
             };
@@ -379,6 +385,42 @@ impl Collector for Resources {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let view = self.view.latest();
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen = BTreeSet::new();
+        let mut families = Vec::with_capacity(FAMILIES.len());
+        if self.identity_labels.is_empty() {
+            families = self.families(&view, &mut memory, &mut seen);
+        } else {
+            // Discovery: each master with its workers, its listeners read
+            // in its own network namespace, under its identity labels.
+            for (pid, discovered) in &view.discovered {
+                let mut more = self.families(&view.of_master(*pid), &mut memory, &mut seen);
+                exposition::add_labels(&mut more, &discovered.labels);
+                families.extend(more);
+            }
+            memory
+                .served
+                .retain(|pid, _| view.discovered.contains_key(pid));
+        }
+        memory.procs.retain(|key, _| seen.contains(key));
+        families
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
+    }
+}
+
+impl Resources {
+    /// The families of the processes `view` holds.
+    fn families(
+        &self,
+        view: &View,
+        memory: &mut Memory,
+        seen: &mut BTreeSet<(u32, u64)>,
+    ) -> Vec<MetricFamily> {
         let masters: Vec<Target> = view
             .masters
             .iter()
@@ -398,16 +440,11 @@ impl Collector for Resources {
             })
             .collect();
 
-        let mut memory = self
-            .memory
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut seen = BTreeSet::new();
         let mut read = |targets: &[Target], memory: &mut Memory| -> Vec<(Labels, Reading)> {
             targets
                 .iter()
                 .filter_map(|t| {
-                    let reading = self.read(t, memory, &mut seen)?;
+                    let reading = self.read(t, memory, seen)?;
                     let mut labels = Vec::with_capacity(2);
                     if let Some(id) = &t.worker_id {
                         labels.push(("worker_id", id.clone()));
@@ -417,13 +454,11 @@ impl Collector for Resources {
                 })
                 .collect()
         };
-        let master_rows = read(&masters, &mut memory);
-        let worker_rows = read(&workers, &mut memory);
-        memory.procs.retain(|key, _| seen.contains(key));
+        let master_rows = read(&masters, memory);
+        let worker_rows = read(&workers, memory);
         let master_pids: Vec<u32> = masters.iter().map(|t| t.pid).collect();
         let worker_pids: Vec<u32> = workers.iter().map(|t| t.pid).collect();
-        let listeners = self.backlogs(&master_pids, &worker_pids, &mut memory);
-        drop(memory);
+        let listeners = self.backlogs(&master_pids, &worker_pids, memory);
 
         let mut families = Vec::with_capacity(FAMILIES.len());
         for (rows, [memory, cpu, percent, uptime, threads, fds, switches]) in [
@@ -507,9 +542,6 @@ impl Collector for Resources {
                 .filter_map(|l| Some((label(l), l.limit? as f64))),
         ));
         families
-            .into_iter()
-            .filter(|f| !f.get_metric().is_empty())
-            .collect()
     }
 }
 

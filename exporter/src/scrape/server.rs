@@ -25,6 +25,9 @@ use tokio_rustls::{TlsAcceptor, rustls::ServerConfig, server::TlsStream};
 
 use super::web_config::WebConfig;
 
+/// Where the metrics are served.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 512;
 /// Scrapes collected at once; more wait their turn.
@@ -234,7 +237,7 @@ async fn respond(
         return Ok(response);
     }
     Ok(match req.uri().path() {
-        "/metrics" => match exposition(registry, gathers).await {
+        METRICS_PATH => match exposition(registry, gathers).await {
             Ok(body) => reply(StatusCode::OK, TextEncoder::new().format_type(), body),
             Err(e) => {
                 let status = match e {

@@ -91,6 +91,33 @@ pub fn ensure_tracefs() -> Result<(), PreflightError> {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: each worker followed
+/// by a uprobe (the socket hooks' exception classes) holds a descriptor, so
+/// a node's 1,024 workers would pass the usual soft limit of 1,024. Returns
+/// the limit now in force.
+pub fn raise_open_files() -> libc::rlim_t {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
 /// Compares the running kernel's tracepoint formats with what the classic
 /// tracepoint programs of `hooks` read.
 pub fn check_layout(hooks: Hooks) -> Result<(), PreflightError> {
@@ -138,6 +165,21 @@ mod tests {
             !capabilities_suffice(1 << CAP_SYS_ADMIN),
             "cannot read other processes"
         );
+    }
+
+    #[test]
+    fn open_files_limit_is_the_hard_one() {
+        let now = raise_open_files();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we own.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!((limit.rlim_cur, now), (limit.rlim_max, limit.rlim_max));
     }
 
     #[test]
