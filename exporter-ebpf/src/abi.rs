@@ -177,7 +177,7 @@ pub struct MetricKey {
     pub _pad: u8,
 }
 
-/// One series of requests by route: every worker's, summed.
+/// One series of requests by route: a master's workers', summed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
@@ -185,7 +185,10 @@ pub struct RouteKey {
     pub route: u64,
     pub status: u16,
     pub method: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// The master of the worker that served it (0: not tracked any more):
+    /// each app's routes apart when the exporter watches several.
+    pub master: u32,
 }
 
 /// Socket families (`sock_common.skc_family`).

@@ -139,6 +139,14 @@ pub fn count(kind: u32) {
     }
 }
 
+/// The master of tracked process `tgid` (0 if it is not tracked): read in
+/// place, no copy of the entry on the stack.
+#[inline(always)]
+pub fn master_of(tgid: u32) -> u32 {
+    // SAFETY: a map value; a racing update can at worst be read torn.
+    TRACKED.get_ptr(&tgid).map_or(0, |p| unsafe { (*p).master })
+}
+
 #[inline(always)]
 pub fn tracked(tgid: u32) -> Option<Proc> {
     if !watched(tgid) {
@@ -237,7 +245,7 @@ pub fn record(tgid: u32, done: &Finished) {
         }
     };
     add(aggregate, done, &config.duration_bounds_ns);
-    crate::routes::record(done, config);
+    crate::routes::record(tgid, done, config);
     if done.failed() {
         failed(tgid, done);
     }
@@ -269,7 +277,7 @@ pub fn add_late_bytes(tgid: u32, conn: &Conn, n: u64) {
         unsafe { (*aggregate).resp_bytes_sum += n };
     }
     if matches!(config(), Some(c) if c.routes != 0) {
-        crate::routes::add_late_bytes(conn.route, status, method, n);
+        crate::routes::add_late_bytes(tgid, conn.route, status, method, n);
     }
 }
 

@@ -115,7 +115,7 @@ const EEXIST: i32 = -17;
 
 /// Adds a finished request to its route's series.
 #[inline(always)]
-pub fn record(done: &Finished, config: &Config) {
+pub fn record(tgid: u32, done: &Finished, config: &Config) {
     if config.routes == 0 {
         return;
     }
@@ -130,7 +130,8 @@ pub fn record(done: &Finished, config: &Config) {
     key.route = done.route;
     key.status = done.status;
     key.method = done.method;
-    key._pad = [0; 5];
+    key._pad = 0;
+    key.master = crate::maps::master_of(tgid);
     let aggregate = match series(key) {
         Some(a) => a,
         None => {
@@ -162,12 +163,13 @@ fn series(key: &RouteKey) -> Option<*mut Aggregate> {
 /// Adds `n` response bytes written past a recorded response's end to its
 /// route's series.
 #[inline(always)]
-pub fn add_late_bytes(route: u64, status: u16, method: u8, n: u64) {
+pub fn add_late_bytes(tgid: u32, route: u64, status: u16, method: u8, n: u64) {
     let key = RouteKey {
         route,
         status,
         method,
-        _pad: [0; 5],
+        _pad: 0,
+        master: crate::maps::master_of(tgid),
     };
     if let Some(aggregate) = ROUTE_METRICS.get_ptr_mut(&key) {
         // SAFETY: our CPU's copy of the value.

@@ -26,8 +26,9 @@
 //!
 //! Still open:
 //! - the kernel's global counters (the QUEUE histogram, STATS connections
-//!   and unframed) and the per-route maps are per node: keying them by
-//!   master in the kernel would give them identity labels too;
+//!   and unframed) are per node: keying them by master in the kernel would
+//!   give them identity labels too (the per-route series are keyed so);
+//!   `--max-routes` caps the routes of all masters together;
 //! - LISTEN_PORTS is keyed by port alone, so pods listening on the same
 //!   port in their own network namespaces share an entry (their workers are
 //!   still told apart by pid);

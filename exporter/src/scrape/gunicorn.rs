@@ -12,7 +12,7 @@ use std::{
 };
 
 use exporter_ebpf::{
-    abi::{Aggregate, MetricKey, SIZE_BOUNDS, error, stat},
+    abi::{Aggregate, MetricKey, RouteKey, SIZE_BOUNDS, error, stat},
     buckets::used_slots,
     http::method,
     request::{ABORTED, Conn, phase::RESPONDING},
@@ -201,12 +201,7 @@ const FAMILIES: [exposition::Family; 30] = [
 
 /// The families the kernel (or the exporter) keeps for the whole node: in
 /// discovery mode they carry no master's identity labels.
-const NODE_WIDE: [&str; 14] = [
-    name::HTTP_REQUESTS,
-    name::HTTP_DURATION,
-    name::HTTP_REQUEST_SIZE,
-    name::HTTP_RESPONSE_SIZE,
-    name::ROUTE_OVERFLOW,
+const NODE_WIDE: [&str; 9] = [
     name::QUEUE,
     name::CONNECTIONS,
     name::HOOK_ACTIONS,
@@ -455,16 +450,28 @@ impl GunicornMetrics {
         ))
     }
 
-    /// Requests, durations and sizes by route, every worker's summed.
-    fn route_families(&self, buckets: &DurationBuckets) -> Vec<MetricFamily> {
-        let Some(names) = &self.routes else {
+    /// The kernel's series by route (none with `--no-routes`).
+    fn route_series(&self) -> Vec<(RouteKey, Aggregate)> {
+        if self.routes.is_none() {
             return Vec::new();
-        };
-        let kernel = self.or_count(
+        }
+        self.or_count(
             "the route metrics map",
             self.maps.route_metrics(),
             Vec::new(),
-        );
+        )
+    }
+
+    /// Requests, durations and sizes by route of the `kernel` series, every
+    /// worker's summed.
+    fn route_families(
+        &self,
+        kernel: Vec<(RouteKey, Aggregate)>,
+        buckets: &DurationBuckets,
+    ) -> Vec<MetricFamily> {
+        let Some(names) = &self.routes else {
+            return Vec::new();
+        };
         let series = {
             let mut names = names.lock().unwrap_or_else(|p| p.into_inner());
             routes::series_by_route(&mut names, kernel, |key| self.route_path(key))
@@ -773,10 +780,11 @@ impl Collector for GunicornMetrics {
         let kernel = self.or_count("the metrics map", self.maps.metrics(), Vec::new());
         let conns = self.maps.connections();
         let buckets = DurationBuckets::of(&self.fixed.bounds);
-        let mut families = self.route_families(&buckets);
-        families.extend(self.connection_families(&buckets));
+        let routes = self.route_series();
+        let mut families = self.connection_families(&buckets);
         families.extend(self.exporter_families());
         if self.fixed.identity_labels.is_empty() {
+            families.extend(self.route_families(routes, &buckets));
             families.extend(self.master_families(&view, &kernel, &conns, &buckets));
         } else {
             // Discovery: each master's families from its part of the view,
@@ -789,6 +797,8 @@ impl Collector for GunicornMetrics {
                     .copied()
                     .collect();
                 let mut more = self.master_families(&mine, &kernel, &conns, &buckets);
+                let theirs = routes.iter().filter(|(k, _)| k.master == *pid).copied();
+                more.extend(self.route_families(theirs.collect(), &buckets));
                 exposition::add_labels(&mut more, &discovered.labels);
                 families.extend(more);
             }
