@@ -8,7 +8,7 @@
 //! heartbeat file is looked up while it holds it).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     sync::{
         Arc, Mutex,
         mpsc::{Receiver, Sender, channel},
@@ -148,27 +148,21 @@ fn serve(
 /// The requests of a batch worth doing: a worker that died before its
 /// uprobe was attached needs neither the attach nor the detach.
 fn worth_doing(batch: &[Request]) -> Vec<Request> {
-    let forgotten: BTreeSet<u32> = batch
-        .iter()
-        .filter_map(|r| match r {
-            Request::Forget(pid) => Some(*pid),
-            Request::Follow(_) => None,
-        })
-        .collect();
-    let followed: BTreeSet<u32> = batch
-        .iter()
-        .filter_map(|r| match r {
-            Request::Follow(pid) => Some(*pid),
-            Request::Forget(_) => None,
-        })
-        .collect();
-    let short_lived = |pid: &u32| forgotten.contains(pid) && followed.contains(pid);
+    // Per worker: (followed, forgotten) in this batch.
+    let mut asked: BTreeMap<u32, (bool, bool)> = BTreeMap::new();
+    for request in batch {
+        let (pid, followed) = match *request {
+            Request::Follow(pid) => (pid, true),
+            Request::Forget(pid) => (pid, false),
+        };
+        let seen = asked.entry(pid).or_default();
+        seen.0 |= followed;
+        seen.1 |= !followed;
+    }
     batch
         .iter()
         .copied()
-        .filter(|r| match r {
-            Request::Follow(pid) | Request::Forget(pid) => !short_lived(pid),
-        })
+        .filter(|(Request::Follow(pid) | Request::Forget(pid))| asked[pid] != (true, true))
         .collect()
 }
 
