@@ -138,13 +138,12 @@ pub fn now_unix_secs() -> u64 {
 }
 
 /// Does a command line belong to Gunicorn? Covers `.../bin/gunicorn ...`,
-/// `python -m gunicorn ...` and setproctitle's `gunicorn: master [app]`.
+/// `python -m gunicorn ...` and setproctitle's `gunicorn: master [app]`,
+/// by discovery's rules (so not `gunicorn-ebpf-exporter`, nor a shell or
+/// a script that merely names gunicorn).
 pub fn looks_like_gunicorn(cmdline: &[String]) -> bool {
-    cmdline.iter().take(4).any(|arg| {
-        let word = arg.split_whitespace().next().unwrap_or("");
-        let name = word.rsplit('/').next().unwrap_or(word);
-        name.starts_with("gunicorn")
-    })
+    use crate::discovery::identity::{gunicorn_args, title};
+    gunicorn_args(cmdline).is_some() || title(cmdline).is_some()
 }
 
 #[cfg(test)]
@@ -183,6 +182,11 @@ mod tests {
             "gunicorn"
         ])));
         assert!(!looks_like_gunicorn(&[]));
+        assert!(!looks_like_gunicorn(&v(&[
+            "/usr/bin/gunicorn-ebpf-exporter",
+            "--pid",
+            "1234"
+        ])));
     }
 
     #[test]
