@@ -536,6 +536,31 @@ fn watches_every_master_apart() {
         }
     })
     .unwrap_or_else(|err| panic!("{err}\n{}\n{}", e.story(), late.story()));
+    // Every hook it ran since its exec, its start's and its first workers'
+    // (forked before the exporter knew it was a master) included.
+    wait::until(
+        "the later master's hooks to equal its markers",
+        COUNT_TIMEOUT,
+        || {
+            let want: BTreeMap<String, f64> =
+                integration_tests::hooks::marker_counts(&late.markers())
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0.0)
+                    .collect();
+            let got: BTreeMap<String, f64> =
+                of_master(&e.scrape(), HOOKS, late.master_pid(), &["hook"])
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0.0)
+                    .map(|(hook, n)| (hook.concat(), n))
+                    .collect();
+            if got == want && want.contains_key("post_worker_init") {
+                Ok(())
+            } else {
+                Err(format!("exporter {got:?}\nmarkers {want:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err}\n{}\n{}", e.story(), late.story()));
     let (late_check, late_check_child) = python_forking(
         &venv,
         &["gunicorn", "--check-config", "forking_import:app"],

@@ -34,8 +34,11 @@
 //!   still told apart by pid);
 //! - a later master whose comm is neither `python*` nor `gunicorn*` (a
 //!   custom `BaseApplication` script run directly) is not seen; --match
-//!   finds it at start only. A later master's first workers are adopted at
-//!   its first fork, so their `post_fork` is not counted;
+//!   finds it at start only. A later master is attached at its first fork
+//!   (its start's and first workers' hooks counted then, see
+//!   `Lifecycle::adopt_forked`); a request its worker served before that
+//!   would be missed: the kernel could track the candidate and its child
+//!   provisionally at that fork, and userspace untrack them if no master;
 //! - a later `gunicorn --daemon`: the exec'd process forks the daemon and
 //!   exits, and is taken for a master (its child has its command line); the
 //!   daemon, tracked as its worker, is never classified. Making a

@@ -289,6 +289,10 @@ struct WorkerLife {
     /// after Gunicorn ran worker_exit (Gunicorn re-sends SIGTERM, which can
     /// land then).
     exiting: bool,
+    /// Its fork's hooks were counted at its adoption (a master seen at its
+    /// first fork): the kernel's fork event, if it saw the fork as the
+    /// master was being tracked, must not count them again.
+    fork_counted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -311,6 +315,31 @@ impl Lifecycle {
             booted: true,
             ..WorkerLife::default()
         });
+    }
+
+    /// Discovery: the hooks a master seen first at its first fork ran
+    /// before it. One that exec'd since the exporter started ran its start
+    /// (nworkers_changed, on_starting, when_ready), and every worker it has
+    /// now was forked since (pre_fork, post_fork): those workers are
+    /// adopted unbooted, so their first heartbeat is their post_worker_init.
+    pub fn adopt_forked(&mut self, master: u32, workers: &[u32], execed: bool) -> Vec<Occurrence> {
+        let mut hooks = Vec::new();
+        if execed {
+            for hook in [Hook::NworkersChanged, Hook::OnStarting, Hook::WhenReady] {
+                hooks.push(occurrence(hook, master, None));
+            }
+        }
+        for &pid in workers {
+            let life = self.workers.entry(pid).or_insert_with(|| WorkerLife {
+                master,
+                ..WorkerLife::default()
+            });
+            life.booted = false;
+            life.fork_counted = true;
+            hooks.push(occurrence(Hook::PreFork, master, Some(pid)));
+            hooks.push(occurrence(Hook::PostFork, master, Some(pid)));
+        }
+        hooks
     }
 
     #[cfg(test)]
@@ -379,6 +408,9 @@ impl Lifecycle {
     }
 
     fn fork(&mut self, child: u32, master_pid: u32, out: &mut Outcome) {
+        if self.workers.get(&child).is_some_and(|w| w.fork_counted) {
+            return;
+        }
         let master = self.masters.entry(master_pid).or_default();
         if std::mem::take(&mut master.reexec_pending) {
             self.reexec_children.insert(child);
@@ -660,6 +692,45 @@ mod tests {
         assert!(
             l.on(&ev(event::BOOTED, 3, M, 0, 0)).hooks.is_empty(),
             "once"
+        );
+    }
+
+    #[test]
+    fn a_master_seen_at_its_first_fork_counts_what_it_ran_before() {
+        let mut l = Lifecycle::default();
+        l.adopt_master(M);
+        let ran: Vec<_> = l
+            .adopt_forked(M, &[1], true)
+            .iter()
+            .map(|o| o.hook.name())
+            .collect();
+        assert_eq!(
+            ran,
+            [
+                "nworkers_changed",
+                "on_starting",
+                "when_ready",
+                "pre_fork",
+                "post_fork"
+            ]
+        );
+        l.adopt_worker(1, M);
+        // Its fork, also seen by the kernel as the master was tracked: once.
+        assert!(l.on(&ev(event::FORK, 1, M, 0, 0)).hooks.is_empty());
+        assert_eq!(
+            hooks(&l.on(&ev(event::BOOTED, 1, M, 0, 0))),
+            ["post_worker_init"]
+        );
+        // A gunicorn running before the exporter: its start went unseen.
+        let ran: Vec<_> = l
+            .adopt_forked(M, &[2], false)
+            .iter()
+            .map(|o| o.hook.name())
+            .collect();
+        assert_eq!(ran, ["pre_fork", "post_fork"]);
+        assert_eq!(
+            hooks(&l.on(&ev(event::FORK, 3, M, 0, 0))),
+            ["pre_fork", "post_fork"]
         );
     }
 

@@ -87,6 +87,9 @@ pub struct State {
     exited_failures: BTreeMap<FailureKey, u64>,
     /// Workers whose heartbeat file was not found yet.
     heartbeat_missing: BTreeSet<u32>,
+    /// Discovery: gunicorns with no worker at start, watched to their
+    /// first fork (their start, unlike a later exec's, was not seen).
+    started_unseen: BTreeSet<u32>,
     /// Kernel series folded into `exited`, to remove after the next publish.
     retired_keys: Vec<MetricKey>,
     /// A master may listen on something new (after a HUP or a re-exec, or it
@@ -119,6 +122,7 @@ impl State {
             exited_failures: BTreeMap::new(),
             retired_keys: Vec::new(),
             heartbeat_missing: BTreeSet::new(),
+            started_unseen: BTreeSet::new(),
             listeners_stale: false,
             settings,
             actions,
@@ -139,13 +143,28 @@ impl State {
     /// Tracks a master and the workers it already has. The programs are
     /// attached already, so a fork racing with this is seen by the kernel too.
     pub fn attach(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
-        let result = self.track(master);
+        self.attach_as(master, None)
+    }
+
+    /// [`Self::attach`]; `forked_since` for a master seen first at its
+    /// first fork (whether it also exec'd since the exporter started): the
+    /// hooks Gunicorn ran before are counted (see `Lifecycle::adopt_forked`).
+    fn attach_as(
+        &mut self,
+        master: procs::ProcInfo,
+        forked_since: Option<bool>,
+    ) -> Result<(), MapError> {
+        let result = self.track(master, forked_since);
         let listeners = self.refresh_listeners();
         self.seed_connections(&listeners);
         result
     }
 
-    fn track(&mut self, master: procs::ProcInfo) -> Result<(), MapError> {
+    fn track(
+        &mut self,
+        master: procs::ProcInfo,
+        forked_since: Option<bool>,
+    ) -> Result<(), MapError> {
         let pid = master.pid;
         self.kernel.track(pid, Proc::master(pid))?;
         // Discovery: a dead master's pid, reused within its grace, starts afresh.
@@ -155,7 +174,14 @@ impl State {
         let watched = self.watched(pid, master.start_ticks);
         self.masters.insert(pid, watched);
         self.lifecycle.adopt_master(pid);
-        for child in procs::children(pid) {
+        let children = procs::children(pid);
+        if let Some(execed) = forked_since {
+            let pids: Vec<u32> = children.iter().map(|c| c.pid).collect();
+            for occurrence in self.lifecycle.adopt_forked(pid, &pids, execed) {
+                self.ran(&occurrence);
+            }
+        }
+        for child in children {
             self.kernel.track(child.pid, Proc::worker(pid))?;
             self.lifecycle.adopt_worker(child.pid, pid);
             self.workers.spawned(
@@ -227,7 +253,10 @@ impl State {
                 let Some(info) = procs::info(pid) else {
                     return;
                 };
-                match self.attach(info) {
+                // A candidate of the start-up scan was running before (its
+                // start's hooks ran unseen); any other exec'd since.
+                let execed = !self.started_unseen.remove(&pid);
+                match self.attach_as(info, Some(execed)) {
                     Ok(()) => log::info!("gunicorn master {pid} started: attached"),
                     Err(e) => log::warn!("attaching to gunicorn master {pid} failed: {e}"),
                 }
@@ -241,6 +270,7 @@ impl State {
     pub fn add_candidates(&mut self, pids: &[u32]) {
         for &pid in pids {
             self.kernel.add_candidate(pid);
+            self.started_unseen.insert(pid);
         }
     }
 
@@ -277,16 +307,21 @@ impl State {
             self.apply(change, ev);
         }
         for occurrence in outcome.hooks {
-            *self
-                .counts
-                .entry(occurrence.master)
-                .or_default()
-                .hooks
-                .entry(occurrence.hook)
-                .or_default() += 1;
-            logging::hook(&occurrence);
-            self.actions.run(&occurrence);
+            self.ran(&occurrence);
         }
+    }
+
+    /// Gunicorn ran a hook: counted, logged, its `--on` command run.
+    fn ran(&mut self, occurrence: &Occurrence) {
+        *self
+            .counts
+            .entry(occurrence.master)
+            .or_default()
+            .hooks
+            .entry(occurrence.hook)
+            .or_default() += 1;
+        logging::hook(occurrence);
+        self.actions.run(occurrence);
     }
 
     /// Ends a batch of events: finishes the requests the batch's deaths
