@@ -171,7 +171,7 @@ fn with_program<T>(
     name: &'static str,
     f: impl FnOnce(&mut UProbe) -> Result<T, String>,
 ) -> Result<T, String> {
-    let mut ebpf = ebpf.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ebpf = super::lock(ebpf);
     let program: &mut UProbe = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is missing"))?

@@ -104,51 +104,32 @@ impl View {
                 .filter(|m| m.pid == pid)
                 .copied()
                 .collect(),
-            counts: self
-                .counts
-                .iter()
-                .filter(|(m, _)| **m == pid)
-                .map(|(m, c)| (*m, c.clone()))
-                .collect(),
-            failures: self
-                .failures
-                .iter()
-                .filter(|(k, _)| mine(k.0))
-                .map(|(k, n)| (k.clone(), *n))
-                .collect(),
-            swept: self
-                .swept
-                .iter()
-                .filter(|(k, _)| mine(k.tgid))
-                .map(|(k, a)| (*k, *a))
-                .collect(),
-            exited: self
-                .exited
-                .iter()
-                .filter(|(k, _)| k.tgid == pid)
-                .map(|(k, a)| (*k, *a))
-                .collect(),
-            exited_failures: self
-                .exited_failures
-                .iter()
-                .filter(|(k, _)| k.0 == pid)
-                .map(|(k, n)| (k.clone(), *n))
-                .collect(),
+            counts: kept(&self.counts, |m| *m == pid),
+            failures: kept(&self.failures, |k| mine(k.0)),
+            swept: kept(&self.swept, |k| mine(k.tgid)),
+            exited: kept(&self.exited, |k| k.tgid == pid),
+            exited_failures: kept(&self.exited_failures, |k| k.0 == pid),
             heartbeat_fds: self
                 .heartbeat_fds
                 .iter()
                 .filter(|(w, _)| mine(*w))
                 .copied()
                 .collect(),
-            discovered: self
-                .discovered
-                .iter()
-                .filter(|(m, _)| **m == pid)
-                .map(|(m, d)| (*m, d.clone()))
-                .collect(),
+            discovered: kept(&self.discovered, |m| *m == pid),
             workers,
         }
     }
+}
+
+/// The entries of `map` whose key `keep` accepts.
+fn kept<K: Ord + Clone, V: Clone>(
+    map: &BTreeMap<K, V>,
+    keep: impl Fn(&K) -> bool,
+) -> BTreeMap<K, V> {
+    map.iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Settings fixed at start that scrapes need.
