@@ -16,8 +16,9 @@ pub mod map {
     pub const CONFIG: &str = "CONFIG";
     /// Per-CPU counters indexed by [`super::error`].
     pub const ERRORS: &str = "ERRORS";
-    /// Per-CPU counters indexed by [`super::stat`].
-    pub const STATS: &str = "STATS";
+    /// Master pid -> [`super::MasterStats`], per CPU: its workers'
+    /// connections, their queue wait, its unframed responses.
+    pub const MASTER_STATS: &str = "MASTER_STATS";
     /// Ring buffer of [`super::Event`]s and the records that start with one.
     pub const EVENTS: &str = "EVENTS";
     /// TCP port -> 1 for the ports the masters listen on (an array of 65536).
@@ -27,8 +28,6 @@ pub mod map {
     /// [`super::Handshake`]s by [`super::Handshake::slot`]: connections
     /// waiting in an accept queue (direct-mapped: a later one overwrites).
     pub const HANDSHAKES: &str = "HANDSHAKES";
-    /// [`super::Queue`], per CPU: time from handshake to the worker.
-    pub const QUEUE: &str = "QUEUE";
     /// tgid -> wait status of a watched process that died and is not reaped yet.
     pub const DEAD: &str = "DEAD";
     /// Worker tgid -> its [`super::Heartbeat`] file, written by userspace.
@@ -266,6 +265,26 @@ impl Queue {
     }
 }
 
+/// What a master's workers did that is no request's ([`map::MASTER_STATS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MasterStats {
+    /// Server-side connections its workers took from their listeners.
+    pub connections: u64,
+    /// Responses whose framing was not found within the scanned bound.
+    pub unframed: u64,
+    /// Those connections' wait in the accept queue (TCP listeners only).
+    pub queue: Queue,
+}
+
+impl MasterStats {
+    pub fn merge(&mut self, other: &MasterStats) {
+        self.connections += other.connections;
+        self.unframed += other.unframed;
+        self.queue.merge(&other.queue);
+    }
+}
+
 /// Slots of the duration histogram: up to 31 finite bounds and `+Inf`.
 pub const DURATION_SLOTS: usize = 32;
 /// Slots of the size histograms.
@@ -434,7 +453,11 @@ pub mod error {
     /// A request could be added neither to its route's series nor to the
     /// overflow route's (ROUTE_METRICS full, or no memory): not counted by route.
     pub const ROUTE_METRICS_FULL: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// A master's statistics could not be added (MASTER_STATS full, or no
+    /// memory): one connection (with its queue wait) or unframed response
+    /// not counted.
+    pub const MASTER_STATS_FULL: u32 = 7;
+    pub const COUNT: u32 = 8;
 
     /// The `kind` label of each counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -445,16 +468,8 @@ pub mod error {
         "buffer_read_failed",
         "routes_map_full",
         "route_metrics_map_full",
+        "master_stats_map_full",
     ];
-}
-
-/// Per-CPU counters of what the kernel side saw ([`map::STATS`]).
-pub mod stat {
-    /// Server-side connections the workers took from their listeners.
-    pub const CONNECTIONS: u32 = 0;
-    /// Responses whose framing was not found within the scanned bound.
-    pub const UNFRAMED: u32 = 1;
-    pub const COUNT: u32 = 2;
 }
 
 /// Event kinds, and what [`Event`]'s fields hold for each.
@@ -637,7 +652,7 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Handshake {}
     unsafe impl aya::Pod for super::Offsets {}
-    unsafe impl aya::Pod for super::Queue {}
+    unsafe impl aya::Pod for super::MasterStats {}
     unsafe impl aya::Pod for crate::request::Conn {}
 }
 

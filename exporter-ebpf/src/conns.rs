@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, ProgramArray},
 };
 use exporter_ebpf::{
-    abi::{AF_INET, AF_INET6, AF_UNIX, ConnKey, error, io, stat},
+    abi::{AF_INET, AF_INET6, AF_UNIX, ConnKey, error, io},
     framing::{CARRY, CHUNK_STEPS, HEADER_BOUND, SCRATCH, SIZE_LINE},
     http::HEAD_LEN,
     request::{
@@ -21,7 +21,10 @@ use exporter_ebpf::{
 };
 
 use crate::{
-    maps::{CONNS, config, count, count_error, kernel, now, offsets, pid_tgid, record},
+    maps::{
+        CONNS, config, count_error, count_unframed, kernel, master_stats, now, offsets, pid_tgid,
+        record,
+    },
     queue, routes,
 };
 
@@ -320,7 +323,7 @@ impl Env for KernelEnv {
 
     #[inline(always)]
     fn unframed(&mut self) {
-        count(stat::UNFRAMED);
+        count_unframed(self.key.tgid);
     }
 
     #[inline(always)]
@@ -532,7 +535,7 @@ pub fn continue_at<C: EbpfContext>(ctx: &C, stages: &ProgramArray, next: u32) {
     if let Some(conn) = lookup(deferred.key.tgid, deferred.key.fd) {
         conn.lose_framing();
     }
-    count(stat::UNFRAMED);
+    count_unframed(deferred.key.tgid);
 }
 
 /// The write a stage resumes, with its connection, and [`DONE`] emptied for
@@ -615,9 +618,9 @@ pub fn lookup(tgid: u32, fd: u32) -> Option<&'static mut Conn> {
 #[inline(never)]
 pub fn adopt(tgid: u32, fd: u32, sk: u64) -> Option<&'static mut Conn> {
     let server = sk == 0 || server_side(sk);
-    if server {
-        count(stat::CONNECTIONS);
-        queue::taken(sk);
+    if server && let Some(stats) = master_stats(tgid) {
+        stats.connections += 1;
+        queue::taken(sk, &mut stats.queue);
     }
     let fresh = if server {
         Conn::new(sk)

@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, DURATION_SLOTS, Event, FailedEvent, MetricKey, Offsets, Proc,
-        WATCH_SLOTS, cause, error, event, flag, role, stat, watch_slot,
+        Aggregate, Config, ConnKey, DURATION_SLOTS, Event, FailedEvent, MasterStats, MetricKey,
+        Offsets, Proc, WATCH_SLOTS, cause, error, event, flag, role, watch_slot,
     },
     request::{Conn, Finished},
     tracepoint::{PT_REGS_DI, PT_REGS_DX, PT_REGS_ORIG_AX, PT_REGS_SI},
@@ -43,12 +43,18 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 static FAILED_BUF: PerCpuArray<FailedEvent> = PerCpuArray::with_max_entries(1, 0);
 /// A zeroed Aggregate to insert from: it is too big for the 512-byte stack.
+/// (A new MasterStats is inserted from it too: it is smaller.)
 #[map]
 pub static ZERO: PerCpuArray<Aggregate> = PerCpuArray::with_max_entries(1, 0);
+const _: () = assert!(core::mem::size_of::<MasterStats>() <= core::mem::size_of::<Aggregate>());
 #[map]
 pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(error::COUNT, 0);
+/// Per master. Not preallocated; 1,024 entries are 64 masters many times
+/// over (each re-exec is a new master, and discovery keeps an exited one's
+/// series for its grace); userspace removes those it no longer shows.
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+pub static MASTER_STATS: PerCpuHashMap<u32, MasterStats> =
+    PerCpuHashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 /// Lifecycle events, failed requests and traceback records, in order.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -131,11 +137,33 @@ pub fn count_error(kind: u32) {
     }
 }
 
+/// This CPU's statistics of worker `tgid`'s master, added if new (None,
+/// counted, when they could not be).
 #[inline(always)]
-pub fn count(kind: u32) {
-    if let Some(counter) = STATS.get_ptr_mut(kind) {
-        // SAFETY: as in count_error.
-        unsafe { *counter += 1 };
+pub fn master_stats(tgid: u32) -> Option<&'static mut MasterStats> {
+    let master = master_of(tgid);
+    if MASTER_STATS.get_ptr_mut(&master).is_none() {
+        let zero = ZERO.get_ptr(0)?;
+        // SAFETY: ZERO is never written, and is larger than a MasterStats
+        // (asserted above). EEXIST (another CPU won the race) is fine.
+        let zero = unsafe { &*(zero as *const MasterStats) };
+        let _ = MASTER_STATS.insert(&master, zero, BPF_NOEXIST as u64);
+    }
+    match MASTER_STATS.get_ptr_mut(&master) {
+        // SAFETY: this CPU's copy of a map value.
+        Some(stats) => Some(unsafe { &mut *stats }),
+        None => {
+            count_error(error::MASTER_STATS_FULL);
+            None
+        }
+    }
+}
+
+/// A response of worker `tgid` whose end its framing did not tell.
+#[inline(always)]
+pub fn count_unframed(tgid: u32) {
+    if let Some(stats) = master_stats(tgid) {
+        stats.unframed += 1;
     }
 }
 

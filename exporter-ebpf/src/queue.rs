@@ -7,10 +7,7 @@
 //! lookup is a few inlined instructions, where an LRU insert took ~1 µs here
 //! (its eviction scan) and ran for every connection to a listened port.
 
-use aya_ebpf::{
-    macros::map,
-    maps::{Array, PerCpuArray},
-};
+use aya_ebpf::{macros::map, maps::Array};
 use exporter_ebpf::abi::{HANDSHAKE_BITS, Handshake, Queue};
 
 use crate::{
@@ -22,8 +19,6 @@ use crate::{
 /// up) stays until a later handshake takes its slot.
 #[map]
 static HANDSHAKES: Array<Handshake> = Array::with_max_entries(1 << HANDSHAKE_BITS, 0);
-#[map]
-static QUEUE: PerCpuArray<Queue> = PerCpuArray::with_max_entries(1, 0);
 
 /// sock:inet_sock_set_state, SYN_RECV -> ESTABLISHED of socket `sk` (the new
 /// connection, in softirq): if it came to a listened port, it is in the
@@ -47,9 +42,10 @@ pub fn handshake(sk: u64) {
     }
 }
 
-/// A worker took socket `sk`: the wait of the connection, if it was timed.
+/// A worker took socket `sk`: the wait of the connection, if it was timed,
+/// goes to its master's `queue`.
 #[inline(never)]
-pub fn taken(sk: u64) {
+pub fn taken(sk: u64, queue: &mut Queue) {
     let Some(slot) = HANDSHAKES.get_ptr_mut(Handshake::slot(sk, HANDSHAKE_BITS)) else {
         return;
     };
@@ -59,9 +55,6 @@ pub fn taken(sk: u64) {
         return;
     }
     let started = core::mem::take(&mut slot.started_ns);
-    let (Some(config), Some(queue)) = (config(), QUEUE.get_ptr_mut(0)) else {
-        return;
-    };
-    // SAFETY: our CPU's slot.
-    unsafe { (*queue).record(now().saturating_sub(started), &config.duration_bounds_ns) };
+    let Some(config) = config() else { return };
+    queue.record(now().saturating_sub(started), &config.duration_bounds_ns);
 }

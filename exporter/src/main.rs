@@ -300,7 +300,7 @@ fn run(options: Options) -> anyhow::Result<()> {
             || master_pids.iter().any(|&pid| privileges::other_netns(pid)),
     };
     let permitted = caps::read(None, caps::CapSet::Permitted)?;
-    let kept = privileges::to_keep(later, &permitted, || maps.stat(0).is_ok())
+    let kept = privileges::to_keep(later, &permitted, || maps.errors().is_ok())
         .and_then(|keep| privileges::keep_only(&keep))
         .context("dropping the capabilities only start-up needed")?;
     log::info!("capabilities kept: {}", privileges::names(&kept));

@@ -321,6 +321,8 @@ fn counts_equal_access_logs(
 ) {
     const REQUESTS: &str = "gunicorn_worker_requests_total";
     const ROUTED: &str = "gunicorn_http_requests_total";
+    const CONNECTIONS: &str = "gunicorn_connections_total";
+    const QUEUED: &str = "gunicorn_request_queue_seconds_count";
     for (g, n) in hosts.iter().zip(logged) {
         let records = g
             .wait_access_log_lines(*n, COUNT_TIMEOUT)
@@ -339,11 +341,17 @@ fn counts_equal_access_logs(
                 let m = e.scrape();
                 let got = of_master(&m, REQUESTS, pid, &["pid", "status", "method"]);
                 let routed = of_master(&m, ROUTED, pid, &["status", "method"]);
-                if got == expected && routed == by_route {
+                // Each request came on a connection of its own (`exchange`),
+                // each one timed from its handshake.
+                let connections = (
+                    of_master(&m, CONNECTIONS, pid, &[]).values().sum::<f64>(),
+                    of_master(&m, QUEUED, pid, &[]).values().sum::<f64>(),
+                );
+                if got == expected && routed == by_route && connections == (*n as f64, *n as f64) {
                     Ok(())
                 } else {
                     Err(format!(
-                        "exporter {got:?}\naccess log {expected:?}\nby route {routed:?}\naccess log {by_route:?}"
+                        "exporter {got:?}\naccess log {expected:?}\nby route {routed:?}\naccess log {by_route:?}\n(connections, queued) {connections:?}, requests {n}"
                     ))
                 }
             },
@@ -491,8 +499,7 @@ fn watches_every_master_apart() {
     // Every family of a master carries its labels; the node-wide ones none.
     for s in &m.samples {
         let node_wide = s.name.starts_with("gunicorn_exporter_")
-            || s.name.starts_with("gunicorn_request_queue_seconds")
-            || s.name == "gunicorn_connections_total";
+            && s.name != "gunicorn_exporter_unframed_responses_total";
         assert_eq!(
             s.labels.contains_key("master_pid"),
             !node_wide,

@@ -33,6 +33,7 @@ const WORKERS_BUSY: &str = "gunicorn_workers_busy";
 const BUSY_SECONDS: &str = "gunicorn_worker_busy_seconds_total";
 const HEARTBEAT_AGE: &str = "gunicorn_worker_heartbeat_age_seconds";
 const QUEUE: &str = "gunicorn_request_queue_seconds";
+const CONNECTIONS: &str = "gunicorn_connections_total";
 const BACKLOG: &str = "gunicorn_listen_backlog";
 
 /// Clients of the saturation tests, each with one request in flight at a time.
@@ -1184,4 +1185,62 @@ fn busy_seconds_never_decrease_while_requests_complete() {
         );
     }
     check::assert_no_kernel_errors(&g, &e, &m);
+}
+
+/// Connections each on their own (`exchange`), to `g`.
+fn connect_n(g: &Gunicorn, n: usize) {
+    for _ in 0..n {
+        http::exchange(g.addr(), &Request::get("/"), &mut Traffic::default())
+            .unwrap_or_else(|err| panic!("GET /: {err}\n{}", g.story()));
+    }
+}
+
+/// Waits until the exporter shows `n` connections taken and `n` queued.
+fn wait_connections(g: &Gunicorn, e: &Exporter, n: usize) {
+    wait::until(&format!("{n} connections counted"), COUNT_TIMEOUT, || {
+        let m = e.scrape();
+        let got = (m.value(CONNECTIONS, &[]), queue(&m).count);
+        if got == (Some(n as f64), n as f64) {
+            Ok(())
+        } else {
+            Err(format!("(connections, queued) {got:?}"))
+        }
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", story(g, e, None)));
+}
+
+/// The kernel counts connections and their queue wait per master: with
+/// --pid, a USR2's old master's counts stay in the totals once it is gone
+/// (counters never go back), and the new master's add to them.
+#[test]
+fn connections_and_queue_stay_counted_across_a_usr2() {
+    let g = Gunicorn::builder(Version::V27, "sync").workers(1).start();
+    let e = Exporter::attach(&g);
+    let old = g.master_pid();
+    connect_n(&g, 3);
+    wait_connections(&g, &e, 3);
+
+    // SAFETY: plain kill(2) of a master this test started.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGUSR2) }, 0);
+    wait::until("the new master to fork its worker", COUNT_TIMEOUT, || {
+        let new = integration_tests::fixtures::children_of(old)
+            .into_iter()
+            .find(|&c| !integration_tests::fixtures::children_of(c).is_empty());
+        new.ok_or_else(|| "not yet".to_string())
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", story(&g, &e, None)));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGTERM) }, 0);
+    let forgotten = format!("gunicorn master {old} forgotten");
+    wait::until("the exporter to forget the old master", COUNT_TIMEOUT, || {
+        if e.stderr().contains(&forgotten) {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .unwrap_or_else(|err| panic!("{err}\n{}", story(&g, &e, None)));
+    wait_connections(&g, &e, 3);
+    connect_n(&g, 2);
+    wait_connections(&g, &e, 5);
 }

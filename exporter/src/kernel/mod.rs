@@ -16,7 +16,8 @@ use aya::{
 };
 use exporter_ebpf::{
     abi::{
-        Aggregate, Config, ConnKey, DURATION_SLOTS, Heartbeat, MetricKey, Offsets, Proc, hooks, map,
+        Aggregate, Config, ConnKey, DURATION_SLOTS, Heartbeat, MasterStats, MetricKey, Offsets,
+        Proc, hooks, map,
     },
     request::Conn,
 };
@@ -213,6 +214,7 @@ pub struct Kernel {
     candidates: HashMap<MapData, u32, u32>,
     conns: HashMap<MapData, ConnKey, Conn>,
     metrics: PerCpuHashMap<MapData, MetricKey, Aggregate>,
+    master_stats: PerCpuHashMap<MapData, u32, MasterStats>,
     /// The scrape's own handles on the maps it reads, until taken.
     reader: Option<MapReader>,
     listen_ports: Array<MapData, u8>,
@@ -337,6 +339,7 @@ impl Kernel {
             candidates: take(&mut ebpf, map::CANDIDATES)?,
             conns: take(&mut ebpf, map::CONNS)?,
             metrics: take(&mut ebpf, map::METRICS)?,
+            master_stats: take(&mut ebpf, map::MASTER_STATS)?,
             reader: None,
             listen_ports: take(&mut ebpf, map::LISTEN_PORTS)?,
             listen_inodes: take(&mut ebpf, map::LISTEN_INODES)?,
@@ -360,8 +363,7 @@ impl Kernel {
             take(&mut ebpf, map::ROUTES)?,
             take(&mut ebpf, map::ROUTE_METRICS)?,
             take(&mut ebpf, map::ERRORS)?,
-            take(&mut ebpf, map::STATS)?,
-            take(&mut ebpf, map::QUEUE)?,
+            &kernel.master_stats,
         )?;
         drop(ebpf);
         kernel.reader = Some(reader);
@@ -569,6 +571,20 @@ impl Kernel {
     pub fn remove_metrics(&mut self, keys: &[MetricKey]) {
         for key in keys {
             let _ = self.metrics.remove(key);
+        }
+    }
+
+    /// Master `pid`'s statistics, summed over CPUs (zero if it has none).
+    pub fn master_stats(&self, pid: u32) -> MasterStats {
+        self.master_stats
+            .get(&pid, 0)
+            .map(|per_cpu| reader::sum_stats(per_cpu.iter()))
+            .unwrap_or_default()
+    }
+
+    pub fn remove_master_stats(&mut self, pids: &[u32]) {
+        for pid in pids {
+            let _ = self.master_stats.remove(pid);
         }
     }
 

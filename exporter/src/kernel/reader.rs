@@ -2,11 +2,11 @@
 //! descriptors of the same maps, so a scrape reads them without the state
 //! (and its lock) the lifecycle flow writes.
 
-use std::os::fd::AsFd as _;
+use std::{collections::BTreeMap, os::fd::AsFd as _};
 
 use aya::maps::{HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use exporter_ebpf::{
-    abi::{Aggregate, ConnKey, MetricKey, Queue, RouteKey, error, map, stat},
+    abi::{Aggregate, ConnKey, MasterStats, MetricKey, RouteKey, error, map},
     request::Conn,
     route::RoutePath,
 };
@@ -19,8 +19,7 @@ pub struct MapReader {
     routes: HashMap<MapData, u64, RoutePath>,
     route_metrics: PerCpuHashMap<MapData, RouteKey, Aggregate>,
     errors: PerCpuArray<MapData, u64>,
-    stats: PerCpuArray<MapData, u64>,
-    queue: PerCpuArray<MapData, Queue>,
+    master_stats: PerCpuHashMap<MapData, u32, MasterStats>,
 }
 
 /// A second handle on `map`.
@@ -46,8 +45,7 @@ impl MapReader {
         routes: HashMap<MapData, u64, RoutePath>,
         route_metrics: PerCpuHashMap<MapData, RouteKey, Aggregate>,
         errors: PerCpuArray<MapData, u64>,
-        stats: PerCpuArray<MapData, u64>,
-        queue: PerCpuArray<MapData, Queue>,
+        master_stats: &PerCpuHashMap<MapData, u32, MasterStats>,
     ) -> Result<MapReader, KernelError> {
         let typed = |name, source| KernelError::Map { name, source };
         Ok(MapReader {
@@ -58,8 +56,11 @@ impl MapReader {
             routes,
             route_metrics,
             errors,
-            stats,
-            queue,
+            master_stats: PerCpuHashMap::try_from(Map::PerCpuHashMap(dup(
+                map::MASTER_STATS,
+                master_stats.map(),
+            )?))
+            .map_err(|e| typed(map::MASTER_STATS, e))?,
         })
     }
 
@@ -92,21 +93,16 @@ impl MapReader {
         }
     }
 
-    /// A per-CPU counter of `abi::stat`, summed.
-    pub fn stat(&self, index: u32) -> Result<u64, MapError> {
-        Ok(self.stats.get(&index, 0)?.iter().sum())
-    }
-
-    /// Server-side connections the workers took since attach.
-    pub fn connections_taken(&self) -> Result<u64, MapError> {
-        self.stat(stat::CONNECTIONS)
-    }
-
-    /// The accept-queue wait histogram, summed over CPUs.
-    pub fn queue(&self) -> Result<Queue, MapError> {
-        let mut total = Queue::default();
-        self.queue.get(&0, 0)?.iter().for_each(|q| total.merge(q));
-        Ok(total)
+    /// Each master's statistics (connections, queue wait, unframed
+    /// responses), summed over CPUs.
+    pub fn master_stats(&self) -> Result<BTreeMap<u32, MasterStats>, MapError> {
+        self.master_stats
+            .iter()
+            .map(|entry| {
+                let (master, per_cpu) = entry?;
+                Ok((master, sum_stats(per_cpu.iter())))
+            })
+            .collect()
     }
 
     /// The kernel's failure counters, summed over CPUs, indexed by `abi::error`.
@@ -131,4 +127,11 @@ fn summed<K: aya::Pod>(
             Ok((key, total))
         })
         .collect()
+}
+
+/// Per-CPU values of a master's statistics, summed.
+pub fn sum_stats<'a>(per_cpu: impl Iterator<Item = &'a MasterStats>) -> MasterStats {
+    let mut total = MasterStats::default();
+    per_cpu.for_each(|s| total.merge(s));
+    total
 }

@@ -29,7 +29,7 @@ use crate::{
     events::Event,
     kernel::{Kernel, Listeners},
     logging, procs,
-    scrape::view::{Counts, Discovered, MasterView, Published, View},
+    scrape::view::{Counts, Discovered, GoneMasters, MasterView, Published, View},
     startup::target,
 };
 
@@ -92,6 +92,13 @@ pub struct State {
     started_unseen: BTreeSet<u32>,
     /// Kernel series folded into `exited`, to remove after the next publish.
     retired_keys: Vec<MetricKey>,
+    /// With --pid/--pidfile, what the kernel counted for masters now gone.
+    gone_masters: GoneMasters,
+    /// Masters whose kernel statistics go after the next publish (folded
+    /// into `gone_masters`, or, in discovery mode, ended with their series),
+    /// and those removed at the last one.
+    retired_masters: Vec<u32>,
+    removed_masters: Vec<u32>,
     /// A master may listen on something new (after a HUP or a re-exec, or it
     /// had no listener yet): look again when it forks a worker.
     listeners_stale: bool,
@@ -121,6 +128,9 @@ impl State {
             exited: BTreeMap::new(),
             exited_failures: BTreeMap::new(),
             retired_keys: Vec::new(),
+            gone_masters: GoneMasters::default(),
+            retired_masters: Vec::new(),
+            removed_masters: Vec::new(),
             heartbeat_missing: BTreeSet::new(),
             started_unseen: BTreeSet::new(),
             listeners_stale: false,
@@ -336,9 +346,16 @@ impl State {
             // The cap on dead workers' series holds at every publish.
             self.expire();
         }
+        // Views from now on count no removed entry in `gone_masters`.
+        for pid in std::mem::take(&mut self.removed_masters) {
+            self.gone_masters.pids.remove(&pid);
+        }
         self.published.publish(self.view());
         let retired = std::mem::take(&mut self.retired_keys);
         self.kernel.remove_metrics(&retired);
+        let retired = std::mem::take(&mut self.retired_masters);
+        self.kernel.remove_master_stats(&retired);
+        self.removed_masters = retired;
     }
 
     fn view(&self) -> View {
@@ -371,6 +388,7 @@ impl State {
             exited: self.exited.clone(),
             exited_failures: self.exited_failures.clone(),
             heartbeat_fds: self.heartbeats.fds(),
+            gone_masters: self.gone_masters.clone(),
         }
     }
 
@@ -607,7 +625,14 @@ impl State {
             if discovery {
                 self.forget_counts(pid);
                 log::info!("gunicorn master {pid}: its series end (--series-grace passed)");
+            } else {
+                self.gone_masters
+                    .stats
+                    .merge(&self.kernel.master_stats(pid));
+                self.gone_masters.pids.insert(pid);
+                log::info!("gunicorn master {pid} forgotten: its connections stay in the totals");
             }
+            self.retired_masters.push(pid);
         }
     }
 

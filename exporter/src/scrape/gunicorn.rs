@@ -12,7 +12,7 @@ use std::{
 };
 
 use exporter_ebpf::{
-    abi::{Aggregate, MetricKey, RouteKey, SIZE_BOUNDS, error, stat},
+    abi::{Aggregate, MasterStats, MetricKey, RouteKey, SIZE_BOUNDS, error},
     buckets::used_slots,
     http::method,
     request::{ABORTED, Conn, phase::RESPONDING},
@@ -201,16 +201,13 @@ const FAMILIES: [exposition::Family; 30] = [
 
 /// The families the kernel (or the exporter) keeps for the whole node: in
 /// discovery mode they carry no master's identity labels.
-const NODE_WIDE: [&str; 9] = [
-    name::QUEUE,
-    name::CONNECTIONS,
+const NODE_WIDE: [&str; 6] = [
     name::HOOK_ACTIONS,
     name::KERNEL_ERRORS,
     name::COLLECT_ERRORS,
     name::BUILD_INFO,
     name::KERNEL_INFO,
     name::KERNEL_CAPABILITY,
-    name::UNFRAMED,
 ];
 
 impl GunicornMetrics {
@@ -647,10 +644,14 @@ impl GunicornMetrics {
         ]
     }
 
-    /// Queueing and connections accepted (the kernel counts them for the node).
-    fn connection_families(&self, buckets: &DurationBuckets) -> Vec<MetricFamily> {
-        let queue = self.or_count("the queue histogram", self.maps.queue(), Default::default());
-        let accepted = self.or_count("the connection counter", self.maps.connections_taken(), 0);
+    /// Connections taken, their wait in the accept queue, and responses
+    /// left unframed: the kernel counts them per master.
+    fn connection_families(
+        &self,
+        stats: &MasterStats,
+        buckets: &DurationBuckets,
+    ) -> Vec<MetricFamily> {
+        let queue = &stats.queue;
         let queue_row = HistogramRow {
             labels: vec![],
             bounds: &buckets.seconds,
@@ -662,7 +663,12 @@ impl GunicornMetrics {
             counter(
                 name::CONNECTIONS,
                 Self::help(name::CONNECTIONS),
-                [(vec![], accepted as f64)],
+                [(vec![], stats.connections as f64)],
+            ),
+            counter(
+                name::UNFRAMED,
+                Self::help(name::UNFRAMED),
+                [(vec![], stats.unframed as f64)],
             ),
         ]
     }
@@ -715,7 +721,6 @@ impl GunicornMetrics {
             self.maps.errors(),
             [0; error::COUNT as usize],
         );
-        let unframed = self.or_count("the unframed counter", self.maps.stat(stat::UNFRAMED), 0);
         let info = &self.fixed.kernel;
         vec![
             counter(name::HOOK_ACTIONS, Self::help(name::HOOK_ACTIONS), actions),
@@ -761,11 +766,6 @@ impl GunicornMetrics {
                     )
                 }),
             ),
-            counter(
-                name::UNFRAMED,
-                Self::help(name::UNFRAMED),
-                [(vec![], unframed as f64)],
-            ),
         ]
     }
 }
@@ -781,9 +781,22 @@ impl Collector for GunicornMetrics {
         let conns = self.maps.connections();
         let buckets = DurationBuckets::of(&self.fixed.bounds);
         let routes = self.route_series();
-        let mut families = self.connection_families(&buckets);
-        families.extend(self.exporter_families());
+        let stats = self.or_count(
+            "the master statistics",
+            self.maps.master_stats(),
+            BTreeMap::new(),
+        );
+        let mut families = self.exporter_families();
         if self.fixed.identity_labels.is_empty() {
+            // Every master's, and those of the masters gone (a USR2's old
+            // one), which the view counts for the kernel entries it names.
+            let gone = &view.gone_masters;
+            let mut total = gone.stats;
+            stats
+                .iter()
+                .filter(|(pid, _)| !gone.pids.contains(pid))
+                .for_each(|(_, s)| total.merge(s));
+            families.extend(self.connection_families(&total, &buckets));
             families.extend(self.route_families(routes, &buckets));
             families.extend(self.master_families(&view, &kernel, &conns, &buckets));
         } else {
@@ -797,6 +810,8 @@ impl Collector for GunicornMetrics {
                     .copied()
                     .collect();
                 let mut more = self.master_families(&mine, &kernel, &conns, &buckets);
+                let mine = stats.get(pid).copied().unwrap_or_default();
+                more.extend(self.connection_families(&mine, &buckets));
                 let theirs = routes.iter().filter(|(k, _)| k.master == *pid).copied();
                 more.extend(self.route_families(theirs.collect(), &buckets));
                 exposition::add_labels(&mut more, &discovered.labels);

@@ -4,11 +4,11 @@
 //! so scrapes, however many or slow, never hold up the lifecycle events.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, RwLock},
 };
 
-use exporter_ebpf::abi::{Aggregate, DURATION_SLOTS, MetricKey};
+use exporter_ebpf::abi::{Aggregate, DURATION_SLOTS, MasterStats, MetricKey};
 
 use crate::{
     lifecycle::{Hook, Reason, exceptions::FailureKey, workers::Workers},
@@ -46,6 +46,16 @@ pub struct Discovered {
     pub labels: Vec<(String, String)>,
 }
 
+/// With --pid/--pidfile: the kernel's statistics of the masters that are
+/// gone (a USR2's old one), kept so the node's counters never go back.
+#[derive(Clone, Debug, Default)]
+pub struct GoneMasters {
+    /// Whose kernel entries this view counts here: a scrape skips them
+    /// (they are removed once this view is out).
+    pub pids: BTreeSet<u32>,
+    pub stats: MasterStats,
+}
+
 /// A living master, for the resource metrics.
 #[derive(Clone, Copy, Debug)]
 pub struct MasterView {
@@ -75,6 +85,7 @@ pub struct View {
     /// In discovery mode, every master whose series are exported (alive,
     /// or dead within --series-grace); empty with --pid/--pidfile.
     pub discovered: BTreeMap<u32, Discovered>,
+    pub gone_masters: GoneMasters,
 }
 
 impl View {
@@ -116,6 +127,7 @@ impl View {
                 .copied()
                 .collect(),
             discovered: kept(&self.discovered, |m| *m == pid),
+            gone_masters: GoneMasters::default(),
             workers,
         }
     }
