@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, ProgramArray},
 };
 use exporter_ebpf::{
-    abi::{AF_INET, AF_INET6, AF_UNIX, ConnKey, error, io},
+    abi::{AF_INET, AF_INET6, AF_UNIX, ConnKey, error, io, role},
     framing::{CARRY, CHUNK_STEPS, HEADER_BOUND, SCRATCH, SIZE_LINE},
     http::HEAD_LEN,
     request::{
@@ -22,8 +22,8 @@ use exporter_ebpf::{
 
 use crate::{
     maps::{
-        CONNS, config, count_error, count_unframed, kernel, master_stats, now, offsets, pid_tgid,
-        record,
+        CANDIDATES, CONNS, config, count_error, count_unframed, kernel, master_stats, now, offsets,
+        pid_tgid, record, tracked,
     },
     queue, routes,
 };
@@ -664,6 +664,27 @@ pub fn server_side(sk: u64) -> bool {
         return ino != 0 && LISTEN_INODES.get_ptr(&ino).is_some();
     }
     false
+}
+
+/// The current process put socket `sk` in LISTEN: if it is a watched master
+/// or discovery's candidate (a master started later, which userspace learns
+/// of only at its first fork), its port is listened on from now, so its
+/// workers' first connections are known for theirs. (Userspace, which reads
+/// the masters' listeners, takes the port back once no master has it.)
+#[inline(never)]
+pub fn listening(sk: u64) {
+    let (_, tgid) = pid_tgid();
+    let master = matches!(tracked(tgid), Some(p) if p.role == role::MASTER);
+    // SAFETY: the value is not kept past the lookup.
+    if !master && unsafe { CANDIDATES.get(&tgid) }.is_none() {
+        return;
+    }
+    let Some(off) = offsets() else { return };
+    let port: u16 = kernel(sk, off.sk_num);
+    if let Some(slot) = LISTEN_PORTS.get_ptr_mut(port as u32) {
+        // SAFETY: an array slot.
+        unsafe { *slot = 1 };
+    }
 }
 
 /// Ends the connection of (tgid, fd) at close(2).

@@ -43,18 +43,33 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     }
     let child = child as u32;
     if !master {
-        // Discovery: a candidate's first fork, for userspace to classify
-        // it again now that it has a child.
-        // SAFETY: the value is not kept past the lookup.
-        if unsafe { CANDIDATES.get(&parent) }.is_some() {
-            let _ = CANDIDATES.remove(&parent);
-            emit(event::CANDIDATE_FORK, parent, child, 0, 0);
-        }
+        candidate_fork(parent, child);
         return 0;
     }
     track(child, &Proc::worker(parent));
     emit(event::FORK, child, parent, 0, 0);
     0
+}
+
+/// Discovery: a candidate's first fork, for userspace to classify it again
+/// now that it has a child. An untracked candidate and its child are
+/// tracked at once, as a master and its worker, so a request the child
+/// serves before userspace has classified them is counted (userspace
+/// untracks them if they are not). The child is a candidate too: `gunicorn
+/// --daemon` forks the process that forks the arbiter, then exits.
+#[inline(always)]
+fn candidate_fork(parent: u32, child: u32) {
+    // SAFETY: the value is not kept past the lookup.
+    if unsafe { CANDIDATES.get(&parent) }.is_none() {
+        return;
+    }
+    let _ = CANDIDATES.remove(&parent);
+    let _ = CANDIDATES.insert(&child, &0, 0);
+    if tracked(parent).is_none() {
+        track(parent, &Proc::master(parent));
+        track(child, &Proc::worker(parent));
+    }
+    emit(event::CANDIDATE_FORK, parent, child, 0, 0);
 }
 
 /// Discovery mode (the exporter watches every master on the host).

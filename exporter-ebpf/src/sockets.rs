@@ -14,7 +14,8 @@ use exporter_ebpf::{
     abi::{hooks, io, nr},
     request::phase,
     tracepoint::{
-        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_SYN_RECV,
+        TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_LAST_ACK, TCP_LISTEN,
+        TCP_SYN_RECV,
     },
 };
 
@@ -104,13 +105,18 @@ pub fn write_chunks_raw(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// TCP state changes: a handshake completing on a listened port, and (with
+/// TCP state changes: a handshake completing on a listened port, a master
+/// (or discovery's candidate) listening, and (with
 /// this hook set) a worker's own shutdown or close of a connection.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let (sk, old, new): (u64, i32, i32) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
     if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
         queue::handshake(sk);
+        return 0;
+    }
+    if new == TCP_LISTEN {
+        conns::listening(sk);
         return 0;
     }
     let ends = (old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT)

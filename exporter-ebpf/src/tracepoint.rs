@@ -48,6 +48,7 @@ pub const TCP_FIN_WAIT1: i32 = 4;
 pub const TCP_CLOSE: i32 = 7;
 pub const TCP_CLOSE_WAIT: i32 = 8;
 pub const TCP_LAST_ACK: i32 = 9;
+pub const TCP_LISTEN: i32 = 10;
 
 /// `CLONE_THREAD`: the new task is a thread, not a process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;

@@ -300,6 +300,132 @@ fn has_master(m: &Metrics, pid: u32) -> bool {
         .any(|s| s.labels.get("master_pid") == Some(&pid))
 }
 
+/// A `gunicorn --daemon` (sync, one worker) started from this test: the
+/// process spawned forks and exits; the arbiter, two forks down, writes
+/// its pidfile. Stopped (TERM, then KILL of what is left) on drop.
+struct Daemon {
+    dir: TestDir,
+    port: u16,
+    pid: u32,
+    /// The process spawned, and the session leader it forked.
+    starters: [u32; 2],
+}
+
+impl Daemon {
+    fn start(venv: &Path) -> Daemon {
+        let dir = TestDir::new("gunicorn-daemon");
+        let port = integration_tests::ports::free_port();
+        let apps = env::apps_dir();
+        let mut cmd = Command::new(venv.join("bin/gunicorn"));
+        cmd.args(["-c", &apps.join("gunicorn_conf.py").display().to_string()])
+            .args(["--chdir", &apps.display().to_string()])
+            .args(["-b", &format!("127.0.0.1:{port}"), "-w", "1", "-k", "sync"])
+            .args(["--daemon", "--no-control-socket"])
+            .args(["--pid", &dir.join("pid").display().to_string()])
+            .args([
+                "--access-logfile",
+                &dir.join("access.log").display().to_string(),
+            ])
+            .args(["--access-logformat", ACCESS_FORMAT])
+            .args([
+                "--error-logfile",
+                &dir.join("error.log").display().to_string(),
+            ])
+            .arg("app:app")
+            .env("GUNICORN_MARKERS", dir.join("markers"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut spawned = cmd.spawn().expect("starting gunicorn --daemon");
+        let status = spawned.wait().expect("gunicorn --daemon");
+        assert!(status.success(), "gunicorn --daemon: {status}");
+        let pidfile = dir.join("pid");
+        let pid = wait::until("the daemon's pidfile", FORK_TIMEOUT, || {
+            fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .filter(|&pid| !children_of(pid).is_empty())
+                .ok_or_else(|| "not yet".to_string())
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+        // Its session's id is the leader's pid (field 6 of stat, after the
+        // parenthesised name).
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("the daemon's stat");
+        let after_name = stat.rsplit_once(')').expect("stat's name").1;
+        let leader = after_name
+            .split_whitespace()
+            .nth(3)
+            .and_then(|f| f.parse().ok());
+        Daemon {
+            dir,
+            port,
+            pid,
+            starters: [spawned.id(), leader.expect("the daemon's session id")],
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    fn access_counts(&self) -> BTreeMap<Vec<String>, f64> {
+        let text = fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+        let records = access_log::parse(&text).expect("the daemon's access log");
+        access_log::counts_by_pid_status_method(&records)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let workers = children_of(self.pid);
+        // SAFETY: plain kill(2) of processes this test started.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let _ = wait::until("the daemon to stop", FORK_TIMEOUT, || {
+            if Path::new(&format!("/proc/{}", self.pid)).exists() {
+                Err("running".to_string())
+            } else {
+                Ok(())
+            }
+        });
+        for pid in workers.into_iter().chain([self.pid]) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Requests sent to the later master as soon as it listens.
+const EARLY: usize = 6;
+
+/// Sends `n` requests at once, each on its own connection, to 127.0.0.1:`port`
+/// as soon as something listens there; how many were answered 200.
+fn early_requests(port: u16, n: usize) -> usize {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Polled every millisecond (not at wait::until's pace): the clients
+    // must be queued before the worker is forked.
+    let start = std::time::Instant::now();
+    while !integration_tests::fixtures::gunicorn::is_listening(port) {
+        assert!(
+            start.elapsed() < FORK_TIMEOUT,
+            "the later master never listened"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                http::exchange(addr, &Request::get("/ok"), &mut Traffic::default())
+                    .map(|r| r.status)
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .map(|c| c.join().expect("a client"))
+        .filter(|r| matches!(r, Ok(200)))
+        .count()
+}
+
 /// Requests to one host Gunicorn: 200s, 404s and app exceptions (500).
 fn host_requests(g: &Gunicorn, ok: usize) {
     let mut t = Traffic::default();
@@ -327,19 +453,39 @@ fn counts_equal_access_logs(
         let records = g
             .wait_access_log_lines(*n, COUNT_TIMEOUT)
             .unwrap_or_else(|err| panic!("{err}\n{}", g.story()));
-        let expected = access_log::counts_by_pid_status_method(&records);
+        let pid = g.master_pid();
+        // A dead worker's series folds into its master's `exited` one
+        // (labelled with the master's pid) once --series-grace has passed:
+        // a dead worker's requests are compared as its master's.
+        let dead_as_master = |key: &Vec<String>| -> Vec<String> {
+            let mut key = key.clone();
+            if key[0]
+                .parse()
+                .is_ok_and(|w: u32| !Path::new(&format!("/proc/{w}")).exists())
+            {
+                key[0] = pid.to_string();
+            }
+            key
+        };
+        let folded = |counts: BTreeMap<Vec<String>, f64>| -> BTreeMap<Vec<String>, f64> {
+            let mut out = BTreeMap::new();
+            for (key, n) in counts {
+                *out.entry(dead_as_master(&key)).or_insert(0.0) += n;
+            }
+            out
+        };
+        let expected = folded(access_log::counts_by_pid_status_method(&records));
         // By route, summed over the workers: the same requests, its own.
         let mut by_route = BTreeMap::new();
         for (key, n) in &expected {
             *by_route.entry(key[1..].to_vec()).or_insert(0.0) += n;
         }
-        let pid = g.master_pid();
         wait::until(
             &format!("master {pid}'s requests to equal its access log"),
             COUNT_TIMEOUT,
             || {
                 let m = e.scrape();
-                let got = of_master(&m, REQUESTS, pid, &["pid", "status", "method"]);
+                let got = folded(of_master(&m, REQUESTS, pid, &["pid", "status", "method"]));
                 let routed = of_master(&m, ROUTED, pid, &["status", "method"]);
                 // Each request came on a connection of its own (`exchange`),
                 // each one timed from its handshake.
@@ -527,8 +673,19 @@ fn watches_every_master_apart() {
         );
     }
 
-    // A master started after the exporter: seen from the kernel.
-    let late = Gunicorn::builder(Version::V27, "sync").start();
+    // A master started after the exporter: seen from the kernel. It preloads
+    // the app, and clients wait in its listen queue from the moment it
+    // listens: its worker serves them as soon as it is forked, before the
+    // exporter has classified the master (the kernel tracks them from that
+    // fork, and counts its listener's connections from its listen).
+    let late_port = integration_tests::ports::free_port();
+    let early = std::thread::spawn(move || early_requests(late_port, EARLY));
+    let late = Gunicorn::builder(Version::V27, "sync")
+        .port(late_port)
+        .arg("--preload")
+        .start();
+    let early = early.join().expect("the early clients");
+    assert_eq!(early, EARLY, "early requests answered\n{}", late.story());
     let late_pid = late.master_pid().to_string();
     wait::until("the later master's gunicorn_up", COUNT_TIMEOUT, || {
         let m = e.scrape();
@@ -588,7 +745,7 @@ fn watches_every_master_apart() {
         assert_eq!(statuses, BTreeMap::from([(200, 4), (404, 1)]));
     });
     let host_refs: Vec<&Gunicorn> = hosts.iter().chain([&late]).collect();
-    counts_equal_access_logs(&e, &host_refs, &[8, 10, 12, 8], &pod);
+    counts_equal_access_logs(&e, &host_refs, &[8, 10, 12, 8 + EARLY], &pod);
 
     // By now the later forks were long handled: neither is a master.
     let found = found_masters(&e.stderr());
@@ -665,7 +822,7 @@ fn watches_every_master_apart() {
         }
         pod.requests(&["/ok"]);
     });
-    counts_equal_access_logs(&e, &host_refs, &[13, 15, 17, 13], &pod);
+    counts_equal_access_logs(&e, &host_refs, &[13, 15, 17, 13 + EARLY], &pod);
     let m = e.scrape();
     for (pid, (hooks, restarts)) in others.iter().zip(&others_before) {
         assert_eq!(
@@ -788,6 +945,52 @@ fn watches_every_master_apart() {
             Some(1.0),
             "master {pid}\n{}",
             m.text
+        );
+    }
+
+    // A later `gunicorn --daemon`: the process exec'd forks a session
+    // leader and exits, which forks the arbiter and exits. Only the arbiter
+    // is a master; its requests are counted.
+    let daemon = Daemon::start(&venv);
+    for _ in 0..3 {
+        http::exchange(daemon.addr(), &Request::get("/ok"), &mut Traffic::default())
+            .unwrap_or_else(|err| panic!("GET /ok from the daemon: {err}"));
+    }
+    let daemon_pid = daemon.pid.to_string();
+    wait::until(
+        "the daemon's requests to equal its access log",
+        COUNT_TIMEOUT,
+        || {
+            let m = e.scrape();
+            let up = m
+                .get("gunicorn_up")
+                .find(|s| s.labels.get("master_pid") == Some(&daemon_pid))
+                .map(|s| (s.labels.get("app").cloned(), s.value));
+            let got = of_master(
+                &m,
+                "gunicorn_worker_requests_total",
+                daemon.pid,
+                &["pid", "status", "method"],
+            );
+            let want = daemon.access_counts();
+            if up == Some((Some("app:app".into()), 1.0)) && got == want && !want.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("up {up:?}, exporter {got:?}, access log {want:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err}\n{}", e.story()));
+    let found = found_masters(&e.stderr());
+    assert!(
+        found.contains_key(&daemon.pid),
+        "the daemon's arbiter: {found:?}"
+    );
+    for pid in daemon.starters {
+        assert!(
+            !found.contains_key(&pid),
+            "{pid}, which started the daemon, taken for a master: {found:?}\n{}",
+            e.story()
         );
     }
 }

@@ -1232,13 +1232,17 @@ fn connections_and_queue_stay_counted_across_a_usr2() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(old as i32, libc::SIGTERM) }, 0);
     let forgotten = format!("gunicorn master {old} forgotten");
-    wait::until("the exporter to forget the old master", COUNT_TIMEOUT, || {
-        if e.stderr().contains(&forgotten) {
-            Ok(())
-        } else {
-            Err("not yet".to_string())
-        }
-    })
+    wait::until(
+        "the exporter to forget the old master",
+        COUNT_TIMEOUT,
+        || {
+            if e.stderr().contains(&forgotten) {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
     .unwrap_or_else(|err| panic!("{err}\n{}", story(&g, &e, None)));
     wait_connections(&g, &e, 3);
     connect_n(&g, 2);

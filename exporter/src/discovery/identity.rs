@@ -177,6 +177,40 @@ pub struct Facts {
     /// The parent's command line (empty if unreadable).
     pub parent: Vec<String>,
     pub children: Vec<Vec<String>>,
+    pub session: Session,
+}
+
+/// A process's place in its session: `gunicorn --daemon` forks a child
+/// that leads a new session (setsid) and forks the arbiter, and both
+/// parents exit; only the arbiter is led by a gunicorn with its command
+/// line (or by a leader that is gone).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Session {
+    /// Not read.
+    #[default]
+    Unknown,
+    /// It leads its own session.
+    Leads,
+    /// Its session's leader runs this command line.
+    LedBy(Vec<String>),
+    /// Its session's leader is gone.
+    LeaderGone,
+}
+
+/// Does this gunicorn daemonise (`-D`, `--daemon`)?
+fn daemonizes(cmdline: &[String]) -> bool {
+    let args = gunicorn_args(cmdline).map_or(cmdline, |at| &cmdline[at..]);
+    args.iter().any(|a| a == "-D" || a == "--daemon")
+}
+
+/// Is a daemonising gunicorn the arbiter (not the process that exec'd, nor
+/// the session leader it forks)?
+fn daemon_arbiter(facts: &Facts) -> bool {
+    match &facts.session {
+        Session::Leads => false,
+        Session::LedBy(leader) => *leader == facts.cmdline,
+        Session::LeaderGone | Session::Unknown => true,
+    }
 }
 
 /// What discovery makes of a process.
@@ -219,6 +253,9 @@ pub fn classify(facts: &Facts, matcher: &Matcher) -> Verdict {
     }
     if one_shot(cmdline) {
         return Verdict::OneShot;
+    }
+    if daemonizes(cmdline) && !daemon_arbiter(facts) {
+        return Verdict::Candidate;
     }
     if facts.children.iter().any(|c| is_worker_of(c, cmdline)) {
         Verdict::Master
@@ -572,7 +609,36 @@ mod tests {
             cmdline: v(cmdline),
             parent: v(parent),
             children: children.iter().map(|c| v(c)).collect(),
+            session: Session::Unknown,
         }
+    }
+
+    #[test]
+    fn a_daemon_is_its_arbiter_not_the_processes_that_start_it() {
+        const DAEMON: &str = "/venv/bin/gunicorn --daemon -w 2 app:app";
+        let any = Matcher::default();
+        let at = |parent: &str, session: Session| Facts {
+            session,
+            ..facts(DAEMON, parent, &[DAEMON])
+        };
+        // The exec'd one (its session a shell's, or a supervisor's) forks
+        // the session leader, which forks the arbiter: both only candidates.
+        for (f, want) in [
+            (at("bash", Session::LedBy(v("-bash"))), Verdict::Candidate),
+            (at("bash", Session::Leads), Verdict::Candidate),
+            (at(DAEMON, Session::Leads), Verdict::Candidate),
+            // The arbiter: led by the leader its parent made, or orphaned.
+            (at(DAEMON, Session::LedBy(v(DAEMON))), Verdict::Master),
+            (at("/sbin/init", Session::LeaderGone), Verdict::Master),
+        ] {
+            assert_eq!(classify(&f, &any), want, "{f:?}");
+        }
+        // Not daemonising: the session does not matter.
+        let plain = Facts {
+            session: Session::Leads,
+            ..facts(GUNICORN, "containerd-shim", &[GUNICORN])
+        };
+        assert_eq!(classify(&plain, &any), Verdict::Master);
     }
 
     const GUNICORN: &str =

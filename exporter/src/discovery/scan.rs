@@ -6,14 +6,27 @@ use std::collections::BTreeMap;
 
 use procfs::process::all_processes;
 
-use super::identity::{self, Facts, Matcher, Verdict};
+use super::identity::{self, Facts, Matcher, Session, Verdict};
 
 /// One process of a /proc snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
     pub pid: u32,
     pub ppid: u32,
+    /// Its session id (the leader's pid).
+    pub sid: u32,
     pub cmdline: Vec<String>,
+}
+
+/// The session of a process whose session id is `sid`, its leader's
+/// command line read by `cmdline_of` (a zombie's is empty: gone too).
+fn session(pid: u32, sid: u32, cmdline_of: impl FnOnce(u32) -> Option<Vec<String>>) -> Session {
+    if sid == pid {
+        return Session::Leads;
+    }
+    cmdline_of(sid)
+        .filter(|c| !c.is_empty())
+        .map_or(Session::LeaderGone, Session::LedBy)
 }
 
 /// The masters among `rows` (a whole process table), lowest pid first, and
@@ -40,6 +53,9 @@ pub fn masters(rows: &[Row], matcher: &Matcher, exclude: u32) -> (Vec<u32>, Vec<
                 .get(&row.pid)
                 .map(|c| c.iter().map(|c| c.cmdline.clone()).collect())
                 .unwrap_or_default(),
+            session: session(row.pid, row.sid, |sid| {
+                by_pid.get(&sid).map(|l| l.cmdline.clone())
+            }),
         };
         match identity::classify(&facts, matcher) {
             Verdict::Master => found.push(row.pid),
@@ -55,7 +71,12 @@ pub fn masters(rows: &[Row], matcher: &Matcher, exclude: u32) -> (Vec<u32>, Vec<
 /// three processes, not the whole of /proc: it runs at each candidate's fork.
 pub fn classify_forked(pid: u32, child: u32, matcher: &Matcher) -> Option<Verdict> {
     let me = crate::procs::info(pid)?;
+    let sid = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .ok()?
+        .session as u32;
     let facts = Facts {
+        session: session(pid, sid, |sid| crate::procs::info(sid).map(|l| l.cmdline)),
         parent: crate::procs::info(me.ppid)
             .map(|p| p.cmdline)
             .unwrap_or_default(),
@@ -79,6 +100,7 @@ pub fn snapshot() -> Vec<Row> {
             Some(Row {
                 pid: stat.pid as u32,
                 ppid: stat.ppid as u32,
+                sid: stat.session as u32,
                 cmdline: p.cmdline().ok()?,
             })
         })
@@ -93,6 +115,7 @@ mod tests {
         Row {
             pid,
             ppid,
+            sid: 1,
             cmdline: if line.starts_with("gunicorn: ") {
                 vec![line.to_string()]
             } else {

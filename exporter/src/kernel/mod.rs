@@ -453,13 +453,13 @@ impl Kernel {
     /// [`write_probes`]).
     pub fn watch_writes(&mut self, pid: u32) {
         if self.hooks == Hooks::Sockets && self.programs.exception_classes {
-            self.write_probes.follow(&self.ebpf, pid);
+            self.write_probes.follow(pid);
         }
     }
 
     /// Stops following a dead worker's writes.
     pub fn unwatch_writes(&mut self, pid: u32) {
-        self.write_probes.forget(&self.ebpf, pid);
+        self.write_probes.forget(pid);
     }
 
     /// Starts attaching and detaching the write uprobes, once start-up has

@@ -1,11 +1,12 @@
 //! Per-worker uprobes on the C library's write() (socket hooks: they read
 //! the workers' error-log records). Adding or removing a uprobe write-locks
 //! the kernel's fork path (`dup_mmap_sem`), which waits for an RCU grace
-//! period: a hundred milliseconds or more on a busy host. So, once start-up
-//! is over, one thread attaches and unlinks them in the order asked and
-//! another drops the unlinked ones, and the event thread never waits for
-//! them: a worker that lives less than a second is still seen booting (its
-//! heartbeat file is looked up while it holds it).
+//! period: a hundred milliseconds or more on a busy host. So one thread
+//! attaches and unlinks them in the order asked and another drops the
+//! unlinked ones, and neither start-up nor the event thread waits for them:
+//! a node of 1,024 workers serves its metrics at once, and a worker that
+//! lives less than a second is still seen booting (its heartbeat file is
+//! looked up while it holds it).
 
 use std::{
     collections::BTreeMap,
@@ -35,9 +36,8 @@ pub struct WriteProbes {
 }
 
 enum Stage {
-    /// Start-up attaches inline: the workers found running are followed
-    /// before the metrics are served.
-    StartUp(Links),
+    /// Start-up: the workers found running, to follow once the threads run.
+    StartUp(Links, Vec<u32>),
     Running(Sender<Request>),
     /// The threads could not be started (start-up then stops).
     Stopped,
@@ -47,24 +47,27 @@ impl WriteProbes {
     /// Probes with `program`.
     pub fn new(program: &'static str) -> WriteProbes {
         WriteProbes {
-            stage: Stage::StartUp(Links {
-                program,
-                ids: BTreeMap::new(),
-            }),
+            stage: Stage::StartUp(
+                Links {
+                    program,
+                    ids: BTreeMap::new(),
+                },
+                Vec::new(),
+            ),
         }
     }
 
-    pub fn follow(&mut self, ebpf: &Mutex<Ebpf>, pid: u32) {
+    pub fn follow(&mut self, pid: u32) {
         match &mut self.stage {
-            Stage::StartUp(links) => links.follow(ebpf, pid),
+            Stage::StartUp(_, pending) => pending.push(pid),
             Stage::Running(requests) => drop(requests.send(Request::Follow(pid))),
             Stage::Stopped => {}
         }
     }
 
-    pub fn forget(&mut self, ebpf: &Mutex<Ebpf>, pid: u32) {
+    pub fn forget(&mut self, pid: u32) {
         match &mut self.stage {
-            Stage::StartUp(links) => drop(links.forget(ebpf, pid)),
+            Stage::StartUp(_, pending) => pending.retain(|&p| p != pid),
             Stage::Running(requests) => drop(requests.send(Request::Forget(pid))),
             Stage::Stopped => {}
         }
@@ -74,10 +77,14 @@ impl WriteProbes {
     /// once start-up has dropped the capabilities it alone needed: a thread
     /// keeps those of the thread that created it.
     pub fn start(&mut self, ebpf: Arc<Mutex<Ebpf>>) -> std::io::Result<()> {
-        let Stage::StartUp(links) = std::mem::replace(&mut self.stage, Stage::Stopped) else {
+        let Stage::StartUp(links, pending) = std::mem::replace(&mut self.stage, Stage::Stopped)
+        else {
             return Ok(());
         };
         let (requests, queue) = channel();
+        for pid in pending {
+            let _ = requests.send(Request::Follow(pid));
+        }
         let (unlinked, dropper) = channel::<UProbeLink>();
         std::thread::Builder::new()
             .name("uprobe-detach".into())

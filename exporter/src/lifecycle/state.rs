@@ -90,6 +90,13 @@ pub struct State {
     /// Discovery: gunicorns with no worker at start, watched to their
     /// first fork (their start, unlike a later exec's, was not seen).
     started_unseen: BTreeSet<u32>,
+    /// Masters were attached in this batch: their listeners and the
+    /// connections their workers (`unseeded`) hold to tell the kernel.
+    attached_unseeded: bool,
+    unseeded: Vec<u32>,
+    /// Discovery: processes the kernel tracked at a candidate's fork that
+    /// are no master's, to forget at the batch's end (`forget_strays`).
+    strays: BTreeSet<u32>,
     /// Kernel series folded into `exited`, to remove after the next publish.
     retired_keys: Vec<MetricKey>,
     /// With --pid/--pidfile, what the kernel counted for masters now gone.
@@ -133,6 +140,9 @@ impl State {
             removed_masters: Vec::new(),
             heartbeat_missing: BTreeSet::new(),
             started_unseen: BTreeSet::new(),
+            strays: BTreeSet::new(),
+            attached_unseeded: false,
+            unseeded: Vec::new(),
             listeners_stale: false,
             settings,
             actions,
@@ -165,8 +175,10 @@ impl State {
         forked_since: Option<bool>,
     ) -> Result<(), MapError> {
         let result = self.track(master, forked_since);
-        let listeners = self.refresh_listeners();
-        self.seed_connections(&listeners);
+        // The listeners and the open connections at the batch's end, once
+        // for every master attached in it (a start with 64 masters would
+        // read them 64 times over).
+        self.attached_unseeded = true;
         result
     }
 
@@ -193,6 +205,7 @@ impl State {
         }
         for child in children {
             self.kernel.track(child.pid, Proc::worker(pid))?;
+            self.unseeded.push(child.pid);
             self.lifecycle.adopt_worker(child.pid, pid);
             self.workers.spawned(
                 child.pid,
@@ -261,7 +274,7 @@ impl State {
         match scan::classify_forked(pid, child, &discovery.matcher) {
             Some(Verdict::Master) => {
                 let Some(info) = procs::info(pid) else {
-                    return;
+                    return self.reject(&[pid, child]);
                 };
                 // A candidate of the start-up scan was running before (its
                 // start's hooks ran unseen); any other exec'd since.
@@ -271,9 +284,74 @@ impl State {
                     Err(e) => log::warn!("attaching to gunicorn master {pid} failed: {e}"),
                 }
             }
-            Some(Verdict::Candidate) => self.kernel.add_candidate(pid),
-            verdict => log::debug!("process {pid} forked {child}: {verdict:?}, not a master"),
+            Some(Verdict::Candidate) => {
+                self.reject(&[pid, child]);
+                self.kernel.add_candidate(pid);
+            }
+            verdict => {
+                log::debug!("process {pid} forked {child}: {verdict:?}, not a master");
+                self.reject(&[pid, child]);
+            }
         }
+    }
+
+    /// Discovery: the kernel tracked `pids` at a candidate's fork (see
+    /// `procs::candidate_fork` in the kernel), and they are no master and
+    /// worker: untracked, and what the kernel kept of them dropped at the
+    /// batch's end. (A candidate's fork may also be a watched worker's.)
+    fn reject(&mut self, pids: &[u32]) {
+        for &pid in pids {
+            if self.masters.contains_key(&pid) || self.workers.get(pid).is_some() {
+                continue;
+            }
+            self.kernel.untrack(pid);
+            self.strays.insert(pid);
+        }
+    }
+
+    /// Discovery: whether `ev` is about a process tracked for a master that
+    /// is not watched (a rejected candidate's later forks and execs, which
+    /// the kernel tracked before userspace rejected it): untracked, or, for
+    /// an exec, made a candidate itself (`python run.py` may exec gunicorn).
+    fn stray(&mut self, ev: &Event) -> bool {
+        if self.settings.discovery.is_none() {
+            return false;
+        }
+        let watched = |s: &Self, pid: u32| s.masters.contains_key(&pid);
+        let known = |s: &Self, pid: u32| watched(s, pid) || s.workers.get(pid).is_some();
+        match *ev {
+            Event::Forked { child, master } if !watched(self, master) => {
+                self.reject(&[child]);
+                true
+            }
+            Event::Execed { pid, old_master } if !watched(self, old_master) => {
+                self.reject(&[pid]);
+                self.kernel.add_candidate(pid);
+                true
+            }
+            Event::Exited { pid, master, .. } => !known(self, pid) && !watched(self, master),
+            Event::Reaped { master, .. } => !watched(self, master),
+            Event::Signalled { target: pid, .. }
+            | Event::Delivered { pid, .. }
+            | Event::OomChosen { pid } => !known(self, pid),
+            _ => false,
+        }
+    }
+
+    /// Drops what the kernel kept of rejected processes: connections and
+    /// series (one walk of each map for all of them).
+    fn forget_strays(&mut self) {
+        let strays = std::mem::take(&mut self.strays);
+        let _ = self.kernel.drain_conns(&strays);
+        let keys: Vec<MetricKey> = self
+            .kernel
+            .metrics_of(&strays)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        self.kernel.remove_metrics(&keys);
+        self.kernel
+            .remove_master_stats(&strays.into_iter().collect::<Vec<_>>());
     }
 
     /// Discovery: gunicorn processes found at start with no worker yet.
@@ -303,6 +381,7 @@ impl State {
             Event::Failed(failed) => return self.on_failed(failed),
             Event::Record(piece) => return self.exceptions.piece(piece),
             Event::CandidateForked { pid, child } => return self.on_candidate(*pid, *child),
+            _ if self.stray(ev) => return,
             _ => {}
         }
         // A first touch whose inotify event is still queued behind this
@@ -340,6 +419,13 @@ impl State {
     pub fn end_batch(&mut self) {
         if !self.heartbeat_missing.is_empty() {
             self.find_missing_heartbeats();
+        }
+        if !self.strays.is_empty() {
+            self.forget_strays();
+        }
+        if std::mem::take(&mut self.attached_unseeded) {
+            let listeners = self.refresh_listeners();
+            self.seed_connections(&listeners);
         }
         if !self.deaths.is_empty() {
             self.finish_deaths();
@@ -653,11 +739,10 @@ impl State {
         found
     }
 
-    /// Connections the workers held before the exporter attached, told to
+    /// Connections the workers attached in this batch held before, told to
     /// the kernel so their next request is counted.
     fn seed_connections(&mut self, listeners: &Listeners) {
-        let pids: Vec<u32> = self.workers.alive().map(|w| w.pid).collect();
-        for pid in pids {
+        for pid in std::mem::take(&mut self.unseeded) {
             for fd in procs::server_connections(pid, &listeners.ports, &listeners.unix_paths) {
                 self.kernel.seed_conn(pid, fd);
             }
