@@ -82,20 +82,21 @@ pub fn maps_library(pid: u32, name: &str) -> bool {
         })
 }
 
-/// The descriptors of `pid`'s server-side client connections: TCP sockets
-/// whose local port is one of `ports`, and unix sockets bound to one of
-/// `unix_paths` (an accepted unix socket carries its listener's path), the
-/// listeners themselves excepted. Read from the process's own network
-/// namespace (/proc/<pid>/net).
-pub fn server_connections(
+/// The server-side client connections in `pid`'s network namespace (read
+/// from /proc/<pid>/net): inodes of TCP sockets whose local port is one of
+/// `ports`, and of unix sockets bound to one of `unix_paths` (an accepted
+/// unix socket carries its listener's path), the listeners themselves
+/// excepted. The same for every process of that namespace: reading it walks
+/// the kernel's whole table of connections (milliseconds on a busy host).
+pub fn server_sockets(
     pid: u32,
     ports: &std::collections::BTreeSet<u16>,
     unix_paths: &std::collections::BTreeSet<std::path::PathBuf>,
-) -> Vec<u32> {
-    let Ok(process) = Process::new(pid as i32) else {
-        return Vec::new();
-    };
+) -> std::collections::BTreeSet<u64> {
     let mut server = std::collections::BTreeSet::new();
+    let Ok(process) = Process::new(pid as i32) else {
+        return server;
+    };
     for table in [process.tcp(), process.tcp6()] {
         for entry in table.into_iter().flatten() {
             if entry.state != procfs::net::TcpState::Listen
@@ -112,11 +113,24 @@ pub fn server_connections(
             server.insert(entry.inode);
         }
     }
+    server
+}
+
+/// The descriptors of `pid` that hold one of the sockets `inodes`.
+pub fn fds_holding(pid: u32, inodes: &std::collections::BTreeSet<u64>) -> Vec<u32> {
     crate::listeners::socket_fds(pid)
         .into_iter()
-        .filter(|(_, inode)| server.contains(inode))
+        .filter(|(_, inode)| inodes.contains(inode))
         .map(|(fd, _)| fd)
         .collect()
+}
+
+/// The inode of `pid`'s network namespace.
+pub fn netns(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.

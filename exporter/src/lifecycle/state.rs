@@ -742,8 +742,15 @@ impl State {
     /// Connections the workers attached in this batch held before, told to
     /// the kernel so their next request is counted.
     fn seed_connections(&mut self, listeners: &Listeners) {
+        // One read of the connection tables per network namespace.
+        let mut by_netns: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
         for pid in std::mem::take(&mut self.unseeded) {
-            for fd in procs::server_connections(pid, &listeners.ports, &listeners.unix_paths) {
+            let read = || procs::server_sockets(pid, &listeners.ports, &listeners.unix_paths);
+            let server = match procs::netns(pid) {
+                Some(ns) => by_netns.entry(ns).or_insert_with(read).clone(),
+                None => read(),
+            };
+            for fd in procs::fds_holding(pid, &server) {
                 self.kernel.seed_conn(pid, fd);
             }
         }
