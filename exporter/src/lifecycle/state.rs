@@ -154,9 +154,10 @@ impl State {
         master: procs::ProcInfo,
         forked_since: Option<bool>,
     ) -> Result<(), MapError> {
+        let pid = master.pid;
         let result = self.track(master, forked_since);
         let listeners = self.refresh_listeners();
-        self.seed_connections(&listeners);
+        self.seed_connections(pid, &listeners);
         result
     }
 
@@ -628,10 +629,19 @@ impl State {
         found
     }
 
-    /// Connections the workers held before the exporter attached, told to
-    /// the kernel so their next request is counted.
-    fn seed_connections(&mut self, listeners: &Listeners) {
-        let pids: Vec<u32> = self.workers.alive().map(|w| w.pid).collect();
+    /// Connections master `master`'s workers held before the exporter
+    /// attached, told to the kernel so their next request is counted. Its
+    /// workers only: the other masters' were seeded at their attach, and
+    /// each worker costs a read of its TCP tables (milliseconds: a walk of
+    /// the kernel's whole established hash), so seeding all at each attach
+    /// made a start with many masters quadratic.
+    fn seed_connections(&mut self, master: u32, listeners: &Listeners) {
+        let pids: Vec<u32> = self
+            .workers
+            .alive()
+            .filter(|w| w.master == master)
+            .map(|w| w.pid)
+            .collect();
         for pid in pids {
             for fd in procs::server_connections(pid, &listeners.ports, &listeners.unix_paths) {
                 self.kernel.seed_conn(pid, fd);
