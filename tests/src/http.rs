@@ -477,10 +477,19 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-/// An ordinary `GET path` through ureq: the status and the body as text.
+/// The largest body [`get`] reads: ureq's default of 10 MiB is less than a
+/// scrape of a node of 1,024 workers that served requests (tests/scale).
+pub const GET_BODY_LIMIT: u64 = 256 << 20;
+
+/// An ordinary `GET path` through ureq: the status and the body as text
+/// (at most [`GET_BODY_LIMIT`]).
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), ureq::Error> {
     let mut response = agent(timeout).get(format!("http://{addr}{path}")).call()?;
-    let body = response.body_mut().read_to_string()?;
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(GET_BODY_LIMIT)
+        .read_to_string()?;
     Ok((response.status().as_u16(), body))
 }
 
