@@ -278,18 +278,15 @@ fn python_forking(venv: &Path, args: &[&str], what: &str) -> (Proc, u32) {
 
 /// The samples of `name` of master `pid`, grouped by `by`.
 fn of_master(m: &Metrics, name: &str, pid: u32, by: &[&str]) -> BTreeMap<Vec<String>, f64> {
-    let mut out = BTreeMap::new();
-    for s in m.get(name) {
-        if s.labels.get("master_pid").map(String::as_str) != Some(&pid.to_string()) {
-            continue;
-        }
-        let key = by
-            .iter()
-            .map(|l| s.labels.get(*l).cloned().unwrap_or_default())
-            .collect();
-        *out.entry(key).or_insert(0.0) += s.value;
-    }
-    out
+    let keys: Vec<&str> = std::iter::once("master_pid")
+        .chain(by.iter().copied())
+        .collect();
+    let pid = pid.to_string();
+    m.group_by(name, &keys)
+        .into_iter()
+        .filter(|(key, _)| key[0] == pid)
+        .map(|(key, n)| (key[1..].to_vec(), n))
+        .collect()
 }
 
 /// Whether any sample carries master `pid`'s label.

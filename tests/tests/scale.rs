@@ -96,16 +96,14 @@ fn found_masters(stderr: &str) -> BTreeMap<u32, usize> {
 
 /// The samples of `name`, by master pid, grouped by `by` (summed).
 fn by_master(m: &Metrics, name: &str, by: &[&str]) -> BTreeMap<u32, BTreeMap<Vec<String>, f64>> {
+    let keys: Vec<&str> = std::iter::once("master_pid")
+        .chain(by.iter().copied())
+        .collect();
     let mut out: BTreeMap<u32, BTreeMap<Vec<String>, f64>> = BTreeMap::new();
-    for s in m.get(name) {
-        let Some(pid) = s.labels.get("master_pid").and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        let key = by
-            .iter()
-            .map(|l| s.labels.get(*l).cloned().unwrap_or_default())
-            .collect();
-        *out.entry(pid).or_default().entry(key).or_insert(0.0) += s.value;
+    for (key, n) in m.group_by(name, &keys) {
+        if let Ok(pid) = key[0].parse() {
+            out.entry(pid).or_default().insert(key[1..].to_vec(), n);
+        }
     }
     out
 }

@@ -348,11 +348,14 @@ impl Kernel {
             hooks,
             attached: Vec::new(),
             rw_attached: false,
-            write_probes: WriteProbes::new(if programs.empty {
-                EMPTY_UPROBE
-            } else {
-                LIBC_WRITE
-            }),
+            write_probes: WriteProbes::new(
+                if programs.empty {
+                    EMPTY_UPROBE
+                } else {
+                    LIBC_WRITE
+                },
+                programs.discover,
+            ),
             listeners: Listeners::default(),
             ebpf: Arc::new(Mutex::new(ebpf)),
         };
@@ -453,13 +456,13 @@ impl Kernel {
     /// [`write_probes`]).
     pub fn watch_writes(&mut self, pid: u32) {
         if self.hooks == Hooks::Sockets && self.programs.exception_classes {
-            self.write_probes.follow(pid);
+            self.write_probes.follow(&self.ebpf, pid);
         }
     }
 
     /// Stops following a dead worker's writes.
     pub fn unwatch_writes(&mut self, pid: u32) {
-        self.write_probes.forget(pid);
+        self.write_probes.forget(&self.ebpf, pid);
     }
 
     /// Starts attaching and detaching the write uprobes, once start-up has

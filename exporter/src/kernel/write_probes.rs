@@ -3,10 +3,12 @@
 //! the kernel's fork path (`dup_mmap_sem`), which waits for an RCU grace
 //! period: a hundred milliseconds or more on a busy host. So one thread
 //! attaches and unlinks them in the order asked and another drops the
-//! unlinked ones, and neither start-up nor the event thread waits for them:
-//! a node of 1,024 workers serves its metrics at once, and a worker that
+//! unlinked ones, and the event thread never waits for them: a worker that
 //! lives less than a second is still seen booting (its heartbeat file is
-//! looked up while it holds it).
+//! looked up while it holds it). Start-up attaches those of one master's
+//! workers before the metrics are served (their first failed requests have
+//! their classes); in discovery mode it leaves them to the thread too (a
+//! node of 1,024 workers would wait minutes to serve).
 
 use std::{
     collections::BTreeMap,
@@ -36,38 +38,45 @@ pub struct WriteProbes {
 }
 
 enum Stage {
-    /// Start-up: the workers found running, to follow once the threads run.
-    StartUp(Links, Vec<u32>),
+    /// Start-up: attaching inline, or (`Deferred`) keeping the workers to
+    /// follow once the threads run.
+    StartUp(Links),
+    Deferred(Links, Vec<u32>),
     Running(Sender<Request>),
     /// The threads could not be started (start-up then stops).
     Stopped,
 }
 
 impl WriteProbes {
-    /// Probes with `program`.
-    pub fn new(program: &'static str) -> WriteProbes {
+    /// Probes with `program`; those of the workers running at start
+    /// attached by the thread if `defer`, else before start-up ends.
+    pub fn new(program: &'static str, defer: bool) -> WriteProbes {
+        let links = Links {
+            program,
+            ids: BTreeMap::new(),
+        };
         WriteProbes {
-            stage: Stage::StartUp(
-                Links {
-                    program,
-                    ids: BTreeMap::new(),
-                },
-                Vec::new(),
-            ),
+            stage: if defer {
+                Stage::Deferred(links, Vec::new())
+            } else {
+                Stage::StartUp(links)
+            },
         }
     }
 
-    pub fn follow(&mut self, pid: u32) {
+    pub fn follow(&mut self, ebpf: &Mutex<Ebpf>, pid: u32) {
         match &mut self.stage {
-            Stage::StartUp(_, pending) => pending.push(pid),
+            Stage::StartUp(links) => links.follow(ebpf, pid),
+            Stage::Deferred(_, pending) => pending.push(pid),
             Stage::Running(requests) => drop(requests.send(Request::Follow(pid))),
             Stage::Stopped => {}
         }
     }
 
-    pub fn forget(&mut self, pid: u32) {
+    pub fn forget(&mut self, ebpf: &Mutex<Ebpf>, pid: u32) {
         match &mut self.stage {
-            Stage::StartUp(_, pending) => pending.retain(|&p| p != pid),
+            Stage::StartUp(links) => drop(links.forget(ebpf, pid)),
+            Stage::Deferred(_, pending) => pending.retain(|&p| p != pid),
             Stage::Running(requests) => drop(requests.send(Request::Forget(pid))),
             Stage::Stopped => {}
         }
@@ -77,9 +86,13 @@ impl WriteProbes {
     /// once start-up has dropped the capabilities it alone needed: a thread
     /// keeps those of the thread that created it.
     pub fn start(&mut self, ebpf: Arc<Mutex<Ebpf>>) -> std::io::Result<()> {
-        let Stage::StartUp(links, pending) = std::mem::replace(&mut self.stage, Stage::Stopped)
-        else {
-            return Ok(());
+        let (links, pending) = match std::mem::replace(&mut self.stage, Stage::Stopped) {
+            Stage::StartUp(links) => (links, Vec::new()),
+            Stage::Deferred(links, pending) => (links, pending),
+            other => {
+                self.stage = other;
+                return Ok(());
+            }
         };
         let (requests, queue) = channel();
         for pid in pending {
