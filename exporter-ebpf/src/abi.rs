@@ -314,10 +314,20 @@ pub struct Config {
     pub hooks: u32,
     /// 1: requests are also counted by route (off with `--no-routes`).
     pub routes: u32,
-    /// 1: discovery mode, where candidates' execs and first forks are
-    /// followed (`map::CANDIDATES`).
+    /// [`discover`]: discovery mode, where candidates' execs and first
+    /// forks are followed (`map::CANDIDATES`), and which execs are.
     pub discover: u32,
     pub _pad: u32,
+}
+
+/// Discovery's modes ([`Config::discover`]).
+pub mod discover {
+    /// One master (--pid, --pidfile).
+    pub const OFF: u32 = 0;
+    /// Execs of programs named `python*` or `gunicorn*` are candidates.
+    pub const NAMED: u32 = 1;
+    /// Every exec is (--match: a custom script's program has any name).
+    pub const EVERY_EXEC: u32 = 2;
 }
 
 /// The hook sets ([`Config::hooks`]).

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use exporter_ebpf::{
-    abi::{Heartbeat, Offsets, Proc, error, event, heartbeat, role},
+    abi::{Heartbeat, Offsets, Proc, discover, error, event, heartbeat, role},
     tracepoint::{CLONE_THREAD, NEWTASK_CLONE_FLAGS, NEWTASK_PID, OOM_PID},
 };
 
@@ -79,17 +79,20 @@ fn discovering() -> bool {
 }
 
 /// Discovery: an untracked process exec'd a `python*` or `gunicorn*`
-/// program (a shebang script's comm is its own name): a candidate, whose
-/// first fork is reported.
+/// program (a shebang script's comm is its own name), or any program with
+/// --match: a candidate, whose first fork is reported.
 #[inline(always)]
 fn candidate_exec(tgid: u32) {
-    if !discovering() {
-        return;
-    }
-    let Ok(comm) = bpf_get_current_comm() else {
+    let Some(mode) = config().map(|c| c.discover) else {
         return;
     };
-    if comm.starts_with(b"python") || comm.starts_with(b"gunicorn") {
+    let candidate = match mode {
+        discover::EVERY_EXEC => true,
+        discover::NAMED => bpf_get_current_comm()
+            .is_ok_and(|comm| comm.starts_with(b"python") || comm.starts_with(b"gunicorn")),
+        _ => false,
+    };
+    if candidate {
         let _ = CANDIDATES.insert(&tgid, &0, 0);
     }
 }

@@ -46,8 +46,8 @@ pub struct Options {
 
     /// With discovery: only masters whose command line (or process title)
     /// matches REGEX; also finds masters of custom BaseApplication scripts,
-    /// which do not run the gunicorn command (those started later only when
-    /// run by a program named python*).
+    /// which do not run the gunicorn command, started before or after the
+    /// exporter (every exec is then a candidate).
     #[arg(
         long = "match",
         value_name = "REGEX",

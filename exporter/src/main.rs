@@ -28,7 +28,10 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use exporter_ebpf::{abi::DURATION_SLOTS, buckets::padded};
+use exporter_ebpf::{
+    abi::{self, DURATION_SLOTS},
+    buckets::padded,
+};
 
 use crate::{
     cli::{IoSyscalls, Options, Target, WorkerSeries},
@@ -180,7 +183,11 @@ fn run(options: Options) -> anyhow::Result<()> {
         exception_classes: !options.no_exception_classes,
         empty: options.empty_programs,
         routes: !options.no_routes,
-        discover: discovery.is_some(),
+        discover: match &discovery {
+            None => abi::discover::OFF,
+            Some(d) if d.matcher.narrows() => abi::discover::EVERY_EXEC,
+            Some(_) => abi::discover::NAMED,
+        },
     };
     if options.empty_programs {
         log::warn!(

@@ -991,3 +991,89 @@ fn watches_every_master_apart() {
         );
     }
 }
+
+/// A custom `BaseApplication` script run directly (its program is named
+/// after the script, neither `python*` nor `gunicorn*`), started after an
+/// exporter given `--match`: every exec is then a candidate, and the script
+/// is found at its first fork, its requests counted from the first.
+#[test]
+fn a_custom_script_started_later_is_found_with_match() {
+    let dir = TestDir::new("custom-script");
+    let port = integration_tests::ports::free_port();
+    let name = format!("serve-{}", std::process::id());
+    let script = dir.join(&name);
+    let log = dir.join("access.log");
+    fs::write(
+        &script,
+        format!(
+            "#!{python}
+import sys
+sys.path.insert(0, {apps:?})
+from gunicorn.app.base import BaseApplication
+from app import app
+
+class Custom(BaseApplication):
+    def load_config(self):
+        for key, value in {{'bind': '127.0.0.1:{port}', 'workers': 1,
+                           'accesslog': {log:?}, 'access_log_format': {ACCESS_FORMAT:?}}}.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return app
+
+Custom().run()
+",
+            python = Version::V23.venv().join("bin/python").display(),
+            apps = env::apps_dir().display().to_string(),
+            log = log.display().to_string(),
+        ),
+    )
+    .expect("writing the script");
+    let mut perms = fs::metadata(&script).expect("the script").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs::set_permissions(&script, perms).expect("chmod the script");
+
+    let e = Exporter::builder().arg("--match").arg(&name).start();
+    let master = Proc::spawn("the custom script", &mut Command::new(&script));
+    let pid = master.pid();
+    master.wait_children(pid, 1);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait::until("the script to listen", FORK_TIMEOUT, || {
+        integration_tests::fixtures::gunicorn::is_listening(port)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .unwrap_or_else(|err| panic!("{err}"));
+    for _ in 0..3 {
+        http::exchange(addr, &Request::get("/ok"), &mut Traffic::default())
+            .unwrap_or_else(|err| panic!("GET /ok from the script: {err}"));
+    }
+    let pid_text = pid.to_string();
+    wait::until(
+        "the script's requests to equal its access log",
+        COUNT_TIMEOUT,
+        || {
+            let m = e.scrape();
+            let up = m
+                .get("gunicorn_up")
+                .find(|s| s.labels.get("master_pid") == Some(&pid_text))
+                .map(|s| s.value);
+            let got = of_master(
+                &m,
+                "gunicorn_worker_requests_total",
+                pid,
+                &["pid", "status", "method"],
+            );
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let want = access_log::counts_by_pid_status_method(
+                &access_log::parse(&text).expect("the script's access log"),
+            );
+            if up == Some(1.0) && got == want && want.values().sum::<f64>() == 3.0 {
+                Ok(())
+            } else {
+                Err(format!("up {up:?}, exporter {got:?}, access log {want:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err}\n{}", e.story()));
+}

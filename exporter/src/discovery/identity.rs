@@ -160,6 +160,11 @@ impl Matcher {
         pattern.map(Regex::new).transpose().map(Matcher)
     }
 
+    /// Whether `--match` was given (which may find a master of any program).
+    pub fn narrows(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Is the process worth a look: its command line matches `--match`, or
     /// without one, it runs gunicorn or has its title?
     fn candidate(&self, cmdline: &[String]) -> bool {

@@ -11,7 +11,8 @@
 //!   same as one --pid master), and the gunicorns with no worker yet are put
 //!   in the kernel's CANDIDATES map;
 //! - masters started later: `sched_process_exec` of an untracked process
-//!   whose comm starts with `python` or `gunicorn` puts it in CANDIDATES (an
+//!   whose comm starts with `python` or `gunicorn` (with --match, of any
+//!   untracked process: `abi::discover::EVERY_EXEC`) puts it in CANDIDATES (an
 //!   LRU map: those that never fork age out); at a candidate's first fork
 //!   the kernel tracks it and its child as a master and its worker (so the
 //!   child's first requests are counted), makes the child a candidate too
@@ -35,10 +36,8 @@
 //! - LISTEN_PORTS is keyed by port alone, so pods listening on the same
 //!   port in their own network namespaces share an entry (their workers are
 //!   still told apart by pid);
-//! - a later master whose comm is neither `python*` nor `gunicorn*` (a
-//!   custom `BaseApplication` script run directly) is not seen; --match
-//!   finds it at start only. A later master listening on a unix socket only
-//!   is known to listen there once attached.
+//! - a later master listening on a unix socket only is known to listen
+//!   there once attached.
 
 pub mod identity;
 pub mod scan;

@@ -197,8 +197,9 @@ pub struct Programs {
     pub empty: bool,
     /// Count requests by route too.
     pub routes: bool,
-    /// Discovery: report candidates' first forks (masters started later).
-    pub discover: bool,
+    /// Discovery (`abi::discover`): report candidates' first forks
+    /// (masters started later), and which execs make candidates.
+    pub discover: u32,
 }
 
 pub struct Kernel {
@@ -311,7 +312,7 @@ impl Kernel {
                         hooks::SYSCALLS
                     },
                     routes: programs.routes as u32,
-                    discover: programs.discover as u32,
+                    discover: programs.discover,
                     _pad: 0,
                 },
                 0,
@@ -354,7 +355,7 @@ impl Kernel {
                 } else {
                     LIBC_WRITE
                 },
-                programs.discover,
+                programs.discover != exporter_ebpf::abi::discover::OFF,
             ),
             listeners: Listeners::default(),
             ebpf: Arc::new(Mutex::new(ebpf)),
