@@ -364,12 +364,6 @@ impl Daemon {
     fn addr(&self) -> std::net::SocketAddr {
         ([127, 0, 0, 1], self.port).into()
     }
-
-    fn access_counts(&self) -> BTreeMap<Vec<String>, f64> {
-        let text = fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
-        let records = access_log::parse(&text).expect("the daemon's access log");
-        access_log::counts_by_pid_status_method(&records)
-    }
 }
 
 impl Drop for Daemon {
@@ -949,35 +943,14 @@ fn watches_every_master_apart() {
     // leader and exits, which forks the arbiter and exits. Only the arbiter
     // is a master; its requests are counted.
     let daemon = Daemon::start(&venv);
-    for _ in 0..3 {
-        http::exchange(daemon.addr(), &Request::get("/ok"), &mut Traffic::default())
-            .unwrap_or_else(|err| panic!("GET /ok from the daemon: {err}"));
-    }
-    let daemon_pid = daemon.pid.to_string();
-    wait::until(
-        "the daemon's requests to equal its access log",
-        COUNT_TIMEOUT,
-        || {
-            let m = e.scrape();
-            let up = m
-                .get("gunicorn_up")
-                .find(|s| s.labels.get("master_pid") == Some(&daemon_pid))
-                .map(|s| (s.labels.get("app").cloned(), s.value));
-            let got = of_master(
-                &m,
-                "gunicorn_worker_requests_total",
-                daemon.pid,
-                &["pid", "status", "method"],
-            );
-            let want = daemon.access_counts();
-            if up == Some((Some("app:app".into()), 1.0)) && got == want && !want.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("up {up:?}, exporter {got:?}, access log {want:?}"))
-            }
-        },
-    )
-    .unwrap_or_else(|err| panic!("{err}\n{}", e.story()));
+    let app = counted_from_the_first(
+        &e,
+        "the daemon",
+        daemon.addr(),
+        daemon.pid,
+        &daemon.dir.join("access.log"),
+    );
+    assert_eq!(app, "app:app", "the daemon's app label\n{}", e.story());
     let found = found_masters(&e.stderr());
     assert!(
         found.contains_key(&daemon.pid),
@@ -1044,36 +1017,48 @@ Custom().run()
             .ok_or_else(|| "not yet".to_string())
     })
     .unwrap_or_else(|err| panic!("{err}"));
+    counted_from_the_first(&e, "the script", addr, pid, &log);
+}
+
+/// Sends 3 requests to the master `pid` started after `e` (`what`, serving
+/// at `addr`), and waits until `e` shows it up with its requests by (worker,
+/// status, method) equal to its access log at `log`; its app label.
+fn counted_from_the_first(
+    e: &Exporter,
+    what: &str,
+    addr: std::net::SocketAddr,
+    pid: u32,
+    log: &Path,
+) -> String {
     for _ in 0..3 {
         http::exchange(addr, &Request::get("/ok"), &mut Traffic::default())
-            .unwrap_or_else(|err| panic!("GET /ok from the script: {err}"));
+            .unwrap_or_else(|err| panic!("GET /ok from {what}: {err}"));
     }
     let pid_text = pid.to_string();
     wait::until(
-        "the script's requests to equal its access log",
+        &format!("{what}'s requests to equal its access log"),
         COUNT_TIMEOUT,
         || {
             let m = e.scrape();
             let up = m
                 .get("gunicorn_up")
                 .find(|s| s.labels.get("master_pid") == Some(&pid_text))
-                .map(|s| s.value);
+                .map(|s| (s.labels.get("app").cloned().unwrap_or_default(), s.value));
             let got = of_master(
                 &m,
                 "gunicorn_worker_requests_total",
                 pid,
                 &["pid", "status", "method"],
             );
-            let text = fs::read_to_string(&log).unwrap_or_default();
+            let text = fs::read_to_string(log).unwrap_or_default();
             let want = access_log::counts_by_pid_status_method(
-                &access_log::parse(&text).expect("the script's access log"),
+                &access_log::parse(&text).expect("an access log"),
             );
-            if up == Some(1.0) && got == want && want.values().sum::<f64>() == 3.0 {
-                Ok(())
-            } else {
-                Err(format!("up {up:?}, exporter {got:?}, access log {want:?}"))
+            match up {
+                Some((app, 1.0)) if got == want && want.values().sum::<f64>() == 3.0 => Ok(app),
+                _ => Err(format!("up {up:?}, exporter {got:?}, access log {want:?}")),
             }
         },
     )
-    .unwrap_or_else(|err| panic!("{err}\n{}", e.story()));
+    .unwrap_or_else(|err| panic!("{err}\n{}", e.story()))
 }
